@@ -1,0 +1,61 @@
+"""The ``landcover`` command: parses arguments, sets up logging and progress, delegates."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import click
+
+from .config import load_config
+from .errors import LandcoverError
+from .run import run as run_pipeline
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Unsupervised land-cover classification of large rasters."""
+
+
+@main.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a YAML key, e.g. --set model.k=5.")
+@click.option("--show-config", is_flag=True, help="Print the resolved config and exit without running.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; errors only.")
+def run(config_path: str, overrides: tuple[str, ...], show_config: bool, quiet: bool) -> None:
+    """Cluster the imagery named in CONFIG and write a COG of class labels."""
+    _log_to_terminal(logging.WARNING if quiet else logging.INFO)
+    try:
+        config = load_config(config_path, overrides)
+        if show_config:
+            click.echo(config.to_yaml(), nl=False)
+            return
+        result = run_pipeline(config, progress=None if quiet else _progress_bar)
+    except LandcoverError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted: nothing was written at the output path", err=True)
+        sys.exit(130)
+    if not quiet:
+        click.echo(f"{result.output}\n{result.model_path}\n{result.report_path}\n{result.quicklook_path}")
+
+
+def _log_to_terminal(level: int) -> None:
+    # Only our own logger: dask-ml logs every Lloyd iteration at INFO.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package = logging.getLogger("pipeline")
+    package.addHandler(handler)
+    package.setLevel(level)
+
+
+@contextmanager
+def _progress_bar(stage: str) -> Iterator[None]:
+    from dask.diagnostics import ProgressBar
+
+    click.echo(f"{stage}:", err=True)
+    with ProgressBar(minimum=0.5, out=sys.stderr):
+        yield

@@ -1,0 +1,229 @@
+"""The run configuration: parsed once from YAML into frozen, typed objects.
+
+Unknown keys, wrong types and impossible values are refused here, before any work, with the YAML
+key and the fix in one line. Paths written in a YAML file are relative to that file; paths given
+with ``--set`` are relative to the current directory, as a user typing them expects.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+INPUT_BLOCK = 512  # NAIP and our COGs use 512-pixel tiles; chunks must align to them.
+
+
+class _Section(BaseModel):
+    # strict: "7" is not a k, "yes" is not a bool; YAML already gives real types.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class InputConfig(_Section):
+    paths: tuple[str, ...] = Field(min_length=1)
+    """Files, globs or a .vrt; later files are drawn on top where tiles overlap."""
+    bands: tuple[int, ...] | None = None
+    """1-based band numbers used as features; None = every band except alpha."""
+    nodata: float | None = None
+    """Overrides the rasters' nodata: a pixel is invalid when every band equals it."""
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _paths_as_tuple(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return (value,)
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _bands_as_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_valid(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is None:
+            return value
+        if not value or any(b < 1 for b in value):
+            raise ValueError("band numbers are 1-based and the list must not be empty")
+        if len(set(value)) != len(value):
+            raise ValueError("a band is listed twice")
+        return value
+
+
+class SampleConfig(_Section):
+    size: int | Literal["all"] = 1_000_000
+    """Valid pixels drawn for fitting; "all" fits on every valid pixel (slow on big mosaics)."""
+    seed: int = Field(default=0, ge=0)
+
+    @field_validator("size")
+    @classmethod
+    def _size_positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError('must be a positive number of pixels or "all"')
+        return value
+
+
+class ModelConfig(_Section):
+    k: int = Field(default=7, ge=2, le=254)
+    """Number of classes; labels are 1..k and 0 is nodata, so k fits in uint8."""
+    init: Literal["k-means||"] = "k-means||"
+    max_iter: int = Field(default=300, ge=1)
+    tol: float = Field(default=1e-4, ge=0)
+    """Relative to the sample's mean band variance, as in scikit-learn."""
+
+
+class OutputConfig(_Section):
+    path: str = "out/labels.tif"
+    """The COG; ``.model.json``, ``.report.json`` and ``.png`` sit beside it."""
+    overwrite: bool = False
+
+
+class DaskConfig(_Section):
+    chunk: int = Field(default=2048, ge=INPUT_BLOCK)
+    """Pixels per chunk side; a multiple of the 512-pixel input blocks."""
+
+    @field_validator("chunk")
+    @classmethod
+    def _chunk_aligned(cls, value: int) -> int:
+        if value % INPUT_BLOCK:
+            raise ValueError(f"must be a multiple of {INPUT_BLOCK} (the input block size)")
+        return value
+
+
+class Config(_Section):
+    input: InputConfig
+    sample: SampleConfig = SampleConfig()
+    model: ModelConfig = ModelConfig()
+    output: OutputConfig = OutputConfig()
+    dask: DaskConfig = DaskConfig()
+
+    @model_validator(mode="after")
+    def _sample_holds_k(self) -> Config:
+        if isinstance(self.sample.size, int) and self.sample.size < self.model.k:
+            raise ValueError(
+                f"sample.size ({self.sample.size}) is smaller than model.k ({self.model.k}); "
+                "raise sample.size or lower model.k"
+            )
+        return self
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.output.path)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+_HINTS = {
+    "input.paths": "give a file, a glob or a list of them",
+    "input.bands": "use a list of 1-based band numbers, e.g. [1, 2, 3, 4], or null for all",
+    "input.nodata": "use a number, or null to use the rasters' own nodata",
+    "sample.size": 'use a positive integer, or "all"',
+    "sample.seed": "use a non-negative integer",
+    "model.k": "use an integer from 2 to 254",
+    "model.init": 'use "k-means||"',
+    "model.max_iter": "use a positive integer",
+    "model.tol": "use a non-negative number such as 1.0e-4",
+    "output.path": "use a file path ending in .tif",
+    "output.overwrite": "use true or false",
+    "dask.chunk": "use a multiple of 512, e.g. 2048",
+}
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    return {name: field.annotation for name, field in Config.model_fields.items()}  # type: ignore[misc]
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
+    if error["type"] == "extra_forbidden":
+        section, _, leaf = key.rpartition(".")
+        model = _sections().get(section, Config) if section else Config
+        allowed = ", ".join(model.model_fields)
+        where = f"under '{section}'" if section else "at the top level"
+        return f"unknown key '{key}'; valid keys {where} are: {allowed}"
+    if error["type"] == "missing":
+        return f"'{key}' is required"
+    message = error["msg"].removeprefix("Value error, ")
+    if not key:  # a cross-field check: its message already names the keys
+        return message
+    hint = _HINTS.get(key)
+    got = error.get("input")
+    return f"'{key}': {message} (got {got!r})" + (f"; {hint}" if hint else "")
+
+
+_PATH_KEYS = (("input", "paths"), ("output", "path"))
+
+
+def _absolute(value: Any, base: Path) -> Any:
+    """Relative path strings (alone or in a list) made absolute against ``base``; others untouched."""
+    if isinstance(value, str):
+        return os.path.normpath(base / value)
+    if isinstance(value, list):
+        return [os.path.normpath(base / v) if isinstance(v, str) else v for v in value]
+    return value
+
+
+def _apply_override(raw: dict[str, Any], assignment: str) -> None:
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: write KEY=VALUE, e.g. --set model.k=5")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    *sections, leaf = key.strip().split(".")
+    if tuple(key.strip().split(".")) in _PATH_KEYS:
+        value = _absolute(value, Path.cwd())
+    node = raw
+    for part in sections:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section; see --show-config")
+    node[leaf] = value
+
+
+def parse_config(raw: Any, *, source: str = "config") -> Config:
+    """Validate an already-loaded mapping (paths must be resolved by the caller)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with sections input, sample, model, output, dask")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML run file, apply ``KEY=VALUE`` overrides, validate, and return the Config."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; check the path") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.__class__.__name__}); give a YAML file") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with sections input, sample, model, output, dask")
+    base = path.resolve().parent
+    for section, leaf in _PATH_KEYS:
+        if isinstance(raw.get(section), dict) and leaf in raw[section]:
+            raw[section][leaf] = _absolute(raw[section][leaf], base)
+    for assignment in overrides:
+        _apply_override(raw, assignment)
+    return parse_config(raw, source=str(path))

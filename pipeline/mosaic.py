@@ -1,0 +1,314 @@
+"""Open one raster, a VRT or many tiles as one lazy, chunked mosaic.
+
+The mosaic is a float32 dask array (band, y, x) in which invalid pixels are NaN. Validity follows
+rasterio's dataset mask: an alpha band or internal mask when the file has one, otherwise a pixel
+is nodata only when *every* band equals nodata (real NAIP water reads 0 in NIR alone). Each chunk
+is one task that reads the windows of the tiles it overlaps; later tiles are drawn on top, as
+``gdalbuildvrt`` does. Tiles must share CRS, resolution, band count and dtype: mixing them is
+refused, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import rasterio
+import xarray as xr
+from affine import Affine
+from dask.highlevelgraph import HighLevelGraph
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from .config import InputConfig
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One input file and where it sits in the mosaic grid."""
+
+    path: str
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+    mask: str
+    """How validity is read: "nodata", "alpha", "mask" (internal per-dataset mask) or "none"."""
+    alpha: int | None
+    nodata: tuple[float | None, ...]
+    """Per-band nodata of the file (or the config override), for the "nodata" mask."""
+
+
+@dataclass(frozen=True)
+class Mosaic:
+    """The grid, the tiles on it, and the feature bands; everything needed to read any chunk."""
+
+    tiles: tuple[Tile, ...]
+    crs: str
+    transform: Affine
+    height: int
+    width: int
+    bands: tuple[int, ...]
+    band_names: tuple[str, ...]
+    dtype: str
+    chunk: int
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        return (len(self.bands),), _split(self.height, self.chunk), _split(self.width, self.chunk)
+
+    def windows(self) -> list[tuple[tuple[int, int], Window]]:
+        """(block index, window in the mosaic) of every chunk, row-major."""
+        out = []
+        for i, row in enumerate(range(0, self.height, self.chunk)):
+            for j, col in enumerate(range(0, self.width, self.chunk)):
+                h, w = min(self.chunk, self.height - row), min(self.chunk, self.width - col)
+                out.append(((i, j), Window(col, row, w, h)))
+        return out
+
+    def pixel_area(self) -> float:
+        return abs(self.transform.a * self.transform.e)
+
+    def to_dask(self) -> da.Array:
+        """Lazy float32 (band, y, x) array; NaN marks invalid pixels."""
+        name = f"read-mosaic-{_token(self)}"
+        graph = {
+            (name, 0, i, j): (read_window, self, window) for (i, j), window in self.windows()
+        }
+        hlg = HighLevelGraph.from_collections(name, graph, dependencies=())
+        return da.Array(hlg, name, chunks=self.chunks, dtype=np.float32)
+
+    def to_xarray(self) -> xr.DataArray:
+        """The mosaic with coordinates and CRS, for users who want to explore it."""
+        xs = self.transform.c + self.transform.a * (np.arange(self.width) + 0.5)
+        ys = self.transform.f + self.transform.e * (np.arange(self.height) + 0.5)
+        array = xr.DataArray(
+            self.to_dask(), dims=("band", "y", "x"), coords={"band": list(self.bands), "y": ys, "x": xs}
+        )
+        return array.rio.write_crs(self.crs).rio.write_transform(self.transform)
+
+
+def _split(length: int, chunk: int) -> tuple[int, ...]:
+    return tuple(min(chunk, length - start) for start in range(0, length, chunk))
+
+
+def _token(mosaic: Mosaic) -> str:
+    from dask.base import tokenize
+
+    return tokenize(mosaic.tiles, mosaic.bands, mosaic.chunk, mosaic.height, mosaic.width)
+
+
+# --- opening -------------------------------------------------------------------------------------
+
+
+def expand_paths(patterns: tuple[str, ...]) -> list[str]:
+    """Files from paths and globs, in the order given (each glob sorted); errors name the entry."""
+    files: list[str] = []
+    for pattern in patterns:
+        if _GLOB_CHARS & set(pattern):
+            matches = sorted(glob.glob(pattern))
+            if not matches:
+                raise InputError(f"input.paths: '{pattern}' matches no file; check the folder and pattern")
+            files.extend(m for m in matches if Path(m).is_file())
+            continue
+        path = Path(pattern)
+        if path.is_dir():
+            raise InputError(f"{pattern}: is a directory; give its files, e.g. '{pattern}/*.tif'")
+        if not path.exists():
+            raise InputError(f"{pattern}: file not found; check input.paths")
+        files.append(pattern)
+    unique = list(dict.fromkeys(files))
+    if not unique:
+        raise InputError(f"input.paths: {list(patterns)} names no raster file")
+    return unique
+
+
+def open_mosaic(spec: InputConfig, *, chunk: int) -> Mosaic:
+    """Read the metadata of every input file and plan the mosaic; no pixel is read."""
+    files = expand_paths(spec.paths)
+    metas = [_describe(path, spec.nodata) for path in files]
+    first = metas[0]
+    for meta in metas[1:]:
+        for key, label in (("crs", "CRS"), ("res", "resolution"), ("count", "band count"), ("dtype", "dtype")):
+            if meta[key] != first[key]:
+                raise InputError(
+                    f"{meta['path']}: {label} {meta[key]} differs from {first['path']} ({first[key]}); "
+                    "mosaic tiles must share CRS, resolution, band count and dtype"
+                )
+    res_x, res_y = first["res"]
+    left = min(m["bounds"].left for m in metas)
+    top = max(m["bounds"].top for m in metas)
+    right = max(m["bounds"].right for m in metas)
+    bottom = min(m["bounds"].bottom for m in metas)
+    width, height = round((right - left) / res_x), round((top - bottom) / res_y)
+    transform = Affine(res_x, 0.0, left, 0.0, -res_y, top)
+
+    tiles = tuple(
+        Tile(
+            path=m["path"],
+            row_off=round((top - m["bounds"].top) / res_y),
+            col_off=round((m["bounds"].left - left) / res_x),
+            height=m["height"],
+            width=m["width"],
+            mask=m["mask"],
+            alpha=m["alpha"],
+            nodata=m["nodata"],
+        )
+        for m in metas
+    )
+    bands = _feature_bands(spec.bands, first)
+    names = tuple(first["names"][b - 1] for b in bands)
+    log.info("mosaic: %d file(s), %d x %d pixels, bands %s", len(files), width, height, list(bands))
+    return Mosaic(tiles, first["crs"], transform, height, width, bands, names, first["dtype"], chunk)
+
+
+def _feature_bands(requested: tuple[int, ...] | None, meta: dict) -> tuple[int, ...]:
+    alpha = meta["alpha"]
+    if requested is None:
+        return tuple(b for b in range(1, meta["count"] + 1) if b != alpha)
+    for band in requested:
+        if band > meta["count"]:
+            raise InputError(
+                f"input.bands: band {band} does not exist in {meta['path']}, which has {meta['count']} band(s)"
+            )
+        if band == alpha:
+            raise InputError(
+                f"input.bands: band {band} of {meta['path']} is its alpha band (a mask, never a feature); "
+                "remove it from input.bands"
+            )
+    return requested
+
+
+def _describe(path: str, nodata_override: float | None) -> dict:
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise InputError(f"{path}: has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx) and retry")
+            t = src.transform
+            if t.b != 0 or t.d != 0:
+                raise InputError(f"{path}: has a rotated geotransform; warp it north-up (gdalwarp) first")
+            interps = src.colorinterp
+            alpha = next((i + 1 for i, c in enumerate(interps) if c == ColorInterp.alpha), None)
+            flags = src.mask_flag_enums[0] if src.count else []
+            if nodata_override is not None:
+                mask = "nodata"
+                nodata: tuple[float | None, ...] = (nodata_override,) * src.count
+            elif alpha is not None:
+                mask, nodata = "alpha", src.nodatavals
+            elif MaskFlags.per_dataset in flags:
+                mask, nodata = "mask", src.nodatavals
+            elif any(v is not None for v in src.nodatavals):
+                mask, nodata = "nodata", src.nodatavals
+            else:
+                mask, nodata = "none", src.nodatavals
+            return {
+                "path": path,
+                "crs": src.crs.to_string(),
+                "res": (round(abs(t.a), 9), round(abs(t.e), 9)),
+                "count": src.count,
+                "dtype": src.dtypes[0],
+                "bounds": src.bounds,
+                "height": src.height,
+                "width": src.width,
+                "alpha": alpha,
+                "mask": mask,
+                "nodata": tuple(nodata),
+                "names": tuple(d or f"band{i + 1}" for i, d in enumerate(src.descriptions)),
+            }
+    except InputError:
+        raise
+    except RasterioError as exc:
+        raise InputError(f"{path}: not a readable raster ({_first_line(exc)}); check the file") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+_OPEN_PER_THREAD = 32  # datasets kept open per thread; a state has thousands of tiles
+_local = threading.local()
+
+
+def _dataset(path: str) -> rasterio.DatasetReader:
+    """One open dataset per thread and path (GDAL handles are not thread-safe), LRU-bounded."""
+    cache: OrderedDict[str, rasterio.DatasetReader] = getattr(_local, "datasets", None) or OrderedDict()
+    _local.datasets = cache
+    if path in cache:
+        cache.move_to_end(path)
+        return cache[path]
+    src = rasterio.open(path)
+    cache[path] = src
+    if len(cache) > _OPEN_PER_THREAD:
+        cache.popitem(last=False)[1].close()
+    return src
+
+
+def read_window(mosaic: Mosaic, window: Window) -> np.ndarray:
+    """Decode one mosaic window: float32 (band, h, w), NaN where no tile has a valid pixel."""
+    h, w = int(window.height), int(window.width)
+    out = np.full((len(mosaic.bands), h, w), np.nan, dtype=np.float32)
+    for tile in mosaic.tiles:
+        top = max(window.row_off, tile.row_off)
+        left = max(window.col_off, tile.col_off)
+        bottom = min(window.row_off + h, tile.row_off + tile.height)
+        right = min(window.col_off + w, tile.col_off + tile.width)
+        if top >= bottom or left >= right:
+            continue
+        src_window = Window(left - tile.col_off, top - tile.row_off, right - left, bottom - top)
+        try:
+            data, valid = _read_tile(tile, mosaic.bands, src_window)
+        except RasterioError as exc:
+            raise InputError(
+                f"{tile.path}: cannot decode window {src_window.flatten()} ({_first_line(exc)}); "
+                "the file is damaged, replace or remove it"
+            ) from None
+        dst = out[:, top - window.row_off : bottom - window.row_off, left - window.col_off : right - window.col_off]
+        np.copyto(dst, data, where=valid)
+    return out
+
+
+def _read_tile(tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Feature bands of one tile window as float32 and its validity mask."""
+    src = _dataset(tile.path)
+    if tile.mask == "nodata":
+        # Every band takes part in the mask (dataset-mask semantics), not only the features.
+        everything = src.read(window=window)
+        valid = np.zeros(everything.shape[1:], dtype=bool)
+        for band, value in zip(everything, tile.nodata):
+            valid |= _differs(band, value)
+        data = everything[[b - 1 for b in bands]]
+    else:
+        data = src.read(list(bands), window=window)
+        if tile.mask == "alpha":
+            valid = src.read(tile.alpha, window=window) > 0
+        elif tile.mask == "mask":
+            valid = src.read_masks(1, window=window) > 0
+        else:
+            valid = np.ones(data.shape[1:], dtype=bool)
+    data = data.astype(np.float32, copy=False)
+    if data.dtype.kind == "f":
+        valid &= np.isfinite(data).all(axis=0)
+    return data, valid
+
+
+def _differs(band: np.ndarray, value: float | None) -> np.ndarray:
+    if value is None:
+        return np.ones(band.shape, dtype=bool)
+    if math.isnan(value):
+        return ~np.isnan(band)
+    return band != value

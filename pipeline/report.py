@@ -1,0 +1,187 @@
+"""What sits beside the COG: the model JSON, the class report JSON and a quicklook PNG.
+
+Palette colours come from each class's centroid in approximate true colour, stretched by the
+sample's 2nd-98th percentiles, so a user opening the COG in QGIS sees water dark and fields green.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+
+from .errors import InputError
+
+MODEL_FORMAT = "landcover-model/1"
+QUICKLOOK_SIDE = 1024
+_VERSIONED = ("landcover-pipeline", "dask", "distributed", "dask-ml", "scikit-learn", "numpy", "rasterio", "xarray", "rioxarray")
+
+
+@dataclass(frozen=True)
+class Model:
+    """A fitted model as saved to ``<output>.model.json``: enough to label new imagery."""
+
+    centroids: np.ndarray
+    bands: tuple[int, ...]
+    band_names: tuple[str, ...]
+    palette: dict[int, tuple[int, int, int]]
+    sample_size: int
+    seed: int
+    inertia: float
+    extra: dict[str, Any]
+
+    @property
+    def k(self) -> int:
+        return len(self.centroids)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": MODEL_FORMAT,
+            "k": self.k,
+            "bands": list(self.bands),
+            "band_names": list(self.band_names),
+            "centroids": self.centroids.tolist(),
+            "palette": {str(c): list(rgb) for c, rgb in self.palette.items()},
+            "sample": {"size": self.sample_size, "seed": self.seed},
+            "inertia": self.inertia,
+            **self.extra,
+            "versions": library_versions(),
+        }
+
+
+def load_model(path: str | Path) -> Model:
+    """Read a model JSON written by ``run``; errors name the file and what is wrong."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the model JSON ({exc.__class__.__name__}); give a .model.json file") from None
+    if not isinstance(doc, dict) or doc.get("format") != MODEL_FORMAT:
+        raise InputError(f"{path}: not a {MODEL_FORMAT} file; give the .model.json written by 'landcover run'")
+    known = {"format", "k", "bands", "band_names", "centroids", "palette", "sample", "inertia", "versions"}
+    return Model(
+        centroids=np.asarray(doc["centroids"], dtype=np.float64),
+        bands=tuple(doc["bands"]),
+        band_names=tuple(doc["band_names"]),
+        palette={int(c): tuple(rgb) for c, rgb in doc["palette"].items()},
+        sample_size=int(doc["sample"]["size"]),
+        seed=int(doc["sample"]["seed"]),
+        inertia=float(doc["inertia"]),
+        extra={k: v for k, v in doc.items() if k not in known},
+    )
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    versions["gdal"] = rasterio.__gdal_version__
+    return versions
+
+
+def rgb_bands(band_names: tuple[str, ...]) -> tuple[int, ...]:
+    """Positions (0-based, among the features) to show as red, green, blue; one band = grey."""
+    lowered = [n.lower() for n in band_names]
+    if all(c in lowered for c in ("red", "green", "blue")):
+        return tuple(lowered.index(c) for c in ("red", "green", "blue"))
+    return (0, 1, 2) if len(band_names) >= 3 else (0, 0, 0)
+
+
+def palette_from_centroids(centroids: np.ndarray, sample: np.ndarray, band_names: tuple[str, ...]) -> dict[int, tuple[int, int, int]]:
+    """Class → (r, g, b): each centroid in approximate true colour; class 0 (nodata) is black."""
+    positions = list(rgb_bands(band_names))
+    low, high = np.nanpercentile(sample[:, positions], [2, 98], axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    rgb = np.clip((centroids[:, positions] - low) / span, 0, 1) * 255
+    palette = {0: (0, 0, 0)}
+    palette.update({i + 1: tuple(int(round(v)) for v in row) for i, row in enumerate(rgb)})
+    return palette
+
+
+def class_tags(centroids: np.ndarray, band_names: tuple[str, ...]) -> dict[str, str]:
+    """COG tags describing each class by its centroid, e.g. CLASS_3 = 'class 3: red=52.1 ...'."""
+    tags = {"CLASS_0": "nodata"}
+    for i, row in enumerate(centroids, start=1):
+        values = " ".join(f"{name}={value:.1f}" for name, value in zip(band_names, row))
+        tags[f"CLASS_{i}"] = f"class {i}: {values}"
+    return tags
+
+
+def linear_unit_metres(crs: str) -> float | None:
+    """Metres per CRS unit, or None for a geographic CRS (pixel area is not constant)."""
+    parsed = rasterio.crs.CRS.from_user_input(crs)
+    if parsed.is_geographic:
+        return None
+    return float(parsed.linear_units_factor[1])
+
+
+def class_report(
+    stats: np.ndarray,
+    *,
+    band_names: tuple[str, ...],
+    palette: dict[int, tuple[int, int, int]],
+    pixel_area: float,
+    crs: str,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """Per class: pixels, area and mean per band, from (k + 1, 1 + band) label statistics."""
+    metres = linear_unit_metres(crs)
+    area = None if metres is None else pixel_area * metres**2
+    counts = stats[:, 0]
+    valid = float(counts[1:].sum())
+    classes = []
+    for label in range(1, len(stats)):
+        n = float(counts[label])
+        means = stats[label, 1:] / n if n else np.full(len(band_names), math.nan)
+        classes.append(
+            {
+                "class": label,
+                "pixels": int(n),
+                "area_m2": None if area is None else n * area,
+                "percent": 100.0 * n / valid if valid else 0.0,
+                "mean": {name: (None if math.isnan(m) else float(m)) for name, m in zip(band_names, means)},
+                "colour": "#%02x%02x%02x" % palette[label],
+            }
+        )
+    return {
+        "classes": classes,
+        "totals": {
+            "valid_pixels": int(valid),
+            "nodata_pixels": int(counts[0]),
+            "area_m2": None if area is None else valid * area,
+            "pixel_area_m2": area,
+        },
+        "crs": crs,
+        "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
+    }
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def write_quicklook(cog: Path, png: Path, palette: dict[int, tuple[int, int, int]]) -> None:
+    """A small PNG of the labels in palette colours, read from the COG's overviews."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with rasterio.open(cog) as src:
+        scale = max(src.width, src.height) / QUICKLOOK_SIDE
+        shape = (max(1, round(src.height / max(scale, 1))), max(1, round(src.width / max(scale, 1))))
+        labels = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    for label, rgb in palette.items():
+        lut[label] = rgb
+    plt.imsave(png, lut[labels], format="png")
