@@ -31,6 +31,10 @@ class InputConfig(_Section):
     """1-based band numbers used as features; None = every band except alpha."""
     nodata: float | None = None
     """Overrides the rasters' nodata: a pixel is invalid when every band equals it."""
+    alpha: Literal["auto", "none"] | int = "auto"
+    """The alpha (mask) band: "auto" = the band the file marks alpha, "none", or a band number.
+    GDAL marks band 4 of any 4-band uint8 GeoTIFF written without PHOTOMETRIC=MINISBLACK as
+    alpha, so an RGB+NIR file may need "none"."""
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -38,6 +42,13 @@ class InputConfig(_Section):
         if isinstance(value, str):
             return (value,)
         return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_positive(cls, value: str | int) -> str | int:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("band numbers are 1-based")
+        return value
 
     @field_validator("bands", mode="before")
     @classmethod
@@ -124,6 +135,7 @@ _HINTS = {
     "input.paths": "give a file, a glob or a list of them",
     "input.bands": "use a list of 1-based band numbers, e.g. [1, 2, 3, 4], or null for all",
     "input.nodata": "use a number, or null to use the rasters' own nodata",
+    "input.alpha": 'use "auto", "none" or a 1-based band number',
     "sample.size": 'use a positive integer, or "all"',
     "sample.seed": "use a non-negative integer",
     "model.k": "use an integer from 2 to 254",
@@ -136,26 +148,38 @@ _HINTS = {
 }
 
 
-def _sections() -> dict[str, type[BaseModel]]:
-    return {name: field.annotation for name, field in Config.model_fields.items()}  # type: ignore[misc]
+def _key(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel]]:
+    """The dotted YAML key of an error location, and the section that holds it.
+
+    Union members and list indices add parts to pydantic's location that are not YAML keys.
+    """
+    parts: list[str] = []
+    model: type[BaseModel] = Config
+    section: type[BaseModel] = Config
+    for part in loc:
+        if not isinstance(part, str):
+            break
+        parts.append(part)
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            break
+        section = model = field.annotation
+    return ".".join(parts), section
 
 
 def _describe(error: dict[str, Any]) -> str:
-    key = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
+    key, section = _key(error["loc"])
     if error["type"] == "extra_forbidden":
-        section, _, leaf = key.rpartition(".")
-        model = _sections().get(section, Config) if section else Config
-        allowed = ", ".join(model.model_fields)
-        where = f"under '{section}'" if section else "at the top level"
-        return f"unknown key '{key}'; valid keys {where} are: {allowed}"
+        parent = key.rpartition(".")[0]
+        where = f"under '{parent}'" if parent else "at the top level"
+        return f"unknown key '{key}'; valid keys {where} are: {', '.join(section.model_fields)}"
     if error["type"] == "missing":
         return f"'{key}' is required"
     message = error["msg"].removeprefix("Value error, ")
     if not key:  # a cross-field check: its message already names the keys
         return message
     hint = _HINTS.get(key)
-    got = error.get("input")
-    return f"'{key}': {message} (got {got!r})" + (f"; {hint}" if hint else "")
+    return f"'{key}': {message} (got {error.get('input')!r})" + (f"; {hint}" if hint else "")
 
 
 _PATH_KEYS = (("input", "paths"), ("output", "path"))

@@ -1,8 +1,9 @@
 """Open one raster, a VRT or many tiles as one lazy, chunked mosaic.
 
-The mosaic is a float32 dask array (band, y, x) in which invalid pixels are NaN. Validity follows
-rasterio's dataset mask: an alpha band or internal mask when the file has one, otherwise a pixel
-is nodata only when *every* band equals nodata (real NAIP water reads 0 in NIR alone). Each chunk
+The mosaic is a float32 dask array (band, y, x) in which invalid pixels are NaN. A pixel is
+invalid where the file's alpha band or internal mask says so, otherwise only where *every* band
+equals nodata: real NAIP water reads 0 in NIR alone. (rasterio's ``dataset_mask()`` uses band 4's
+mask alone for RGB-tagged 4-band files, which would drop that water, so we compute it ourselves.) Each chunk
 is one task that reads the windows of the tiles it overlaps; later tiles are drawn on top, as
 ``gdalbuildvrt`` does. Tiles must share CRS, resolution, band count and dtype: mixing them is
 refused, never silently dropped.
@@ -136,18 +137,23 @@ def expand_paths(patterns: tuple[str, ...]) -> list[str]:
     return unique
 
 
+_MUST_MATCH = (
+    ("crs", "CRS", "reproject the tiles to one CRS first (gdalwarp -t_srs)"),
+    ("res", "resolution", "resample the tiles to one resolution first (gdalwarp -tr)"),
+    ("count", "band count", "mosaic tiles must have the same bands; remove or convert the odd file"),
+    ("dtype", "dtype", "mosaic tiles must share a dtype; remove or convert the odd file"),
+)
+
+
 def open_mosaic(spec: InputConfig, *, chunk: int) -> Mosaic:
     """Read the metadata of every input file and plan the mosaic; no pixel is read."""
     files = expand_paths(spec.paths)
-    metas = [_describe(path, spec.nodata) for path in files]
+    metas = [_describe(path, spec) for path in files]
     first = metas[0]
     for meta in metas[1:]:
-        for key, label in (("crs", "CRS"), ("res", "resolution"), ("count", "band count"), ("dtype", "dtype")):
+        for key, label, fix in _MUST_MATCH:
             if meta[key] != first[key]:
-                raise InputError(
-                    f"{meta['path']}: {label} {meta[key]} differs from {first['path']} ({first[key]}); "
-                    "mosaic tiles must share CRS, resolution, band count and dtype"
-                )
+                raise InputError(f"{meta['path']}: {label} {meta[key]} differs from {first['path']} ({first[key]}); {fix}")
     res_x, res_y = first["res"]
     left = min(m["bounds"].left for m in metas)
     top = max(m["bounds"].top for m in metas)
@@ -192,7 +198,7 @@ def _feature_bands(requested: tuple[int, ...] | None, meta: dict) -> tuple[int, 
     return requested
 
 
-def _describe(path: str, nodata_override: float | None) -> dict:
+def _describe(path: str, spec: InputConfig) -> dict:
     try:
         with rasterio.open(path) as src:
             if src.crs is None:
@@ -200,15 +206,14 @@ def _describe(path: str, nodata_override: float | None) -> dict:
             t = src.transform
             if t.b != 0 or t.d != 0:
                 raise InputError(f"{path}: has a rotated geotransform; warp it north-up (gdalwarp) first")
-            interps = src.colorinterp
-            alpha = next((i + 1 for i, c in enumerate(interps) if c == ColorInterp.alpha), None)
+            alpha = _alpha_band(src, spec.alpha)
             flags = src.mask_flag_enums[0] if src.count else []
-            if nodata_override is not None:
+            if spec.nodata is not None:
                 mask = "nodata"
-                nodata: tuple[float | None, ...] = (nodata_override,) * src.count
+                nodata: tuple[float | None, ...] = (spec.nodata,) * src.count
             elif alpha is not None:
                 mask, nodata = "alpha", src.nodatavals
-            elif MaskFlags.per_dataset in flags:
+            elif MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
                 mask, nodata = "mask", src.nodatavals
             elif any(v is not None for v in src.nodatavals):
                 mask, nodata = "nodata", src.nodatavals
@@ -232,6 +237,24 @@ def _describe(path: str, nodata_override: float | None) -> dict:
         raise
     except RasterioError as exc:
         raise InputError(f"{path}: not a readable raster ({_first_line(exc)}); check the file") from None
+
+
+def _alpha_band(src: rasterio.DatasetReader, setting: str | int) -> int | None:
+    if setting == "none":
+        return None
+    if isinstance(setting, int):
+        if setting > src.count:
+            raise InputError(f"input.alpha: band {setting} does not exist in {src.name}, which has {src.count} band(s)")
+        return setting
+    alpha = next((i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha), None)
+    if alpha is not None:
+        log.warning(
+            "%s: band %d is marked alpha, so it masks pixels and is not a feature; "
+            "if it holds data (e.g. NIR), set input.alpha: none",
+            src.name,
+            alpha,
+        )
+    return alpha
 
 
 def _first_line(exc: Exception) -> str:

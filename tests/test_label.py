@@ -1,0 +1,75 @@
+"""The per-block kernels, tested without dask against brute force."""
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from pipeline.fit import order_by_brightness, sum_squared_errors
+from pipeline.label import assign_labels, class_statistics, nearest
+from pipeline.sample import sample_block, valid_pixels
+
+
+@pytest.mark.parametrize("k", [2, 7, 254])
+def test_nearest_matches_brute_force(k):
+    rng = np.random.default_rng(k)
+    pixels = rng.uniform(0, 255, (4, 5000)).astype(np.float32)
+    centroids = rng.uniform(0, 255, (k, 4))
+    label, dist = nearest(pixels, centroids, dtype=np.float64)
+    squared = cdist(pixels.T.astype(np.float64), centroids, "sqeuclidean")
+    np.testing.assert_array_equal(label, squared.argmin(axis=1) + 1)
+    np.testing.assert_allclose(dist, squared.min(axis=1), rtol=1e-12)
+    assert label.dtype == np.uint8 and label.min() >= 1 and label.max() <= k
+
+
+def test_nan_pixels_get_label_zero_and_ties_the_lower_class():
+    block = np.array([[[np.nan, 5.0, 0.0]], [[1.0, 5.0, 0.0]]], dtype=np.float32)  # (band, y, x)
+    centroids = np.array([[0.0, 0.0], [10.0, 10.0]])
+    np.testing.assert_array_equal(assign_labels(block, centroids), [[0, 1, 1]])
+
+
+def test_labels_do_not_depend_on_the_block_shape():
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0, 255, (3, 64, 80)).astype(np.float32)
+    centroids = rng.uniform(0, 255, (9, 3))
+    whole = assign_labels(image, centroids)
+    pieces = np.block([[assign_labels(image[:, r : r + 16, c : c + 20], centroids) for c in range(0, 80, 20)] for r in range(0, 64, 16)])
+    np.testing.assert_array_equal(whole, pieces)
+
+
+def test_class_statistics_count_and_sum_per_class():
+    block = np.array([[[1.0, 2.0, np.nan]], [[10.0, 20.0, np.nan]]], dtype=np.float32)
+    labels = np.array([[1, 1, 0]], dtype=np.uint8)
+    stats = class_statistics(block, labels, 2)
+    np.testing.assert_array_equal(stats, [[1, 0, 0], [2, 3, 30], [0, 0, 0]])
+
+
+def test_sum_squared_errors_is_exact_in_memory_and_chunked():
+    import dask.array as da
+
+    rng = np.random.default_rng(2)
+    matrix = rng.uniform(0, 255, (30_000, 4)).astype(np.float32)
+    centroids = rng.uniform(0, 255, (5, 4))
+    exact = cdist(matrix.astype(np.float64), centroids, "sqeuclidean").min(axis=1).sum()
+    assert sum_squared_errors(matrix, centroids) == pytest.approx(exact, rel=1e-12)
+    assert sum_squared_errors(da.from_array(matrix, chunks=(7000, 4)), centroids) == pytest.approx(exact, rel=1e-12)
+
+
+def test_order_by_brightness_is_independent_of_input_order():
+    centroids = np.array([[200.0, 10.0], [5.0, 5.0], [10.0, 200.0], [50.0, 60.0]])
+    ordered = order_by_brightness(centroids)
+    np.testing.assert_array_equal(ordered, order_by_brightness(centroids[::-1]))
+    assert list(ordered.mean(axis=1)) == sorted(ordered.mean(axis=1))
+    np.testing.assert_array_equal(ordered[2:], [[10.0, 200.0], [200.0, 10.0]])  # tie: band 1 decides
+
+
+def test_sample_block_is_seeded_by_block_index_and_skips_nodata():
+    rng = np.random.default_rng(3)
+    block = rng.uniform(0, 255, (4, 50, 50)).astype(np.float32)
+    block[:, :10] = np.nan
+    keys, pixels = sample_block(block, seed=7, index=(0, 2, 3), rate=0.5)
+    again = sample_block(block, seed=7, index=(0, 2, 3), rate=0.5)
+    other = sample_block(block, seed=7, index=(0, 2, 4), rate=0.5)
+    np.testing.assert_array_equal(pixels, again[1])
+    assert not np.array_equal(keys, other[0][: len(keys)])
+    assert not np.isnan(pixels).any() and (keys < 0.5).all()
+    assert 0.4 < len(pixels) / len(valid_pixels(block)) < 0.6

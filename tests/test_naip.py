@@ -1,0 +1,31 @@
+"""The real NAIP scenes in ../shared/data/naip, as a mosaic (skipped with a reason when absent)."""
+
+import numpy as np
+import rasterio
+from rio_cogeo.cogeo import cog_validate
+
+from pipeline import load_config, run
+from pipeline.mosaic import open_mosaic
+
+
+def test_naip_mosaic_to_valid_cog(naip_scenes, make_config):
+    k = 6
+    config = load_config(make_config(naip_scenes, model={"k": k}, sample={"size": 200_000}))
+    result = run(config)
+    valid, errors, _ = cog_validate(str(result.output), quiet=True)
+    assert valid, errors
+    mosaic = open_mosaic(config.input, chunk=config.dask.chunk)
+    pixels = mosaic.to_dask().compute()
+    expected_valid = ~np.isnan(pixels).any(axis=0)
+    with rasterio.open(result.output) as src:
+        labels = src.read(1)
+        colormap = src.colormap(1)
+        assert src.nodata == 0 and src.crs.to_epsg() == 26914 and src.res == (5.0, 5.0)
+    assert all(c in colormap for c in range(k + 1))
+    assert (labels[expected_valid] >= 1).all() and (labels[expected_valid] <= k).all()
+    assert (labels[~expected_valid] == 0).all()
+    # The newest scene is drawn on top (it sits at the mosaic's origin, snapped to the 5 m grid).
+    with rasterio.open(naip_scenes[-1]) as newest:
+        np.testing.assert_array_equal(pixels[:, : newest.height, : newest.width], newest.read())
+    assert result.report["totals"]["valid_pixels"] == int(expected_valid.sum())
+    assert result.report["totals"]["area_m2"] == expected_valid.sum() * 25.0
