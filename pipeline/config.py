@@ -84,6 +84,8 @@ class ModelConfig(_Section):
     k: int = Field(default=7, ge=2, le=254)
     """Number of classes; labels are 1..k and 0 is nodata, so k fits in uint8."""
     init: Literal["k-means||"] = "k-means||"
+    n_init: int = Field(default=3, ge=1, le=100)
+    """Restarts on the sample, each from its own seed; the lowest inertia wins."""
     max_iter: int = Field(default=300, ge=1)
     tol: float = Field(default=1e-4, ge=0)
     """Relative to the sample's mean band variance, as in scikit-learn."""
@@ -140,6 +142,7 @@ _HINTS = {
     "sample.seed": "use a non-negative integer",
     "model.k": "use an integer from 2 to 254",
     "model.init": 'use "k-means||"',
+    "model.n_init": "use an integer from 1 to 100, e.g. 3",
     "model.max_iter": "use a positive integer",
     "model.tol": "use a non-negative number such as 1.0e-4",
     "output.path": "use a file path ending in .tif",

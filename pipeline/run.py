@@ -76,7 +76,7 @@ def run(config: Config, *, progress: Progress | None = None) -> RunResult:
 
     with _timed(timings, "fit"):
         m = config.model
-        fit = fit_kmeans(matrix, k=m.k, max_iter=m.max_iter, tol=m.tol, seed=config.sample.seed)
+        fit = fit_kmeans(matrix, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=config.sample.seed)
     palette = palette_from_centroids(fit.centroids, sample, mosaic.band_names)
     model = Model(
         centroids=fit.centroids,
@@ -87,7 +87,7 @@ def run(config: Config, *, progress: Progress | None = None) -> RunResult:
         seed=config.sample.seed,
         inertia=fit.inertia,
         extra={
-            "fit": {"init": m.init, "max_iter": m.max_iter, "n_iter": fit.n_iter, "tol": m.tol, "tol_absolute": fit.tol_absolute},
+            "fit": {"init": m.init, "n_init": m.n_init, "max_iter": m.max_iter, "n_iter": fit.n_iter, "tol": m.tol, "tol_absolute": fit.tol_absolute},
             "input": {"paths": [t.path for t in mosaic.tiles], "crs": mosaic.crs, "dtype": mosaic.dtype},
         },
     )

@@ -31,7 +31,7 @@ def test_set_overrides_types_and_resolves_paths_against_cwd(tmp_path, monkeypatc
 @pytest.mark.parametrize(
     ("text", "overrides", "message"),
     [
-        ("input: {paths: [a.tif]}\nmodel: {kk: 3}\n", [], r"unknown key 'model.kk'; valid keys under 'model' are: k, init, max_iter, tol"),
+        ("input: {paths: [a.tif]}\nmodel: {kk: 3}\n", [], r"unknown key 'model.kk'; valid keys under 'model' are: k, init, n_init, max_iter, tol"),
         ("input: {paths: [a.tif]}\nmodle: {k: 3}\n", [], r"unknown key 'modle'; valid keys at the top level"),
         ("input: {paths: [a.tif]}\nmodel: {k: 300}\n", [], r"'model.k': .*less than or equal to 254 .*got 300.*from 2 to 254"),
         ("input: {paths: [a.tif]}\nmodel: {k: '7'}\n", [], r"'model.k': .*integer.*got '7'"),

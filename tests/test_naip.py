@@ -10,7 +10,7 @@ from pipeline.mosaic import open_mosaic
 
 def test_naip_mosaic_to_valid_cog(naip_scenes, make_config):
     k = 6
-    config = load_config(make_config(naip_scenes, model={"k": k}, sample={"size": 200_000}))
+    config = load_config(make_config(naip_scenes, model={"k": k, "n_init": 3}, sample={"size": 200_000}))
     result = run(config)
     valid, errors, _ = cog_validate(str(result.output), quiet=True)
     assert valid, errors

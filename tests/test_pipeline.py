@@ -168,9 +168,9 @@ def test_same_seed_same_sample_on_any_scheduler(tmp_path):
     path, _, _ = planted(tmp_path, k=3, shape=(900, 900))
     data = open_mosaic(load_config_for(tmp_path, path).input, chunk=512).to_dask()
     threaded = draw_sample(data, size=20_000, seed=5)
-    with dask.config.set(scheduler="synchronous"):
-        serial = draw_sample(data, size=20_000, seed=5)
-    np.testing.assert_array_equal(threaded, serial)
+    for scheduler in ("synchronous", "processes"):
+        with dask.config.set(scheduler=scheduler, num_workers=2):
+            np.testing.assert_array_equal(draw_sample(data, size=20_000, seed=5), threaded)
     assert len(threaded) == 20_000
     assert not np.array_equal(threaded, draw_sample(data, size=20_000, seed=6))
 
@@ -226,4 +226,9 @@ def test_all_nodata_and_too_few_pixels(tmp_path, make_config):
     few = write_raster(tmp_path / "few.tif", image, nodata=0)
     with pytest.raises(DataError, match=r"only 3 valid pixel\(s\) .* model.k is 7"):
         run_on(make_config, [few])
+    image[:, 1:] = 200
+    image[:, 300:] = 90
+    two = write_raster(tmp_path / "two.tif", image, nodata=0)  # three colours, asked for seven classes
+    with pytest.raises(DataError, match=r"only 3 distinct spectral group\(s\) but model.k is 7; lower model.k to 3"):
+        run_on(make_config, [two])
     assert not (tmp_path / "out" / "labels.tif").exists()
