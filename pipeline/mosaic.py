@@ -323,10 +323,9 @@ def _read_tile(tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.n
             valid = src.read_masks(1, window=window) > 0
         else:
             valid = np.ones(data.shape[1:], dtype=bool)
-    data = data.astype(np.float32, copy=False)
-    if data.dtype.kind == "f":
+    if data.dtype.kind == "f":  # integers cannot be NaN or infinite
         valid &= np.isfinite(data).all(axis=0)
-    return data, valid
+    return data.astype(np.float32, copy=False), valid
 
 
 def _differs(band: np.ndarray, value: float | None) -> np.ndarray:
