@@ -26,6 +26,8 @@ from .label import nearest
 
 log = logging.getLogger(__name__)
 
+ROWS_PER_CHUNK = 262_144  # sample matrix chunks: several per core for dask-ml's reductions
+
 
 @dataclass(frozen=True)
 class Fit:
@@ -64,7 +66,7 @@ def fit_kmeans(matrix: np.ndarray | da.Array, *, k: int, n_init: int, max_iter: 
         raise DataError(
             f"only {n} valid pixel(s) were found but model.k is {k}; lower model.k or check the nodata settings"
         )
-    chunked = matrix if isinstance(matrix, da.Array) else da.from_array(matrix, chunks=(1 << 18, -1))
+    chunked = matrix if isinstance(matrix, da.Array) else da.from_array(matrix, chunks=(ROWS_PER_CHUNK, -1))
     chunked = chunked.astype(np.float32)
     tol_absolute = tol * float(chunked.var(axis=0, dtype=np.float64).mean().compute())
     best: Fit | None = None

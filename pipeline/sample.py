@@ -20,7 +20,6 @@ from .errors import DataError
 log = logging.getLogger(__name__)
 
 OVERSAMPLE = 3.0  # keep 3x the target so blocks with nodata still leave enough candidates
-ROWS_PER_CHUNK = 262_144  # sample matrix chunks: several per core for dask-ml's reductions
 
 
 def valid_pixels(block: np.ndarray) -> np.ndarray:
@@ -73,6 +72,3 @@ def full_matrix(data: da.Array) -> da.Array:
         raise DataError("the input has no valid pixel; check input.nodata and the rasters' masks")
     return da.concatenate(parts).rechunk({1: -1})
 
-
-def as_dask(sample: np.ndarray) -> da.Array:
-    return da.from_array(sample, chunks=(ROWS_PER_CHUNK, sample.shape[1]))
