@@ -7,8 +7,9 @@ unsquared distances (we compute the real sum of squared errors ourselves). Centr
 by brightness so that label numbers do not depend on initialisation.
 
 Lloyd's algorithm stops in a local minimum that depends on the start: on one NAIP-like sample,
-three seeds gave inertias 20 % apart. So we restart ``n_init`` times on the (small, in-memory)
-sample and keep the lowest inertia, which costs far less than one more pass over the mosaic.
+three seeds gave inertias 20 % apart. So we restart ``n_init`` times on a small in-memory sample,
+keep the lowest inertia and refine it on the whole sample, which costs far less than one more
+pass over the mosaic.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from .label import nearest
 log = logging.getLogger(__name__)
 
 ROWS_PER_CHUNK = 262_144  # sample matrix chunks: several per core for dask-ml's reductions
+# Restarts on 100 k rows, then refined on 1 M, did as well on a NAIP mosaic as restarts on all
+# 1 M rows (inertia 1.00019 vs 1.00016-1.00039 x scikit-learn's full-data fit) at a fifth the time.
+RESTART_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -59,28 +63,48 @@ def sum_squared_errors(matrix: np.ndarray | da.Array, centroids: np.ndarray) -> 
     return float(matrix.map_blocks(block_sse, chunks=(1, 1), dtype=np.float64).sum().compute())
 
 
-def fit_kmeans(matrix: np.ndarray | da.Array, *, k: int, n_init: int, max_iter: int, tol: float, seed: int) -> Fit:
-    """Fit k centroids on an (n, band) float32 matrix (a sample in memory, or chunked)."""
+def fit_kmeans(
+    matrix: np.ndarray | da.Array, *, seeds_from: np.ndarray, k: int, n_init: int, max_iter: int, tol: float, seed: int
+) -> Fit:
+    """Fit k centroids on an (n, band) float32 matrix (a sample in memory, or chunked).
+
+    k-means|| costs a pass over the data per round (about 20 rounds on imagery), so the
+    ``n_init`` restarts run on at most ``RESTART_ROWS`` rows of ``seeds_from``, an in-memory
+    sample in random order; the restart with the lowest inertia there is then refined by Lloyd on
+    the whole matrix.
+    """
     n = matrix.shape[0]
     if n < k:
         raise DataError(
             f"only {n} valid pixel(s) were found but model.k is {k}; lower model.k or check the nodata settings"
         )
-    chunked = matrix if isinstance(matrix, da.Array) else da.from_array(matrix, chunks=(ROWS_PER_CHUNK, -1))
-    chunked = chunked.astype(np.float32)
+    chunked = _chunked(matrix)
     tol_absolute = tol * float(chunked.var(axis=0, dtype=np.float64).mean().compute())
-    best: Fit | None = None
+    head = np.ascontiguousarray(seeds_from[:RESTART_ROWS], dtype=np.float32)
+    head_chunked = _chunked(head)
+    best: tuple[float, np.ndarray] | None = None
+    n_iter = 0
     for restart in range(n_init):
         seed_r = int(np.random.SeedSequence([seed, restart]).generate_state(1)[0])
-        centroids, n_iter = _lloyd(chunked, "k-means||", k=k, max_iter=max_iter, tol=tol_absolute, seed=seed_r)
-        if isinstance(matrix, np.ndarray):
-            centroids, n_iter = _fill_empty_classes(matrix, chunked, centroids, n_iter, max_iter=max_iter, tol=tol_absolute)
-        inertia = sum_squared_errors(matrix, centroids)
-        log.info("fit: restart %d of %d, %d iteration(s), inertia %.6g", restart + 1, n_init, n_iter, inertia)
-        if best is None or inertia < best.inertia:
-            best = Fit(centroids, n_iter, tol_absolute, inertia, n)
+        centroids, iterations = _lloyd(head_chunked, "k-means||", k=k, max_iter=max_iter, tol=tol_absolute, seed=seed_r)
+        centroids, iterations = _fill_empty_classes(head, head_chunked, centroids, iterations, max_iter=max_iter, tol=tol_absolute)
+        inertia = sum_squared_errors(head, centroids)
+        n_iter += iterations
+        log.info("fit: restart %d of %d on %d pixels, %d iteration(s), inertia %.6g", restart + 1, n_init, len(head), iterations, inertia)
+        if best is None or inertia < best[0]:
+            best = (inertia, centroids)
     assert best is not None  # n_init >= 1
-    return best
+    centroids, iterations = _lloyd(chunked, best[1], k=k, max_iter=max_iter, tol=tol_absolute)
+    if isinstance(matrix, np.ndarray):
+        centroids, iterations = _fill_empty_classes(matrix, chunked, centroids, iterations, max_iter=max_iter, tol=tol_absolute)
+    inertia = sum_squared_errors(matrix, centroids)
+    log.info("fit: refined on %d pixels, %d iteration(s), inertia %.6g", n, iterations, inertia)
+    return Fit(centroids, n_iter + iterations, tol_absolute, inertia, n)
+
+
+def _chunked(matrix: np.ndarray | da.Array) -> da.Array:
+    chunked = matrix if isinstance(matrix, da.Array) else da.from_array(matrix, chunks=(ROWS_PER_CHUNK, -1))
+    return chunked.astype(np.float32)
 
 
 def _lloyd(chunked: da.Array, init: str | np.ndarray, *, k: int, max_iter: int, tol: float, seed: int = 0) -> tuple[np.ndarray, int]:

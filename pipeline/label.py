@@ -1,54 +1,85 @@
-"""Nearest-centroid labelling: pure numpy kernels, unit-tested without dask.
+"""Nearest-centroid labelling: one compiled pass per block, unit-tested without dask.
 
-Distances are accumulated band by band and class by class, elementwise, so every pixel's label
-depends only on its own values: a pixel gets the same label in any chunking, on any scheduler,
-and no temporary is larger than one band of the block (k = 254 must not allocate k x pixels).
+The squared distance of a pixel to each centroid is summed band by band in a fixed order, so a
+pixel's label depends only on its own values: it is the same in any chunking and on any
+scheduler, and nothing of size k x pixels is allocated (k = 254 must fit). numba compiles the
+loops without the GIL, so dask's threads label blocks in parallel. Pixels are taken ``TILE`` at a
+time so that the work arrays stay in cache and the inner loops vectorise (1.6x the speed of a
+pixel-by-pixel loop, 2.6x numpy's whole-array passes); the same pass keeps the second-nearest
+distance and counts pixels and sums bands per class.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 NODATA_LABEL = 0
+TILE = 512
+
+
+@numba.njit(nogil=True, cache=True)
+def _nearest(pixels, centroids, label, best, second, stats):  # pragma: no cover - compiled
+    bands, n = pixels.shape
+    dist = np.empty(TILE, pixels.dtype)
+    for start in range(0, n, TILE):
+        m = min(TILE, n - start)
+        near, far, code = best[start : start + m], second[start : start + m], label[start : start + m]
+        near[:] = np.inf
+        far[:] = np.inf
+        code[:] = NODATA_LABEL
+        for c in range(centroids.shape[0]):
+            dist[:m] = 0
+            for b in range(bands):
+                value = centroids[c, b]
+                row = pixels[b, start : start + m]
+                for i in range(m):
+                    diff = row[i] - value
+                    dist[i] += diff * diff
+            for i in range(m):
+                d = dist[i]
+                closer = d < near[i]  # NaN compares False: invalid pixels keep label 0; ties keep the lower class
+                runner_up = d if d > near[i] else near[i]
+                far[i] = runner_up if runner_up < far[i] else far[i]
+                code[i] = c + 1 if closer else code[i]
+                near[i] = d if closer else near[i]
+        for i in range(m):
+            cls = code[i]
+            stats[cls, 0] += 1
+            if cls == NODATA_LABEL:
+                far[i] = np.inf
+            else:
+                for b in range(bands):
+                    stats[cls, 1 + b] += pixels[b, start + i]
+
+
+def nearest_all(
+    pixels: np.ndarray, centroids: np.ndarray, *, dtype: type = np.float32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For pixels (band, n), computing in ``dtype``: the 1-based nearest class (uint8, 0 where
+    any band is NaN), the squared distances to the nearest and the second-nearest centroid (inf
+    where invalid, and second inf when k = 1) and, per label 0..k, the pixel count and per-band
+    sums as a float64 (k + 1, 1 + band) array."""
+    pixels = np.ascontiguousarray(pixels, dtype=dtype)
+    centroids = np.ascontiguousarray(centroids, dtype=dtype)
+    n = pixels.shape[1]
+    label = np.empty(n, dtype=np.uint8)
+    best = np.empty(n, dtype=dtype)
+    second = np.empty(n, dtype=dtype)
+    stats = np.zeros((len(centroids) + 1, 1 + pixels.shape[0]), dtype=np.float64)
+    _nearest(pixels, centroids, label, best, second, stats)
+    return label, best, second, stats
 
 
 def nearest(pixels: np.ndarray, centroids: np.ndarray, *, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """For pixels (band, n), the 1-based nearest class (uint8, 0 where any band is NaN) and
-    the squared distance to it (inf where invalid)."""
-    pixels = np.asarray(pixels, dtype=dtype)
-    centroids = np.asarray(centroids, dtype=dtype)
-    n = pixels.shape[1]
-    best = np.full(n, np.inf, dtype=dtype)
-    label = np.zeros(n, dtype=np.uint8)
-    dist = np.empty(n, dtype=dtype)
-    diff = np.empty(n, dtype=dtype)
-    closer = np.empty(n, dtype=bool)
-    for index, centroid in enumerate(centroids, start=1):
-        dist.fill(0)
-        for band, value in zip(pixels, centroid):
-            np.subtract(band, value, out=diff)
-            np.multiply(diff, diff, out=diff)
-            dist += diff
-        # NaN distances compare False, so invalid pixels keep label 0; ties keep the lower class.
-        np.less(dist, best, out=closer)
-        np.copyto(best, dist, where=closer)
-        label[closer] = index
+    """For pixels (band, n), the 1-based nearest class and the squared distance to it."""
+    label, best, _, _ = nearest_all(pixels, centroids, dtype=dtype)
     return label, best
 
 
-def assign_labels(block: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Label a (band, y, x) float block: uint8 (y, x), classes 1..k, nodata (NaN) 0."""
+def label_block(block: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label a (band, y, x) float block: uint8 (y, x) classes 1..k, nodata (NaN) 0; and the
+    block's class statistics (see ``nearest_all``)."""
     bands, height, width = block.shape
-    label, _ = nearest(block.reshape(bands, height * width), centroids)
-    return label.reshape(height, width)
-
-
-def class_statistics(block: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Per label 0..k: pixel count and per-band sums, as a float64 (k + 1, 1 + band) array."""
-    flat = labels.ravel()
-    stats = np.zeros((k + 1, 1 + block.shape[0]), dtype=np.float64)
-    stats[:, 0] = np.bincount(flat, minlength=k + 1)
-    valid = flat != NODATA_LABEL
-    for b, band in enumerate(block.reshape(block.shape[0], -1)):
-        stats[:, 1 + b] = np.bincount(flat[valid], weights=band[valid], minlength=k + 1)
-    return stats
+    label, _, _, stats = nearest_all(block.reshape(bands, height * width), centroids)
+    return label.reshape(height, width), stats

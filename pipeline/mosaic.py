@@ -284,29 +284,42 @@ def _dataset(path: str) -> rasterio.DatasetReader:
 def read_window(mosaic: Mosaic, window: Window) -> np.ndarray:
     """Decode one mosaic window: float32 (band, h, w), NaN where no tile has a valid pixel."""
     h, w = int(window.height), int(window.width)
-    out = np.full((len(mosaic.bands), h, w), np.nan, dtype=np.float32)
+    parts = []
     for tile in mosaic.tiles:
         top = max(window.row_off, tile.row_off)
         left = max(window.col_off, tile.col_off)
         bottom = min(window.row_off + h, tile.row_off + tile.height)
         right = min(window.col_off + w, tile.col_off + tile.width)
-        if top >= bottom or left >= right:
-            continue
-        src_window = Window(left - tile.col_off, top - tile.row_off, right - left, bottom - top)
-        try:
-            data, valid = _read_tile(tile, mosaic.bands, src_window)
-        except RasterioError as exc:
-            raise InputError(
-                f"{tile.path}: cannot decode window {src_window.flatten()} ({_first_line(exc)}); "
-                "the file is damaged, replace or remove it"
-            ) from None
+        if top < bottom and left < right:
+            parts.append((tile, top, left, bottom, right))
+    if len(parts) == 1 and (parts[0][3] - parts[0][1], parts[0][4] - parts[0][2]) == (h, w):
+        # One tile covers the window (most windows of most mosaics): no compositing needed.
+        data, valid = _read_part(mosaic, *parts[0])
+        out = data.astype(np.float32)
+        if not valid.all():
+            out[:, ~valid] = np.nan
+        return out
+    out = np.full((len(mosaic.bands), h, w), np.nan, dtype=np.float32)
+    for tile, top, left, bottom, right in parts:
+        data, valid = _read_part(mosaic, tile, top, left, bottom, right)
         dst = out[:, top - window.row_off : bottom - window.row_off, left - window.col_off : right - window.col_off]
-        np.copyto(dst, data, where=valid)
+        np.copyto(dst, data, where=valid, casting="unsafe")
     return out
 
 
+def _read_part(mosaic: Mosaic, tile: Tile, top: int, left: int, bottom: int, right: int) -> tuple[np.ndarray, np.ndarray]:
+    src_window = Window(left - tile.col_off, top - tile.row_off, right - left, bottom - top)
+    try:
+        return _read_tile(tile, mosaic.bands, src_window)
+    except RasterioError as exc:
+        raise InputError(
+            f"{tile.path}: cannot decode window {src_window.flatten()} ({_first_line(exc)}); "
+            "the file is damaged, replace or remove it"
+        ) from None
+
+
 def _read_tile(tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Feature bands of one tile window as float32 and its validity mask."""
+    """Feature bands of one tile window, in the file's dtype, and its validity mask."""
     src = _dataset(tile.path)
     if tile.mask == "nodata":
         # Every band takes part in the mask (dataset-mask semantics), not only the features.
@@ -314,7 +327,7 @@ def _read_tile(tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.n
         valid = np.zeros(everything.shape[1:], dtype=bool)
         for band, value in zip(everything, tile.nodata):
             valid |= _differs(band, value)
-        data = everything[[b - 1 for b in bands]]
+        data = everything if bands == tuple(range(1, len(everything) + 1)) else everything[[b - 1 for b in bands]]
     else:
         data = src.read(list(bands), window=window)
         if tile.mask == "alpha":
@@ -325,7 +338,7 @@ def _read_tile(tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.n
             valid = np.ones(data.shape[1:], dtype=bool)
     if data.dtype.kind == "f":  # integers cannot be NaN or infinite
         valid &= np.isfinite(data).all(axis=0)
-    return data.astype(np.float32, copy=False), valid
+    return data, valid
 
 
 def _differs(band: np.ndarray, value: float | None) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+import rasterio
 from affine import Affine
 from rasterio.windows import transform as window_transform
 from rio_cogeo.cogeo import cog_validate
@@ -21,7 +22,7 @@ from rio_cogeo.cogeo import cog_validate
 from .config import Config
 from .errors import DataError, OutputError
 from .fit import fit_kmeans
-from .label import assign_labels, class_statistics
+from .label import label_block
 from .mosaic import Mosaic, open_mosaic
 from .report import Model, class_report, class_tags, palette_from_centroids, write_json, write_quicklook
 from .sample import draw_sample, full_matrix
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], AbstractContextManager[Any]]
 PALETTE_SAMPLE = 100_000  # pixels used to stretch palette colours when fitting on "all"
+GDAL_CACHE_MB = 256
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,13 @@ def sidecar_paths(output: Path) -> dict[str, Path]:
 
 def run(config: Config, *, progress: Progress | None = None) -> RunResult:
     """Cluster the configured imagery and write the COG, model, report and quicklook."""
-    progress = progress or (lambda stage: nullcontext())
+    # GDAL's block cache defaults to 5 % of RAM per process, unseen by dask. Each block is
+    # decoded about once here, so a small cache holds what overlapping windows share.
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _run(config, progress or (lambda stage: nullcontext()))
+
+
+def _run(config: Config, progress: Progress) -> RunResult:
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -66,9 +74,9 @@ def run(config: Config, *, progress: Progress | None = None) -> RunResult:
     with _timed(timings, "sample"), progress("sample"):
         if config.sample.size == "all":
             matrix: np.ndarray | da.Array = full_matrix(data)
-            sample = draw_sample(data, size=PALETTE_SAMPLE, seed=config.sample.seed)
+            sample = draw_sample(mosaic, size=PALETTE_SAMPLE, seed=config.sample.seed)
         else:
-            matrix = sample = draw_sample(data, size=config.sample.size, seed=config.sample.seed)
+            matrix = sample = draw_sample(mosaic, size=config.sample.size, seed=config.sample.seed)
         if len(sample) == 0:
             raise DataError(
                 f"{mosaic.tiles[0].path}: no valid pixel in the input; check input.nodata and the rasters' masks"
@@ -76,7 +84,7 @@ def run(config: Config, *, progress: Progress | None = None) -> RunResult:
 
     with _timed(timings, "fit"):
         m = config.model
-        fit = fit_kmeans(matrix, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=config.sample.seed)
+        fit = fit_kmeans(matrix, seeds_from=sample, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=config.sample.seed)
     palette = palette_from_centroids(fit.centroids, sample, mosaic.band_names)
     model = Model(
         centroids=fit.centroids,
@@ -139,21 +147,17 @@ def _check_output(config: Config, mosaic: Mosaic) -> Path:
     return output
 
 
-def _write_labels(labels: np.ndarray, block: np.ndarray, path: Path, transform: Affine, k: int) -> np.ndarray:
+def _label_chunk(block: np.ndarray, centroids: np.ndarray, path: Path, transform: Affine) -> np.ndarray:
+    labels, stats = label_block(block, centroids)
     write_chunk(labels, path, transform)
-    return class_statistics(block, labels, k)
+    return stats
 
 
 def _label_and_write(data: da.Array, mosaic: Mosaic, centroids: np.ndarray, staging: Path) -> np.ndarray:
     """One streaming pass: label every block, write it as a chunk file, return class statistics."""
-    k = len(centroids)
-    labels = data.map_blocks(assign_labels, centroids.astype(np.float32), drop_axis=0, dtype=np.uint8)
-    label_blocks = labels.to_delayed()
-    data_blocks = data.to_delayed()[0]
+    blocks = data.to_delayed()[0]
     tasks = [
-        dask.delayed(_write_labels)(
-            label_blocks[i, j], data_blocks[i, j], chunk_path(staging, (i, j)), window_transform(window, mosaic.transform), k
-        )
+        dask.delayed(_label_chunk)(blocks[i, j], centroids, chunk_path(staging, (i, j)), window_transform(window, mosaic.transform))
         for (i, j), window in mosaic.windows()
     ]
     return np.sum(dask.compute(*tasks), axis=0)

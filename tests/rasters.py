@@ -9,6 +9,8 @@ import rasterio
 from affine import Affine
 from rasterio.enums import ColorInterp
 
+from pipeline.label import label_block
+
 CRS = "EPSG:32614"
 ORIGIN = (500_000.0, 5_200_000.0)
 RESOLUTION = 2.0
@@ -86,3 +88,8 @@ def write_raster(
 def read_labels(path: Path) -> np.ndarray:
     with rasterio.open(path) as src:
         return src.read(1)
+
+
+def assign_labels(block: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """The labels of one (band, y, x) float block, as the pipeline computes them."""
+    return label_block(block, centroids)[0]

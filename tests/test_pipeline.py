@@ -11,10 +11,9 @@ from scipy.spatial.distance import cdist
 from sklearn.metrics import adjusted_rand_score
 
 from pipeline import DataError, InputError, OutputError, load_config, load_model, run
-from pipeline.label import assign_labels
 from pipeline.mosaic import open_mosaic
 from pipeline.sample import draw_sample
-from rasters import class_centres, planted_classes, planted_image, read_labels, write_raster
+from rasters import assign_labels, class_centres, planted_classes, planted_image, read_labels, write_raster
 
 
 def planted(tmp_path: Path, *, k=5, bands=4, dtype="uint8", shape=(1300, 1100), noise=3.0, seed=0, **write):
@@ -159,20 +158,20 @@ def test_model_json_round_trips_and_inertia_is_the_exact_sse(tmp_path, make_conf
     np.testing.assert_array_equal(model.centroids, result.model.centroids)
     assert (model.k, model.bands, model.sample_size, model.seed) == (4, (1, 2, 3, 4), 50_000, 3)
     assert model.palette == result.model.palette and model.extra["fit"]["n_iter"] >= 1
-    sample = draw_sample(open_mosaic(config.input, chunk=512).to_dask(), size=50_000, seed=3)
+    sample = draw_sample(open_mosaic(config.input, chunk=512), size=50_000, seed=3)
     exact = cdist(sample.astype(np.float64), model.centroids, "sqeuclidean").min(axis=1).sum()
     assert model.inertia == pytest.approx(exact, rel=1e-9)
 
 
 def test_same_seed_same_sample_on_any_scheduler(tmp_path):
     path, _, _ = planted(tmp_path, k=3, shape=(900, 900))
-    data = open_mosaic(load_config_for(tmp_path, path).input, chunk=512).to_dask()
-    threaded = draw_sample(data, size=20_000, seed=5)
+    mosaic = open_mosaic(load_config_for(tmp_path, path).input, chunk=512)
+    threaded = draw_sample(mosaic, size=20_000, seed=5, window=128, min_windows=8)
     for scheduler in ("synchronous", "processes"):
         with dask.config.set(scheduler=scheduler, num_workers=2):
-            np.testing.assert_array_equal(draw_sample(data, size=20_000, seed=5), threaded)
+            np.testing.assert_array_equal(draw_sample(mosaic, size=20_000, seed=5, window=128, min_windows=8), threaded)
     assert len(threaded) == 20_000
-    assert not np.array_equal(threaded, draw_sample(data, size=20_000, seed=6))
+    assert not np.array_equal(threaded, draw_sample(mosaic, size=20_000, seed=6, window=128, min_windows=8))
 
 
 def load_config_for(tmp_path, path):

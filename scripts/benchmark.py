@@ -1,0 +1,322 @@
+"""Benchmark ``landcover run`` against the read floor and peer methods on real NAIP mosaics.
+
+    python scripts/benchmark.py [--sizes 10,30] [--quick] [--with-daskml-full]
+                                [--scenes DIR] [--workdir DIR] [--out benchmark.json]
+
+For each size N, an N x N mosaic of the real NAIP scenes (cycled, flipped and rotated so seams
+are real edges) is built once and cached in ``--workdir``. We time decoding every 512 block once
+with one thread per core (the floor), then the pipeline in a subprocess under ``/usr/bin/time -v`` (wall time,
+peak RSS, per-stage timings from its report). At the first (small) size we also run the peers,
+each in its own subprocess, and compare our inertia over all valid pixels with scikit-learn's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+from scipy.spatial.distance import cdist
+
+REPO = Path(__file__).resolve().parent.parent
+SCENE_SHAPE = (720, 928)  # common crop of the four scenes (723-724 x 934)
+BLOCK = 512
+K = 7
+QUICK_SIZE = 6  # at 10x10 the seed-method peer alone takes ~65-70 s and --quick overran 2 min
+LIBRARIES = ("numpy", "rasterio", "dask", "distributed", "dask-ml", "scikit-learn", "xarray", "rioxarray")
+
+
+def scene_variants(scenes_dir: Path) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """The four scenes cropped to one shape, each in four orientations; and the mosaic profile."""
+    paths = sorted(scenes_dir.glob("*.tif"))
+    if not paths:
+        sys.exit(f"error: no .tif in {scenes_dir}; pass --scenes")
+    h, w = SCENE_SHAPE
+    with rasterio.open(paths[0]) as src:  # the mosaic starts at the first scene's corner
+        crs, res, origin = src.crs, src.res[0], (src.transform.c, src.transform.f)
+    variants = []
+    for path in paths:
+        with rasterio.open(path) as src:
+            a = src.read(window=Window(0, 0, w, h))
+        variants += [a, np.flip(a, 1), np.flip(a, 2), np.rot90(a, 2, axes=(1, 2))]
+    profile = dict(
+        driver="GTiff", dtype="uint8", count=4, crs=crs, nodata=0, tiled=True, blockxsize=BLOCK,
+        blockysize=BLOCK, compress="deflate", photometric="MINISBLACK", bigtiff="IF_SAFER", num_threads=2,
+        transform=rasterio.Affine(res, 0, origin[0], 0, -res, origin[1]),
+    )  # MINISBLACK: otherwise GDAL marks band 4 (NIR) as alpha
+    return variants, profile
+
+
+def artefact(workdir: Path, kind: str, n: int) -> Path:
+    """Every file of a size is keyed by N, so sizes never overwrite each other."""
+    return workdir / f"{kind}-{n}x{n}.tif"
+
+
+def build_mosaic(n: int, scenes_dir: Path, workdir: Path) -> Path:
+    """Write the N x N mosaic one block row at a time (never whole in memory); cached by N."""
+    path = artefact(workdir, "mosaic", n)
+    if path.exists():
+        return path
+    workdir.mkdir(parents=True, exist_ok=True)
+    variants, profile = scene_variants(scenes_dir)
+    h, w = SCENE_SHAPE
+    height, width = n * h, n * w
+
+    def scene(i: int, j: int) -> np.ndarray:
+        # Cycle through the scenes; vary orientation by row and column so neighbours differ.
+        return variants[4 * ((i * n + j) % (len(variants) // 4)) + (i + 2 * j) % 4]
+
+    tmp = path.with_suffix(".partial.tif")  # renamed when complete, so an aborted build is never reused
+    with rasterio.open(tmp, "w", height=height, width=width, **profile) as dst:
+        for r0 in range(0, height, BLOCK):
+            r1 = min(r0 + BLOCK, height)
+            strip = np.empty((4, r1 - r0, width), np.uint8)
+            for i in range(r0 // h, (r1 - 1) // h + 1):
+                a, b = max(r0, i * h), min(r1, (i + 1) * h)
+                for j in range(n):
+                    strip[:, a - r0 : b - r0, j * w : (j + 1) * w] = scene(i, j)[:, a - i * h : b - i * h]
+            dst.write(strip, window=Window(0, r0, width, r1 - r0))
+    tmp.rename(path)
+    return path
+
+
+def read_floor(path: Path) -> float:
+    """Seconds to decode every block once with one thread per core, one dataset per thread."""
+    local = threading.local()
+    opened: list[rasterio.DatasetReader] = []
+
+    def read(window: Window) -> None:
+        if not hasattr(local, "src"):
+            local.src = rasterio.open(path)
+            opened.append(local.src)
+        local.src.read(window=window)
+
+    with rasterio.open(path) as src:
+        windows = [w for _, w in src.block_windows(1)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(read, windows))
+    seconds = time.perf_counter() - start
+    for src in opened:
+        src.close()
+    return seconds
+
+
+def timed_run(cmd: list[str]) -> dict[str, float]:
+    """Wall seconds and peak RSS (GB) of a command under /usr/bin/time -v."""
+    start = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    kbytes = re.findall(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)[-1]
+    return {"seconds": round(seconds, 2), "peak_rss_gb": round(int(kbytes) / 2**20, 3)}
+
+
+def run_pipeline(mosaic: Path, workdir: Path, n: int) -> dict[str, Any]:
+    """Run ``landcover run`` on the mosaic: wall time, peak RSS and the report's stage timings."""
+    output = artefact(workdir, "labels", n)
+    config = {
+        "input": {"paths": [str(mosaic)]},
+        "sample": {"size": 1_000_000, "seed": 0},
+        "model": {"k": K},
+        "output": {"path": str(output), "overwrite": True},
+        "dask": {"chunk": 2048},
+    }
+    config_path = artefact(workdir, "config", n).with_suffix(".yaml")
+    config_path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+    result = timed_run([str(Path(sys.executable).parent / "landcover"), "run", str(config_path), "--quiet"])
+    report = json.loads(output.with_name(output.stem + ".report.json").read_text())
+    return {**result, "stages_s": report["timings_s"]}
+
+
+def peer_sklearn(mosaic: Path, out: Path) -> None:
+    """The seed tutorial: every pixel in one float64 array through scikit-learn, labels as Float32."""
+    from sklearn.cluster import KMeans
+
+    with rasterio.open(mosaic) as src:
+        image, profile = src.read(), src.profile
+    pixels = image.reshape(image.shape[0], -1).T.astype(np.float64)
+    model = KMeans(n_clusters=K, random_state=0).fit(pixels)
+    labels = model.predict(pixels).astype(np.float32).reshape(image.shape[1:])
+    profile.update(count=1, dtype="float32", photometric="MINISBLACK")
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(labels, 1)
+    out.with_suffix(".centroids.json").write_text(json.dumps(model.cluster_centers_.tolist()))
+
+
+def peer_daskml(mosaic: Path, out: Path) -> None:
+    """dask-ml k-means|| fitted on the full pixel matrix (float32, ~1 M-row chunks); fit only."""
+    import dask
+    import dask.array as da
+    from dask_ml.cluster import KMeans
+
+    with rasterio.open(mosaic) as src:
+        height, width, bands = src.height, src.width, src.count
+    rows = max(1, 2**20 // width)
+
+    def strip(r0: int, r1: int) -> np.ndarray:
+        with rasterio.open(mosaic) as src:  # one dataset per task: tasks run on several threads
+            return src.read(window=Window(0, r0, width, r1 - r0)).reshape(bands, -1).T.astype(np.float32)
+
+    parts = [
+        da.from_delayed(dask.delayed(strip)(r0, min(r0 + rows, height)), ((min(r0 + rows, height) - r0) * width, bands), np.float32)
+        for r0 in range(0, height, rows)
+    ]
+    model = KMeans(n_clusters=K, init="k-means||", random_state=0).fit(da.concatenate(parts))
+    out.with_suffix(".centroids.json").write_text(json.dumps(np.asarray(model.cluster_centers_).tolist()))
+
+
+def peer_grass(mosaic: Path, out: Path) -> None:
+    """GRASS i.cluster + i.maxlik in a temporary project georeferenced from the mosaic."""
+    script = out.with_suffix(".sh")
+    script.write_text(
+        f"set -e\nr.in.gdal input={mosaic} output=m\ng.region raster=m.1\n"
+        "i.group group=g subgroup=g input=m.1,m.2,m.3,m.4\n"
+        f"i.cluster group=g subgroup=g signaturefile=sig classes={K}\n"
+        "i.maxlik group=g subgroup=g signaturefile=sig output=labels\n"
+        f"r.out.gdal input=labels output={out} format=GTiff createopt=COMPRESS=DEFLATE,TILED=YES\n"
+    )
+    subprocess.run(["grass", "--tmp-location", str(mosaic), "--exec", "sh", str(script)], check=True)
+
+
+PEERS = {"sklearn": peer_sklearn, "daskml": peer_daskml, "grass": peer_grass}
+
+
+def run_peers(mosaic: Path, workdir: Path, n: int, with_daskml: bool) -> dict[str, Any]:
+    peers: dict[str, Any] = {}
+    for name in PEERS:
+        if name == "daskml" and not with_daskml:
+            peers[name] = {"skipped": "slow (~10 min at 67 MP); run with --with-daskml-full"}
+        elif name == "grass" and not shutil.which("grass"):
+            peers[name] = {"skipped": "grass not installed (Debian package grass-core)"}
+        else:
+            out = artefact(workdir, f"peer-{name}", n)
+            peers[name] = timed_run([sys.executable, str(Path(__file__).resolve()), "_peer", name, str(mosaic), str(out)])
+    return peers
+
+
+def inertia_ratio(mosaic: Path, ours: Path, reference: Path) -> dict[str, float]:
+    """Our inertia over all valid pixels divided by scikit-learn's, both in float64, block by block."""
+    ours_c = np.asarray(json.loads(ours.with_name(ours.stem + ".model.json").read_text())["centroids"])
+    # The seed peer's KMeans (n_init="auto" is one k-means++ run) on every pixel is the reference fit.
+    reference_c = np.asarray(json.loads(reference.with_suffix(".centroids.json").read_text()))
+    both = np.vstack([ours_c, reference_c])  # one distance pass serves both models
+    sums = np.zeros(2)
+    invalid = 0
+    with rasterio.open(mosaic) as src:
+        for _, window in src.block_windows(1):
+            x = src.read(window=window).reshape(src.count, -1).T
+            valid = x.any(axis=1)  # nodata = all bands 0
+            invalid += int((~valid).sum())
+            d = cdist(x[valid].astype(np.float64), both, "sqeuclidean")
+            sums += [d[:, : len(ours_c)].min(axis=1).sum(), d[:, len(ours_c) :].min(axis=1).sum()]
+    if invalid:  # the seed method fits on every pixel, so its centroids are a valid reference only without nodata
+        sys.exit(f"error: {mosaic} has {invalid} nodata pixels; the sklearn reference would include them")
+    return {"inertia_ratio": round(float(sums[0] / sums[1]), 5), "inertia_ours": float(sums[0]), "inertia_sklearn": float(sums[1])}
+
+
+def machine() -> dict[str, Any]:
+    meminfo = Path("/proc/meminfo").read_text()
+    kbytes = int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1))
+    git = ["git", "-C", str(REPO), "describe", "--always", "--dirty"]  # the package may change between runs
+    return {
+        "pipeline_commit": subprocess.run(git, capture_output=True, text=True).stdout.strip(),
+        "cores": os.cpu_count(),
+        "ram_gb": round(kbytes / 2**20, 1),
+        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),  # > cores means the timings were contended
+        "python": platform.python_version(),
+        "gdal": rasterio.__gdal_version__,
+        **{lib: version(lib) for lib in LIBRARIES},
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    stages = ("open", "sample", "fit", "label_write", "finalise")
+    print(f"{'mosaic':>8} {'MP':>6} {'floor s':>8} {'pipe s':>7} {'pipe/floor':>10} {'RSS GB':>6}  " + " ".join(f"{s:>11}" for s in stages))
+    for size, r in result["seconds"].items():
+        p = r["pipeline"]
+        print(
+            f"{size:>8} {r['megapixels']:>6.1f} {r['floor_s']:>8.2f} {p['seconds']:>7.1f} {result['ratios']['pipeline_over_floor'][size]:>10.1f} "
+            f"{p['peak_rss_gb']:>6.2f}  " + " ".join(f"{p['stages_s'][s]:>11.1f}" for s in stages)
+        )
+    print(f"\npeers at {result['peers']['at']} (seconds, peak RSS; x pipeline):")
+    for name, ratio in result["ratios"]["peers_over_pipeline"].items():
+        r = result["peers"][name]
+        detail = f"skipped: {r['skipped']}" if "skipped" in r else f"{r['seconds']:.1f} s ({ratio['time']}x), {r['peak_rss_gb']:.2f} GB ({ratio['rss']}x)"
+        print(f"  {name:>8}: {detail}")
+    print()
+    if result["ratios"]["rss_growth_small_to_large"]:
+        print(f"pipeline RSS growth, small to large: {result['ratios']['rss_growth_small_to_large']}x")
+    print(f"inertia over all valid pixels, ours / sklearn KMeans: {result['ratios']['inertia_ratio_ours_over_sklearn']:.5f}")
+    print("\n".join(["", *result["notes"]]))
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["_peer"]:  # hidden: one peer, run in its own process so time -v measures it alone
+        _, _, name, mosaic, out = sys.argv
+        PEERS[name](Path(mosaic), Path(out))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,30", help="mosaic sizes N (N x N scenes); the first is the small one")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_SIZE}x{QUICK_SIZE} only (not 10x10: see QUICK_SIZE), no dask-ml full fit (< 2 min)")
+    parser.add_argument("--with-daskml-full", action="store_true", help="also fit dask-ml KMeans on every pixel (~10 min)")
+    parser.add_argument("--scenes", type=Path, default=REPO.parent / "shared" / "data" / "naip")
+    parser.add_argument("--workdir", type=Path, default=REPO / "benchmark-data")
+    parser.add_argument("--out", type=Path, default=Path("benchmark.json"))
+    args = parser.parse_args()
+    ns = [QUICK_SIZE] if args.quick else [int(s) for s in args.sizes.split(",")]
+    with_daskml = args.with_daskml_full and not args.quick
+    notes = [f"quick: {QUICK_SIZE}x{QUICK_SIZE} mosaic instead of 10x10 so the run stays under 2 min"] if args.quick else []
+    notes.append("dask-ml full fit " + ("included" if with_daskml else "skipped (no --with-daskml-full)"))
+
+    sizes: dict[str, dict[str, Any]] = {}
+    for n in ns:
+        mosaic = build_mosaic(n, args.scenes, args.workdir)
+        with rasterio.open(mosaic) as src:
+            megapixels = round(src.width * src.height / 1e6, 1)
+        floor = round(read_floor(mosaic), 3)
+        sizes[f"{n}x{n}"] = {"megapixels": megapixels, "floor_s": floor, "pipeline": run_pipeline(mosaic, args.workdir, n)}
+    small = artefact(args.workdir, "mosaic", ns[0])
+    peers = run_peers(small, args.workdir, ns[0], with_daskml)
+    quality = inertia_ratio(small, artefact(args.workdir, "labels", ns[0]), artefact(args.workdir, "peer-sklearn", ns[0]))
+
+    pipe = [r["pipeline"] for r in sizes.values()]
+    result = {
+        "ratios": {
+            "pipeline_over_floor": {size: round(r["pipeline"]["seconds"] / r["floor_s"], 1) for size, r in sizes.items()},
+            "peers_over_pipeline": {
+                name: r if "skipped" in r else {"time": round(r["seconds"] / pipe[0]["seconds"], 2), "rss": round(r["peak_rss_gb"] / pipe[0]["peak_rss_gb"], 2)}
+                for name, r in peers.items()
+            },
+            "peak_rss_gb": {size: r["pipeline"]["peak_rss_gb"] for size, r in sizes.items()},
+            "rss_growth_small_to_large": round(pipe[-1]["peak_rss_gb"] / pipe[0]["peak_rss_gb"], 2) if len(pipe) > 1 else None,
+            "inertia_ratio_ours_over_sklearn": quality["inertia_ratio"],
+        },
+        "notes": notes,
+        "seconds": sizes,
+        "peers": {"at": f"{ns[0]}x{ns[0]}", **peers},
+        "quality": quality,
+        "machine": machine(),
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

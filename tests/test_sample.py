@@ -1,0 +1,56 @@
+"""The two-stage sample: a seeded subset of windows, then seeded keys per pixel, on real GeoTIFFs."""
+
+import logging
+import re
+
+import numpy as np
+import pytest
+
+from pipeline.config import InputConfig
+from pipeline.label import nearest
+from pipeline.mosaic import open_mosaic
+from pipeline.sample import draw_sample
+from rasters import class_centres, planted_classes, planted_image, write_raster
+
+K = 4
+
+
+def windows_read(caplog) -> tuple[int, int]:
+    message = [r.getMessage() for r in caplog.records if r.name == "pipeline.sample"][-1]
+    read, total = re.search(r"from (\d+) of (\d+) windows", message).groups()
+    return int(read), int(total)
+
+
+@pytest.fixture
+def planted_mosaic(tmp_path):
+    truth = planted_classes(1024, 1024, K, seed=11)
+    centres = class_centres(K, 4, low=20, high=240, seed=11)
+    image = planted_image(truth, centres, noise=2.0, dtype="uint8", seed=11)
+    path = write_raster(tmp_path / "planted.tif", image)
+    return open_mosaic(InputConfig(paths=str(path)), chunk=512), truth, centres
+
+
+def test_reads_a_fraction_of_the_windows_and_stays_unbiased(planted_mosaic, caplog):
+    mosaic, truth, centres = planted_mosaic
+    caplog.set_level(logging.INFO, logger="pipeline.sample")
+    classes = []
+    for seed in range(32):
+        sample = draw_sample(mosaic, size=2000, seed=seed, window=64, min_windows=32)
+        assert len(sample) == 2000 and not np.isnan(sample).any()
+        assert windows_read(caplog) == (32, 256)  # one round: an eighth of the mosaic decoded
+        classes.append(nearest(sample.T, centres)[0] - 1)
+    # Every pixel is equally likely to be drawn, so class shares match the truth map's.
+    drawn = np.bincount(np.concatenate(classes), minlength=K) / (32 * 2000)
+    np.testing.assert_allclose(drawn, np.bincount(truth.ravel(), minlength=K) / truth.size, atol=0.03)
+
+
+def test_nodata_heavy_mosaic_reads_more_windows_until_the_sample_is_full(tmp_path, caplog):
+    truth = planted_classes(1024, 1024, K, seed=12)
+    image = planted_image(truth, class_centres(K, 4, low=20, high=240, seed=12), noise=2.0, dtype="uint8", seed=12)
+    image[:, 128:] = 0  # seven eighths nodata
+    mosaic = open_mosaic(InputConfig(paths=str(write_raster(tmp_path / "collar.tif", image, nodata=0))), chunk=512)
+    caplog.set_level(logging.INFO, logger="pipeline.sample")
+    sample = draw_sample(mosaic, size=4000, seed=0, window=64, min_windows=32)
+    assert len(sample) == 4000 and not np.isnan(sample).any() and (sample > 0).any(axis=1).all()
+    read, total = windows_read(caplog)
+    assert 32 < read <= total == 256
