@@ -135,6 +135,10 @@ def write_products(
     with staging_dir(output) as staging:
         with _timed(timings, "label_write"), progress("label and write"):
             stats = _label_and_write(mosaic, model, staging, confidence=confidence)
+        features = model.features
+        if features.mean is not None:  # report feature means in the features' own units
+            sums = stats[:, 1 + len(mosaic.bands) :]
+            sums[:] = sums * np.asarray(features.std) + stats[:, :1] * np.asarray(features.mean)
         with _timed(timings, "finalise"):
             staged_cog = staging / output.name
             _finalise_cog(mosaic, model, staging, staged_cog)
@@ -145,7 +149,7 @@ def write_products(
         report = class_report(
             stats,
             band_names=mosaic.band_names,
-            feature_names=model.features.names,
+            feature_names=features.names,
             palette=model.palette,
             pixel_area=mosaic.pixel_area(),
             crs=mosaic.crs,
