@@ -35,7 +35,7 @@ from .write import build_vrt, chunk_path, publish, staging_dir, translate_to_cog
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], AbstractContextManager[Any]]
-PALETTE_SAMPLE = 100_000  # pixels used to stretch palette colours when fitting on "all"
+PALETTE_SAMPLE = 100_000  # pixels for scaling statistics, class order and palette when fitting on "all"
 
 
 @dataclass(frozen=True)
