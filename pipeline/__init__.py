@@ -2,6 +2,7 @@
 
 from .config import Config, load_config
 from .errors import ConfigError, DataError, InputError, LandcoverError, OutputError
+from .predict import predict
 from .report import Model, load_model
 from .run import RunResult, run
 
@@ -16,5 +17,6 @@ __all__ = [
     "RunResult",
     "load_config",
     "load_model",
+    "predict",
     "run",
 ]

@@ -11,6 +11,8 @@ import click
 
 from .config import load_config
 from .errors import LandcoverError
+from .predict import predict as predict_pipeline
+from .run import RunResult
 from .run import run as run_pipeline
 
 
@@ -27,20 +29,49 @@ def main() -> None:
 def run(config_path: str, overrides: tuple[str, ...], show_config: bool, quiet: bool) -> None:
     """Cluster the imagery named in CONFIG and write a COG of class labels."""
     _log_to_terminal(logging.WARNING if quiet else logging.INFO)
-    try:
+    with _user_errors():
         config = load_config(config_path, overrides)
         if show_config:
             click.echo(config.to_yaml(), nl=False)
             return
         result = run_pipeline(config, progress=None if quiet else _progress_bar)
+    if not quiet:
+        _echo_paths(result)
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The labels COG to write; sidecars go beside it.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--confidence", is_flag=True, help="Also write <stem>.confidence.tif (the nearest-centroid margin).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; errors only.")
+def predict(model_path: str, inputs: tuple[str, ...], out: str, overwrite: bool, confidence: bool, quiet: bool) -> None:
+    """Label INPUT files (paths, globs or a .vrt) with the MODEL.json a run wrote."""
+    _log_to_terminal(logging.WARNING if quiet else logging.INFO)
+    with _user_errors():
+        result = predict_pipeline(
+            model_path, inputs, out=out, overwrite=overwrite, confidence=confidence, progress=None if quiet else _progress_bar
+        )
+    if not quiet:
+        _echo_paths(result)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
     except LandcoverError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted: nothing was written at the output path", err=True)
         sys.exit(130)
-    if not quiet:
-        click.echo(f"{result.output}\n{result.model_path}\n{result.report_path}\n{result.quicklook_path}")
+
+
+def _echo_paths(result: RunResult) -> None:
+    paths = [result.output, result.model_path, result.report_path, result.quicklook_path, result.confidence_path]
+    click.echo("\n".join(str(p) for p in paths if p is not None))
 
 
 def _log_to_terminal(level: int) -> None:

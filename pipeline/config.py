@@ -35,6 +35,9 @@ class InputConfig(_Section):
     """The alpha (mask) band: "auto" = the band the file marks alpha, "none", or a band number.
     GDAL marks band 4 of any 4-band uint8 GeoTIFF written without PHOTOMETRIC=MINISBLACK as
     alpha, so an RGB+NIR file may need "none"."""
+    band_names: tuple[str, ...] | None = None
+    """One name per band read (e.g. red, green, blue, nir); None = the files' band descriptions,
+    or band1, band2, ... where they have none. Features and model.order_by refer to these names."""
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -50,10 +53,15 @@ class InputConfig(_Section):
             raise ValueError("band numbers are 1-based")
         return value
 
-    @field_validator("bands", mode="before")
+    @field_validator("bands", "band_names", mode="before")
     @classmethod
     def _bands_as_tuple(cls, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("band_names")
+    @classmethod
+    def _names_unique(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return value if value is None else _unique_names(value)
 
     @field_validator("bands")
     @classmethod
@@ -65,6 +73,39 @@ class InputConfig(_Section):
         if len(set(value)) != len(value):
             raise ValueError("a band is listed twice")
         return value
+
+
+def _unique_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    if any(not name.strip() for name in names):
+        raise ValueError("a name is empty")
+    lowered = [name.lower() for name in names]
+    if len(set(lowered)) != len(lowered):
+        raise ValueError("a name is listed twice (names are compared ignoring case)")
+    return names
+
+
+class NormalizedDifference(_Section):
+    """A derived feature (a - b) / (a + b) of two input bands, named by the user."""
+
+    name: str
+    a: str
+    b: str
+
+
+class FeaturesConfig(_Section):
+    bands: tuple[str, ...] | None = None
+    """Input bands (by name) used as features as they are; None = every band read."""
+    indices: tuple[Literal["ndvi"] | NormalizedDifference, ...] = ()
+    """Derived features computed per block: "ndvi" (bands named nir and red) or {name, a, b}."""
+    scaling: Literal["none", "standard"] = "none"
+    """"standard" subtracts each feature's mean and divides by its standard deviation, both
+    measured on the sample, so that no feature dominates the distances by its units alone."""
+
+    @field_validator("bands", "indices", mode="before")
+    @classmethod
+    def _as_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
 
 
 class SampleConfig(_Section):
@@ -89,12 +130,18 @@ class ModelConfig(_Section):
     max_iter: int = Field(default=300, ge=1)
     tol: float = Field(default=1e-4, ge=0)
     """Relative to the sample's mean band variance, as in scikit-learn."""
+    order_by: Literal["brightness", "ndvi", "none"] = "brightness"
+    """How classes are numbered: by the mean of their input bands, by their NDVI (needs bands
+    named red and nir), or as fitted. Computed from each class's mean spectrum on the sample."""
 
 
 class OutputConfig(_Section):
     path: str = "out/labels.tif"
     """The COG; ``.model.json``, ``.report.json`` and ``.png`` sit beside it."""
     overwrite: bool = False
+    confidence: bool = False
+    """Also write ``<stem>.confidence.tif``: per pixel, the distance to the second-nearest
+    centroid minus the distance to the nearest (feature units; small = doubtful)."""
 
 
 class DaskConfig(_Section):
@@ -111,10 +158,24 @@ class DaskConfig(_Section):
 
 class Config(_Section):
     input: InputConfig
+    features: FeaturesConfig = FeaturesConfig()
     sample: SampleConfig = SampleConfig()
     model: ModelConfig = ModelConfig()
     output: OutputConfig = OutputConfig()
     dask: DaskConfig = DaskConfig()
+
+    @model_validator(mode="after")
+    def _features_named(self) -> Config:
+        # Checked here so that the message is not decorated with the whole features section.
+        features = self.features
+        if features.bands is not None and not features.bands and not features.indices:
+            raise ValueError("features.bands is empty and features.indices lists nothing; give at least one feature")
+        names = (features.bands or ()) + tuple(i if isinstance(i, str) else i.name for i in features.indices)
+        try:
+            _unique_names(names)
+        except ValueError as exc:
+            raise ValueError(f"features: {exc} in {list(names)}; give every feature its own name") from None
+        return self
 
     @model_validator(mode="after")
     def _sample_holds_k(self) -> Config:
@@ -138,6 +199,10 @@ _HINTS = {
     "input.bands": "use a list of 1-based band numbers, e.g. [1, 2, 3, 4], or null for all",
     "input.nodata": "use a number, or null to use the rasters' own nodata",
     "input.alpha": 'use "auto", "none" or a 1-based band number',
+    "input.band_names": "use one distinct name per band read, e.g. [red, green, blue, nir]",
+    "features.bands": "use a list of band names, e.g. [red, green, blue, nir], or null for all",
+    "features.indices": 'use a list of "ndvi" or {name: ..., a: <band>, b: <band>}',
+    "features.scaling": 'use "none" or "standard"',
     "sample.size": 'use a positive integer, or "all"',
     "sample.seed": "use a non-negative integer",
     "model.k": "use an integer from 2 to 254",
@@ -145,8 +210,10 @@ _HINTS = {
     "model.n_init": "use an integer from 1 to 100, e.g. 3",
     "model.max_iter": "use a positive integer",
     "model.tol": "use a non-negative number such as 1.0e-4",
+    "model.order_by": 'use "brightness", "ndvi" or "none"',
     "output.path": "use a file path ending in .tif",
     "output.overwrite": "use true or false",
+    "output.confidence": "use true or false",
     "dask.chunk": "use a multiple of 512, e.g. 2048",
 }
 
@@ -219,7 +286,7 @@ def _apply_override(raw: dict[str, Any], assignment: str) -> None:
 def parse_config(raw: Any, *, source: str = "config") -> Config:
     """Validate an already-loaded mapping (paths must be resolved by the caller)."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping with sections input, sample, model, output, dask")
+        raise ConfigError(f"{source}: expected a mapping with sections input, features, sample, model, output, dask")
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
@@ -246,7 +313,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with sections input, sample, model, output, dask")
+        raise ConfigError(f"{path}: expected a mapping with sections input, features, sample, model, output, dask")
     base = path.resolve().parent
     for section, leaf in _PATH_KEYS:
         if isinstance(raw.get(section), dict) and leaf in raw[section]:

@@ -3,8 +3,8 @@
 dask-ml's KMeans (k-means||) is the fitting engine, but: its ``tol`` is an absolute squared shift
 (scaled here by the sample's mean band variance, as scikit-learn does), it keeps the input dtype
 for the centres (we always pass float32 and return float64), and its ``inertia_`` is a sum of
-unsquared distances (we compute the real sum of squared errors ourselves). Centroids are sorted
-by brightness so that label numbers do not depend on initialisation.
+unsquared distances (we compute the real sum of squared errors ourselves). Centroids come back
+in the order dask-ml found them; ``class_order`` numbers the classes deterministically.
 
 Lloyd's algorithm stops in a local minimum that depends on the start: on one NAIP-like sample,
 three seeds gave inertias 20 % apart. So we restart ``n_init`` times on a small in-memory sample,
@@ -23,6 +23,7 @@ import numpy as np
 from dask_ml.cluster import KMeans
 
 from .errors import DataError
+from .features import ndvi_bands, normalized_difference
 from .label import nearest
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ RESTART_ROWS = 100_000
 @dataclass(frozen=True)
 class Fit:
     centroids: np.ndarray
-    """(k, band) float64, in input units, brightest last."""
+    """(k, feature) float64, in the order found (see ``class_order``)."""
     n_iter: int
     tol_absolute: float
     inertia: float
@@ -44,10 +45,17 @@ class Fit:
     n_pixels: int
 
 
-def order_by_brightness(centroids: np.ndarray) -> np.ndarray:
-    """Rows sorted by mean value, ties broken band by band, so the order is deterministic."""
-    keys = [centroids[:, b] for b in reversed(range(centroids.shape[1]))] + [centroids.mean(axis=1)]
-    return centroids[np.lexsort(keys)]
+def class_order(spectra: np.ndarray, band_names: tuple[str, ...], order_by: str) -> np.ndarray:
+    """The permutation numbering classes from their (k, band) mean spectra in input units:
+    "brightness" by mean value, "ndvi" by NDVI of the spectrum (bands named red and nir), each
+    with ties broken band by band so the order is deterministic; "none" keeps the fitted order."""
+    if order_by == "none":
+        return np.arange(len(spectra))
+    keys = [spectra[:, b] for b in reversed(range(spectra.shape[1]))]
+    if order_by == "brightness":
+        return np.lexsort(keys + [spectra.mean(axis=1)])
+    red, nir = ndvi_bands(band_names, "model.order_by: ndvi")
+    return np.lexsort(keys + [normalized_difference(spectra[:, nir], spectra[:, red])])
 
 
 def sum_squared_errors(matrix: np.ndarray | da.Array, centroids: np.ndarray) -> float:
@@ -112,7 +120,7 @@ def _lloyd(chunked: da.Array, init: str | np.ndarray, *, k: int, max_iter: int, 
     with warnings.catch_warnings():  # empty clusters divide by zero; _fill_empty_classes mends them
         warnings.simplefilter("ignore", RuntimeWarning)
         model.fit(chunked)
-    return order_by_brightness(np.asarray(model.cluster_centers_, dtype=np.float64)), int(model.n_iter_)
+    return np.asarray(model.cluster_centers_, dtype=np.float64), int(model.n_iter_)
 
 
 def _fill_empty_classes(

@@ -77,9 +77,32 @@ def nearest(pixels: np.ndarray, centroids: np.ndarray, *, dtype: type = np.float
     return label, best
 
 
-def label_block(block: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Label a (band, y, x) float block: uint8 (y, x) classes 1..k, nodata (NaN) 0; and the
-    block's class statistics (see ``nearest_all``)."""
+def label_block(
+    block: np.ndarray, centroids: np.ndarray, *, with_margin: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Label a (band, y, x) float block: uint8 (y, x) classes 1..k, nodata (NaN) 0; the block's
+    class statistics (see ``nearest_all``); and, if asked, the margin: per pixel the distance to
+    the second-nearest centroid minus the distance to the nearest (float32 >= 0, NaN where the
+    label is 0)."""
     bands, height, width = block.shape
-    label, _, _, stats = nearest_all(block.reshape(bands, height * width), centroids)
-    return label.reshape(height, width), stats
+    label, best, second, stats = nearest_all(block.reshape(bands, height * width), centroids)
+    margin = None
+    if with_margin:
+        margin = np.sqrt(second, out=second)
+        with np.errstate(invalid="ignore"):  # inf - inf where invalid, set to NaN next
+            margin -= np.sqrt(best, out=best)
+        margin[label == NODATA_LABEL] = np.nan
+        margin = margin.reshape(height, width)
+    return label.reshape(height, width), stats, margin
+
+
+def class_statistics(block: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per label 0..k: pixel count and per-band sums, as a float64 (k + 1, 1 + band) array, for
+    bands that were not the ones labelled (``nearest_all`` sums those in the same pass)."""
+    flat = labels.ravel()
+    stats = np.zeros((k + 1, 1 + block.shape[0]), dtype=np.float64)
+    stats[:, 0] = np.bincount(flat, minlength=k + 1)
+    valid = flat != NODATA_LABEL
+    for b, band in enumerate(block.reshape(block.shape[0], -1)):
+        stats[:, 1 + b] = np.bincount(flat[valid], weights=band[valid], minlength=k + 1)
+    return stats

@@ -66,6 +66,8 @@ class Mosaic:
     band_names: tuple[str, ...]
     dtype: str
     chunk: int
+    count: int
+    """Bands in each file (alpha and unused bands included)."""
 
     @property
     def chunks(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -177,8 +179,15 @@ def open_mosaic(spec: InputConfig, *, chunk: int) -> Mosaic:
     )
     bands = _feature_bands(spec.bands, first)
     names = tuple(first["names"][b - 1] for b in bands)
+    if spec.band_names is not None:
+        if len(spec.band_names) != len(bands):
+            raise InputError(
+                f"input.band_names: {len(spec.band_names)} name(s) for the {len(bands)} band(s) read from "
+                f"{first['path']} (bands {list(bands)}); give one name per band"
+            )
+        names = spec.band_names
     log.info("mosaic: %d file(s), %d x %d pixels, bands %s", len(files), width, height, list(bands))
-    return Mosaic(tiles, first["crs"], transform, height, width, bands, names, first["dtype"], chunk)
+    return Mosaic(tiles, first["crs"], transform, height, width, bands, names, first["dtype"], chunk, first["count"])
 
 
 def _feature_bands(requested: tuple[int, ...] | None, meta: dict) -> tuple[int, ...]:

@@ -18,8 +18,10 @@ import rasterio
 from rasterio.enums import Resampling
 
 from .errors import InputError
+from .features import Features
 
-MODEL_FORMAT = "landcover-model/1"
+MODEL_FORMAT = "landcover-model/2"
+_FORMAT_1 = "landcover-model/1"  # centroids in input bands, no features section
 QUICKLOOK_SIDE = 1024
 _VERSIONED = ("landcover-pipeline", "dask", "distributed", "dask-ml", "scikit-learn", "numpy", "rasterio", "xarray", "rioxarray")
 
@@ -29,8 +31,10 @@ class Model:
     """A fitted model as saved to ``<output>.model.json``: enough to label new imagery."""
 
     centroids: np.ndarray
+    """(k, feature): in feature space, in label order."""
     bands: tuple[int, ...]
     band_names: tuple[str, ...]
+    features: Features
     palette: dict[int, tuple[int, int, int]]
     sample_size: int
     seed: int
@@ -47,6 +51,7 @@ class Model:
             "k": self.k,
             "bands": list(self.bands),
             "band_names": list(self.band_names),
+            "features": self.features.to_json(),
             "centroids": self.centroids.tolist(),
             "palette": {str(c): list(rgb) for c, rgb in self.palette.items()},
             "sample": {"size": self.sample_size, "seed": self.seed},
@@ -63,19 +68,29 @@ def load_model(path: str | Path) -> Model:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read the model JSON ({exc.__class__.__name__}); give a .model.json file") from None
-    if not isinstance(doc, dict) or doc.get("format") != MODEL_FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") not in (MODEL_FORMAT, _FORMAT_1):
         raise InputError(f"{path}: not a {MODEL_FORMAT} file; give the .model.json written by 'landcover run'")
-    known = {"format", "k", "bands", "band_names", "centroids", "palette", "sample", "inertia", "versions"}
-    return Model(
-        centroids=np.asarray(doc["centroids"], dtype=np.float64),
-        bands=tuple(doc["bands"]),
-        band_names=tuple(doc["band_names"]),
-        palette={int(c): tuple(rgb) for c, rgb in doc["palette"].items()},
-        sample_size=int(doc["sample"]["size"]),
-        seed=int(doc["sample"]["seed"]),
-        inertia=float(doc["inertia"]),
-        extra={k: v for k, v in doc.items() if k not in known},
-    )
+    known = {"format", "k", "bands", "band_names", "features", "centroids", "palette", "sample", "inertia", "versions"}
+    try:
+        band_names = tuple(doc["band_names"])
+        model = Model(
+            centroids=np.asarray(doc["centroids"], dtype=np.float64),
+            bands=tuple(doc["bands"]),
+            band_names=band_names,
+            features=Features.from_json(doc["features"], band_names)
+            if doc["format"] == MODEL_FORMAT
+            else Features(band_names, band_names),
+            palette={int(c): tuple(rgb) for c, rgb in doc["palette"].items()},
+            sample_size=int(doc["sample"]["size"]),
+            seed=int(doc["sample"]["seed"]),
+            inertia=float(doc["inertia"]),
+            extra={k: v for k, v in doc.items() if k not in known},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"{path}: the model JSON is incomplete or damaged ({exc.__class__.__name__}: {exc}); write it again with 'landcover run'") from None
+    if model.centroids.ndim != 2 or model.centroids.shape[1] != len(model.features.names):
+        raise InputError(f"{path}: the centroids do not match the features {list(model.features.names)}; write it again with 'landcover run'")
+    return model
 
 
 def library_versions() -> dict[str, str]:
@@ -98,18 +113,20 @@ def rgb_bands(band_names: tuple[str, ...]) -> tuple[int, ...]:
 
 
 def palette_from_centroids(centroids: np.ndarray, sample: np.ndarray, band_names: tuple[str, ...]) -> dict[int, tuple[int, int, int]]:
-    """Class → (r, g, b): each centroid in approximate true colour; class 0 (nodata) is black."""
+    """Class → (r, g, b): each (k, band) centroid in input units in approximate true colour;
+    class 0 (nodata) is black, a class without a centroid (NaN) grey."""
     positions = list(rgb_bands(band_names))
     low, high = np.nanpercentile(sample[:, positions], [2, 98], axis=0)
     span = np.where(high > low, high - low, 1.0)
-    rgb = np.clip((centroids[:, positions] - low) / span, 0, 1) * 255
+    rgb = np.nan_to_num(np.clip((centroids[:, positions] - low) / span, 0, 1), nan=0.5) * 255
     palette = {0: (0, 0, 0)}
     palette.update({i + 1: tuple(int(round(v)) for v in row) for i, row in enumerate(rgb)})
     return palette
 
 
 def class_tags(centroids: np.ndarray, band_names: tuple[str, ...]) -> dict[str, str]:
-    """COG tags describing each class by its centroid, e.g. CLASS_3 = 'class 3: red=52.1 ...'."""
+    """COG tags describing each class by its centroid, e.g. CLASS_3 = 'class 3: red=52.1 ...'
+    (``band_names`` name the centroid's columns: bands or features)."""
     tags = {"CLASS_0": "nodata"}
     for i, row in enumerate(centroids, start=1):
         values = " ".join(f"{name}={value:.1f}" for name, value in zip(band_names, row))
@@ -129,12 +146,14 @@ def class_report(
     stats: np.ndarray,
     *,
     band_names: tuple[str, ...],
+    feature_names: tuple[str, ...],
     palette: dict[int, tuple[int, int, int]],
     pixel_area: float,
     crs: str,
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    """Per class: pixels, area and mean per band, from (k + 1, 1 + band) label statistics."""
+    """Per class: pixels, area, mean per input band and per feature, from (k + 1, 1 + band +
+    feature) label statistics (counts, then sums)."""
     metres = linear_unit_metres(crs)
     area = None if metres is None else pixel_area * metres**2
     counts = stats[:, 0]
@@ -142,7 +161,7 @@ def class_report(
     classes = []
     for label in range(1, len(stats)):
         n = float(counts[label])
-        means = stats[label, 1:] / n if n else np.full(len(band_names), math.nan)
+        means = stats[label, 1:] / n if n else np.full(stats.shape[1] - 1, math.nan)
         classes.append(
             {
                 "class": label,
@@ -150,6 +169,9 @@ def class_report(
                 "area_m2": None if area is None else n * area,
                 "percent": 100.0 * n / valid if valid else 0.0,
                 "mean": {name: (None if math.isnan(m) else float(m)) for name, m in zip(band_names, means)},
+                "feature_mean": {
+                    name: (None if math.isnan(m) else float(m)) for name, m in zip(feature_names, means[len(band_names) :])
+                },
                 "colour": "#%02x%02x%02x" % palette[label],
             }
         )

@@ -1,8 +1,12 @@
-"""``run(config)``: open → sample → fit → label and write → finalise, each a call into its module."""
+"""``run(config)``: open → sample → fit → label and write → finalise, each a call into its module.
+
+``write_products`` (label, write, finalise) is shared with ``predict``, which applies a saved model.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +25,9 @@ from rio_cogeo.cogeo import cog_validate
 
 from .config import Config
 from .errors import DataError, OutputError
-from .fit import fit_kmeans
-from .label import label_block
+from .features import Features, features_from_config, ndvi_bands
+from .fit import class_order, fit_kmeans
+from .label import class_statistics, label_block, nearest
 from .mosaic import Mosaic, open_mosaic
 from .report import Model, class_report, class_tags, palette_from_centroids, write_json, write_quicklook
 from .sample import draw_sample, full_matrix
@@ -31,7 +36,7 @@ from .write import build_vrt, chunk_path, publish, staging_dir, translate_to_cog
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], AbstractContextManager[Any]]
-PALETTE_SAMPLE = 100_000  # pixels used to stretch palette colours when fitting on "all"
+PALETTE_SAMPLE = 100_000  # pixels for scaling statistics, class order and palette when fitting on "all"
 GDAL_CACHE_MB = 256
 
 
@@ -43,6 +48,7 @@ class RunResult:
     quicklook_path: Path
     model: Model
     report: dict[str, Any]
+    confidence_path: Path | None = None
 
 
 def sidecar_paths(output: Path) -> dict[str, Path]:
@@ -51,6 +57,7 @@ def sidecar_paths(output: Path) -> dict[str, Path]:
         "model": stem.with_name(stem.name + ".model.json"),
         "report": stem.with_name(stem.name + ".report.json"),
         "quicklook": stem.with_name(stem.name + ".png"),
+        "confidence": stem.with_name(stem.name + ".confidence.tif"),
     }
 
 
@@ -68,49 +75,95 @@ def _run(config: Config, progress: Progress) -> RunResult:
 
     with _timed(timings, "open"):
         mosaic = open_mosaic(config.input, chunk=config.dask.chunk)
-        output = _check_output(config, mosaic)
+        features = features_from_config(config.features, mosaic.band_names)
+        if config.model.order_by == "ndvi":  # refused here, before any pixel is read
+            ndvi_bands(mosaic.band_names, "model.order_by: ndvi")
+        output = check_output(config.output_path, mosaic, overwrite=config.output.overwrite)
         data = mosaic.to_dask()
 
     with _timed(timings, "sample"), progress("sample"):
-        if config.sample.size == "all":
-            matrix: np.ndarray | da.Array = full_matrix(data)
-            sample = draw_sample(mosaic, size=PALETTE_SAMPLE, seed=config.sample.seed)
-        else:
-            matrix = sample = draw_sample(mosaic, size=config.sample.size, seed=config.sample.seed)
+        fit_on_all = config.sample.size == "all"
+        sample = draw_sample(mosaic, size=PALETTE_SAMPLE if fit_on_all else config.sample.size, seed=config.sample.seed)
         if len(sample) == 0:
             raise DataError(
                 f"{mosaic.tiles[0].path}: no valid pixel in the input; check input.nodata and the rasters' masks"
             )
+        features = features.fitted(sample)  # scaling statistics come from the sample
+        sample_features = features.apply(sample.T).T
+        matrix: np.ndarray | da.Array = _feature_rows(full_matrix(data), features) if fit_on_all else sample_features
 
     with _timed(timings, "fit"):
         m = config.model
-        fit = fit_kmeans(matrix, seeds_from=sample, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=config.sample.seed)
-    palette = palette_from_centroids(fit.centroids, sample, mosaic.band_names)
+        fit = fit_kmeans(
+            matrix, seeds_from=sample_features, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=config.sample.seed
+        )
+    # Each class's mean spectrum in input units (on the sample) numbers and colours the classes.
+    labels, _ = nearest(sample_features.T, fit.centroids)
+    stats = class_statistics(sample.T, labels, m.k)[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spectra = stats[:, 1:] / stats[:, :1]
+    order = class_order(spectra, mosaic.band_names, m.order_by)
     model = Model(
-        centroids=fit.centroids,
+        centroids=fit.centroids[order],
         bands=mosaic.bands,
         band_names=mosaic.band_names,
-        palette=palette,
+        features=features,
+        palette=palette_from_centroids(spectra[order], sample, mosaic.band_names),
         sample_size=fit.n_pixels,
         seed=config.sample.seed,
         inertia=fit.inertia,
         extra={
-            "fit": {"init": m.init, "n_init": m.n_init, "max_iter": m.max_iter, "n_iter": fit.n_iter, "tol": m.tol, "tol_absolute": fit.tol_absolute},
-            "input": {"paths": [t.path for t in mosaic.tiles], "crs": mosaic.crs, "dtype": mosaic.dtype},
+            "fit": {
+                "init": m.init, "n_init": m.n_init, "max_iter": m.max_iter, "n_iter": fit.n_iter, "tol": m.tol,
+                "tol_absolute": fit.tol_absolute, "order_by": m.order_by,
+            },
+            "input": {
+                "paths": [t.path for t in mosaic.tiles], "crs": mosaic.crs, "dtype": mosaic.dtype, "count": mosaic.count,
+                "nodata": config.input.nodata, "alpha": config.input.alpha,
+            },
         },
     )
+    return write_products(
+        mosaic, model, output, confidence=config.output.confidence, timings=timings, started=started, progress=progress
+    )
 
+
+def write_products(
+    mosaic: Mosaic,
+    model: Model,
+    output: Path,
+    *,
+    confidence: bool,
+    timings: dict[str, float],
+    started: float,
+    progress: Progress,
+) -> RunResult:
+    """Label the mosaic with a model and write the COG and its sidecars (shared by run and predict)."""
     sidecars = sidecar_paths(output)
+    if not confidence:
+        del sidecars["confidence"]
     with staging_dir(output) as staging:
         with _timed(timings, "label_write"), progress("label and write"):
-            stats = _label_and_write(data, mosaic, fit.centroids, staging)
+            stats = _label_and_write(mosaic, model, staging, confidence=confidence)
+        features = model.features
+        if features.mean is not None:  # report feature means in the features' own units
+            sums = stats[:, 1 + len(mosaic.bands) :]
+            sums[:] = sums * np.asarray(features.std) + stats[:, :1] * np.asarray(features.mean)
         with _timed(timings, "finalise"):
             staged_cog = staging / output.name
             _finalise_cog(mosaic, model, staging, staged_cog)
-            write_quicklook(staged_cog, staging / sidecars["quicklook"].name, palette)
+            if confidence:
+                _finalise_confidence(mosaic, staging / "confidence", staging / sidecars["confidence"].name)
+            write_quicklook(staged_cog, staging / sidecars["quicklook"].name, model.palette)
         timings["total"] = time.perf_counter() - started
         report = class_report(
-            stats, band_names=mosaic.band_names, palette=palette, pixel_area=mosaic.pixel_area(), crs=mosaic.crs, timings=timings
+            stats,
+            band_names=mosaic.band_names,
+            feature_names=features.names,
+            palette=model.palette,
+            pixel_area=mosaic.pixel_area(),
+            crs=mosaic.crs,
+            timings=timings,
         )
         write_json(staging / sidecars["model"].name, model.to_json())
         write_json(staging / sidecars["report"].name, report)
@@ -118,7 +171,9 @@ def _run(config: Config, progress: Progress) -> RunResult:
             publish(staging / path.name, path)
         publish(staged_cog, output)  # last: a COG at the output path means the run completed
     log.info("wrote %s (%d classes) in %.1f s", output, model.k, timings["total"])
-    return RunResult(output, sidecars["model"], sidecars["report"], sidecars["quicklook"], model, report)
+    return RunResult(
+        output, sidecars["model"], sidecars["report"], sidecars["quicklook"], model, report, sidecars.get("confidence")
+    )
 
 
 @contextmanager
@@ -129,35 +184,63 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     log.info("%s: %.2f s", stage, timings[stage])
 
 
-def _check_output(config: Config, mosaic: Mosaic) -> Path:
-    """Refuse outputs that would clobber something, before any pixel is read."""
-    output = config.output_path
+def check_output(
+    output: Path,
+    mosaic: Mosaic,
+    *,
+    overwrite: bool,
+    key: str = "output.path",
+    overwrite_hint: str = "set output.overwrite: true",
+) -> Path:
+    """Refuse outputs that would clobber something, before any pixel is read; errors name ``key``."""
     if output.resolve() in {Path(t.path).resolve() for t in mosaic.tiles}:
-        raise OutputError(f"output.path: {output} is one of the inputs; choose another output.path")
+        raise OutputError(f"{key}: {output} is one of the inputs; choose another {key}")
     if output.is_dir():
-        raise OutputError(f"output.path: {output} is a directory; give a file name such as {output / 'labels.tif'}")
-    if output.exists() and not config.output.overwrite:
-        raise OutputError(f"{output}: already exists; set output.overwrite: true or choose another output.path")
+        raise OutputError(f"{key}: {output} is a directory; give a file name such as {output / 'labels.tif'}")
+    if output.exists() and not overwrite:
+        raise OutputError(f"{output}: already exists; {overwrite_hint} or choose another {key}")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"output.path: cannot create folder {output.parent} ({exc.strerror}); choose a writable place") from None
+        raise OutputError(f"{key}: cannot create folder {output.parent} ({exc.strerror}); choose a writable place") from None
     if not os.access(output.parent, os.W_OK):
-        raise OutputError(f"output.path: folder {output.parent} is not writable; choose a writable place")
+        raise OutputError(f"{key}: folder {output.parent} is not writable; choose a writable place")
     return output
 
 
-def _label_chunk(block: np.ndarray, centroids: np.ndarray, path: Path, transform: Affine) -> np.ndarray:
-    labels, stats = label_block(block, centroids)
-    write_chunk(labels, path, transform)
-    return stats
+def _feature_rows(matrix: da.Array, features: Features) -> da.Array:
+    """An (n, band) pixel matrix as (n, feature), block by block."""
+    n_features = len(features.names)
+    return matrix.map_blocks(lambda m: features.apply(m.T).T, chunks=(matrix.chunks[0], (n_features,)), dtype=np.float32)
 
 
-def _label_and_write(data: da.Array, mosaic: Mosaic, centroids: np.ndarray, staging: Path) -> np.ndarray:
+def _label_chunk(
+    block: np.ndarray, *, model: Model, transform: Affine, label_path: Path, confidence_path: Path | None
+) -> np.ndarray:
+    """Label one block (and write its margin), write it; return its statistics per input band and feature."""
+    features = model.features.apply(block)
+    labels, feature_stats, margin = label_block(features, model.centroids, with_margin=confidence_path is not None)
+    if confidence_path is not None:
+        write_chunk(margin, confidence_path, transform)
+    write_chunk(labels, label_path, transform)
+    stats = feature_stats if features is block else class_statistics(block, labels, model.k)
+    return np.concatenate([stats, feature_stats[:, 1:]], axis=1)
+
+
+def _label_and_write(mosaic: Mosaic, model: Model, staging: Path, *, confidence: bool) -> np.ndarray:
     """One streaming pass: label every block, write it as a chunk file, return class statistics."""
-    blocks = data.to_delayed()[0]
+    margins = staging / "confidence"
+    if confidence:
+        margins.mkdir()
+    blocks = mosaic.to_dask().to_delayed()[0]
     tasks = [
-        dask.delayed(_label_chunk)(blocks[i, j], centroids, chunk_path(staging, (i, j)), window_transform(window, mosaic.transform))
+        dask.delayed(_label_chunk)(
+            blocks[i, j],
+            model=model,
+            transform=window_transform(window, mosaic.transform),
+            label_path=chunk_path(staging, (i, j)),
+            confidence_path=chunk_path(margins, (i, j)) if confidence else None,
+        )
         for (i, j), window in mosaic.windows()
     ]
     return np.sum(dask.compute(*tasks), axis=0)
@@ -173,10 +256,36 @@ def _finalise_cog(mosaic: Mosaic, model: Model, staging: Path, destination: Path
         crs=mosaic.crs,
         transform=tuple(mosaic.transform)[:6],
         palette=model.palette,
-        tags=class_tags(model.centroids, model.band_names),
+        tags=class_tags(model.features.unscale(model.centroids), model.features.names),
         description=f"land-cover class (1..{model.k}, 0 = nodata)",
     )
     translate_to_cog(vrt, destination)
-    valid, errors, _ = cog_validate(str(destination), quiet=True)
+    _validate(destination)
+
+
+def _finalise_confidence(mosaic: Mosaic, folder: Path, destination: Path) -> None:
+    vrt = folder / "confidence.vrt"
+    build_vrt(
+        vrt,
+        [(chunk_path(folder, index), window) for index, window in mosaic.windows()],
+        width=mosaic.width,
+        height=mosaic.height,
+        crs=mosaic.crs,
+        transform=tuple(mosaic.transform)[:6],
+        palette=None,
+        tags={},
+        description="distance to the second-nearest centroid minus distance to the nearest (feature units)",
+        data_type="Float32",
+        nodata=math.nan,
+    )
+    # float32 keeps the margin exact and in feature units, comparable across runs and predicts of
+    # one model (a uint8 scale would differ per run). Continuous, so overviews are averaged.
+    # PREDICTOR=3 made the NAIP margin larger (2.76 MB against 2.66 MB), so plain DEFLATE.
+    translate_to_cog(vrt, destination, OVERVIEW_RESAMPLING="AVERAGE")
+    _validate(destination)
+
+
+def _validate(cog: Path) -> None:
+    valid, errors, _ = cog_validate(str(cog), quiet=True)
     if not valid:
-        raise OutputError(f"{destination}: GDAL wrote an invalid COG ({'; '.join(errors)}); please report this")
+        raise OutputError(f"{cog}: GDAL wrote an invalid COG ({'; '.join(errors)}); please report this")

@@ -62,9 +62,11 @@ def chunk_path(folder: Path, index: tuple[int, int]) -> Path:
 
 
 def write_chunk(labels: np.ndarray, path: Path, transform: Affine) -> None:
-    """One chunk of labels as a small tiled GeoTIFF, georeferenced so it can be inspected alone."""
+    """One chunk of labels (or of another layer) as a small tiled GeoTIFF, georeferenced so it
+    can be inspected alone."""
     height, width = labels.shape
-    with rasterio.open(path, "w", height=height, width=width, transform=transform, **_CHUNK_PROFILE) as dst:
+    profile = {**_CHUNK_PROFILE, "dtype": labels.dtype}
+    with rasterio.open(path, "w", height=height, width=width, transform=transform, **profile) as dst:
         dst.write(labels, 1)
 
 
@@ -76,18 +78,23 @@ def build_vrt(
     height: int,
     crs: str,
     transform: Sequence[float],
-    palette: dict[int, tuple[int, int, int]],
+    palette: dict[int, tuple[int, int, int]] | None,
     tags: dict[str, str],
     description: str,
+    data_type: str = "Byte",
+    nodata: float = NODATA_LABEL,
 ) -> None:
-    """A one-band paletted VRT placing each chunk file at its window."""
+    """A one-band VRT placing each chunk file at its window; paletted unless ``palette`` is None."""
     wkt = escape(rasterio.crs.CRS.from_user_input(crs).to_wkt())
     a, b, c, d, e, f = transform[:6]
-    colours = [palette.get(i, (0, 0, 0)) for i in range(max(palette, default=0) + 1)]
-    entries = "\n".join(
-        f'      <Entry c1="{r}" c2="{g}" c3="{bl}" c4="{0 if i == NODATA_LABEL else 255}"/>'
-        for i, (r, g, bl) in enumerate(colours)
-    )
+    colour = "<ColorInterp>Gray</ColorInterp>"
+    if palette is not None:
+        colours = [palette.get(i, (0, 0, 0)) for i in range(max(palette, default=0) + 1)]
+        entries = "\n".join(
+            f'      <Entry c1="{r}" c2="{g}" c3="{bl}" c4="{0 if i == NODATA_LABEL else 255}"/>'
+            for i, (r, g, bl) in enumerate(colours)
+        )
+        colour = f"<ColorInterp>Palette</ColorInterp>\n    <ColorTable>\n{entries}\n    </ColorTable>"
     metadata = "\n".join(f'    <MDI key="{escape(k)}">{escape(v)}</MDI>' for k, v in tags.items())
     sources = "\n".join(
         f"""    <SimpleSource>
@@ -105,13 +112,10 @@ def build_vrt(
   <Metadata>
 {metadata}
   </Metadata>
-  <VRTRasterBand dataType="Byte" band="1" blockXSize="{BLOCK}" blockYSize="{BLOCK}">
+  <VRTRasterBand dataType="{data_type}" band="1" blockXSize="{BLOCK}" blockYSize="{BLOCK}">
     <Description>{escape(description)}</Description>
-    <NoDataValue>{NODATA_LABEL}</NoDataValue>
-    <ColorInterp>Palette</ColorInterp>
-    <ColorTable>
-{entries}
-    </ColorTable>
+    <NoDataValue>{nodata}</NoDataValue>
+    {colour}
 {sources}
   </VRTRasterBand>
 </VRTDataset>
@@ -119,9 +123,10 @@ def build_vrt(
     )
 
 
-def translate_to_cog(vrt: Path, destination: Path) -> None:
-    """Encode the VRT once into a COG with overviews (GDAL's COG driver, outside dask)."""
-    rasterio.shutil.copy(vrt, destination, driver="COG", **COG_OPTIONS)
+def translate_to_cog(vrt: Path, destination: Path, **options: str | int) -> None:
+    """Encode the VRT once into a COG with overviews (GDAL's COG driver, outside dask);
+    ``options`` override the COG creation options."""
+    rasterio.shutil.copy(vrt, destination, driver="COG", **{**COG_OPTIONS, **options})
 
 
 def publish(staged: Path, destination: Path) -> None:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from pipeline.fit import order_by_brightness, sum_squared_errors
-from pipeline.label import label_block, nearest_all
+from pipeline import ConfigError
+from pipeline.fit import class_order, sum_squared_errors
+from pipeline.label import class_statistics, label_block, nearest_all
 from rasters import assign_labels
 from pipeline.sample import sample_block, valid_pixels
 
@@ -44,9 +45,10 @@ def test_labels_do_not_depend_on_the_block_shape():
 def test_class_statistics_count_and_sum_per_class():
     block = np.array([[[1.0, 2.0, np.nan]], [[10.0, 20.0, np.nan]]], dtype=np.float32)
     centroids = np.array([[0.0, 0.0], [100.0, 100.0]])
-    labels, stats = label_block(block, centroids)
+    labels, stats, _ = label_block(block, centroids)
     np.testing.assert_array_equal(labels, [[1, 1, 0]])
     np.testing.assert_array_equal(stats, [[1, 0, 0], [2, 3, 30], [0, 0, 0]])
+    np.testing.assert_array_equal(class_statistics(block, labels, 2), stats)
 
 
 def test_sum_squared_errors_is_exact_in_memory_and_chunked():
@@ -61,11 +63,36 @@ def test_sum_squared_errors_is_exact_in_memory_and_chunked():
 
 
 def test_order_by_brightness_is_independent_of_input_order():
-    centroids = np.array([[200.0, 10.0], [5.0, 5.0], [10.0, 200.0], [50.0, 60.0]])
-    ordered = order_by_brightness(centroids)
-    np.testing.assert_array_equal(ordered, order_by_brightness(centroids[::-1]))
+    spectra = np.array([[200.0, 10.0], [5.0, 5.0], [10.0, 200.0], [50.0, 60.0]])
+    ordered = spectra[class_order(spectra, ("a", "b"), "brightness")]
+    np.testing.assert_array_equal(ordered, spectra[::-1][class_order(spectra[::-1], ("a", "b"), "brightness")])
     assert list(ordered.mean(axis=1)) == sorted(ordered.mean(axis=1))
     np.testing.assert_array_equal(ordered[2:], [[10.0, 200.0], [200.0, 10.0]])  # tie: band 1 decides
+    np.testing.assert_array_equal(class_order(spectra, ("a", "b"), "none"), [0, 1, 2, 3])
+
+
+def test_order_by_ndvi_needs_red_and_nir():
+    spectra = np.array([[30.0, 200.0], [100.0, 90.0], [60.0, 20.0]])  # (red, nir): vegetation first
+    order = class_order(spectra, ("Red", "NIR"), "ndvi")
+    np.testing.assert_array_equal(order, [2, 1, 0])
+    with pytest.raises(ConfigError, match=r"model.order_by: ndvi needs input bands named red and nir, but the bands are band1, band2; name them with input.band_names"):
+        class_order(spectra, ("band1", "band2"), "ndvi")
+
+
+@pytest.mark.parametrize("k", [2, 7, 254])
+def test_margin_is_the_gap_between_the_two_nearest_centroids(k):
+    rng = np.random.default_rng(k)
+    block = rng.uniform(0, 255, (4, 40, 50)).astype(np.float32)
+    block[:, :3, :5] = np.nan
+    centroids = rng.uniform(0, 255, (k, 4))
+    labels, _, margin = label_block(block, centroids, with_margin=True)
+    np.testing.assert_array_equal(labels, assign_labels(block, centroids))
+    distances = np.sort(cdist(block.reshape(4, -1).T.astype(np.float64), centroids), axis=1)
+    expected = (distances[:, 1] - distances[:, 0]).reshape(40, 50)
+    valid = labels > 0
+    np.testing.assert_allclose(margin[valid], expected[valid], atol=1e-2)  # float32 distances up to ~400
+    assert margin.dtype == np.float32 and (margin[valid] >= 0).all()
+    assert np.isnan(margin[~valid]).all() and (~valid).sum() == 15
 
 
 def test_sample_block_is_seeded_by_block_index_and_skips_nodata():

@@ -1,0 +1,73 @@
+"""``predict(model, inputs)``: label new imagery with a saved model, as ``run`` labels its own.
+
+The model JSON carries the centroids (in label order), the features with their scaling statistics
+and the input settings (bands, alpha, nodata). The new imagery is opened with those settings and
+refused, before any pixel is read, when its band count, dtype or band names differ from the
+model's; labelling and writing are ``run``'s own stage, so a run's model applied to the run's
+input gives the run's labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+
+from .config import DaskConfig, InputConfig
+from .errors import InputError
+from .mosaic import Mosaic, open_mosaic
+from .report import Model, load_model
+from .run import Progress, RunResult, _timed, check_output, write_products
+
+log = logging.getLogger(__name__)
+
+
+def predict(
+    model_path: str | Path,
+    inputs: Sequence[str],
+    *,
+    out: str | Path,
+    overwrite: bool = False,
+    confidence: bool = False,
+    chunk: int = DaskConfig().chunk,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Label ``inputs`` (files, globs or a .vrt) with the model at ``model_path``; write ``out``
+    and its sidecars as ``run`` does."""
+    progress = progress or (lambda stage: nullcontext())
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    with _timed(timings, "open"):
+        model_path = Path(model_path)
+        model = load_model(model_path)
+        source = model.extra.get("input", {})
+        spec = InputConfig(paths=tuple(inputs), nodata=source.get("nodata"), alpha=source.get("alpha", "auto"))
+        mosaic = matching_mosaic(open_mosaic(spec, chunk=chunk), model, model_path)
+        output = check_output(Path(out), mosaic, overwrite=overwrite, key="--out", overwrite_hint="pass --overwrite")
+    return write_products(mosaic, model, output, confidence=confidence, timings=timings, started=started, progress=progress)
+
+
+def matching_mosaic(mosaic: Mosaic, model: Model, model_path: Path) -> Mosaic:
+    """The mosaic reading the model's bands under the model's names, or an error naming the
+    first input file and what differs from the model."""
+    first = mosaic.tiles[0].path
+    source = model.extra.get("input", {})
+    fix = f"predict needs imagery with the bands of the model's imagery ({model_path.name})"
+    count = source.get("count")
+    if count is not None and mosaic.count != count:
+        raise InputError(f"{first}: has {mosaic.count} band(s) but the model was fitted on {count}-band imagery; {fix}")
+    dtype = source.get("dtype")
+    if dtype is not None and mosaic.dtype != dtype:
+        raise InputError(f"{first}: dtype {mosaic.dtype} differs from the model's {dtype}; {fix} (convert it first)")
+    for band, expected in zip(model.bands, model.band_names):
+        if band not in mosaic.bands:
+            raise InputError(f"{first}: band {band} is its alpha band, but the model uses it as '{expected}'; {fix}")
+        name = mosaic.band_names[mosaic.bands.index(band)]
+        # An undescribed band (GDAL's default name) takes the model's name; a described one must agree.
+        if name != f"band{band}" and name.lower() != expected.lower():
+            raise InputError(f"{first}: band {band} is named '{name}' but the model's band {band} is '{expected}'; {fix}")
+    log.info("predict: %s matches the model's bands %s", first, list(model.band_names))
+    return replace(mosaic, bands=model.bands, band_names=model.band_names)
