@@ -32,6 +32,9 @@ ROWS_PER_CHUNK = 262_144  # sample matrix chunks: several per core for dask-ml's
 # Restarts on 100 k rows, then refined on 1 M, did as well on a NAIP mosaic as restarts on all
 # 1 M rows (inertia 1.00019 vs 1.00016-1.00039 x scikit-learn's full-data fit) at a fifth the time.
 RESTART_ROWS = 100_000
+# k-means|| rounds. dask-ml's default, ln(initial cost), is ~21 on imagery; Bahmani et al. found 5
+# rounds enough. On NAIP, 8 rounds halved the fit time with the same inertia.
+INIT_ROUNDS = 8
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def _chunked(matrix: np.ndarray | da.Array) -> da.Array:
 
 
 def _lloyd(chunked: da.Array, init: str | np.ndarray, *, k: int, max_iter: int, tol: float, seed: int = 0) -> tuple[np.ndarray, int]:
-    model = KMeans(n_clusters=k, init=init, max_iter=max_iter, tol=tol, random_state=seed)
+    model = KMeans(n_clusters=k, init=init, max_iter=max_iter, tol=tol, random_state=seed, init_max_iter=INIT_ROUNDS)
     with warnings.catch_warnings():  # empty clusters divide by zero; _fill_empty_classes mends them
         warnings.simplefilter("ignore", RuntimeWarning)
         model.fit(chunked)

@@ -37,6 +37,7 @@ SCENE_SHAPE = (720, 928)  # common crop of the four scenes (723-724 x 934)
 BLOCK = 512
 K = 7
 QUICK_SIZE = 6  # at 10x10 the seed-method peer alone takes ~65-70 s and --quick overran 2 min
+GRASS_MISSING = "grass not installed (Debian package grass-core)"
 LIBRARIES = ("numpy", "rasterio", "dask", "distributed", "dask-ml", "scikit-learn", "xarray", "rioxarray")
 
 
@@ -197,16 +198,18 @@ def peer_grass(mosaic: Path, out: Path) -> None:
 PEERS = {"sklearn": peer_sklearn, "daskml": peer_daskml, "grass": peer_grass}
 
 
+def run_peer(name: str, mosaic: Path, workdir: Path, n: int) -> dict[str, float]:
+    out = artefact(workdir, f"peer-{name}", n)
+    return timed_run([sys.executable, str(Path(__file__).resolve()), "_peer", name, str(mosaic), str(out)])
+
+
 def run_peers(mosaic: Path, workdir: Path, n: int, with_daskml: bool) -> dict[str, Any]:
-    peers: dict[str, Any] = {}
-    for name in PEERS:
-        if name == "daskml" and not with_daskml:
-            peers[name] = {"skipped": "slow (~10 min at 67 MP); run with --with-daskml-full"}
-        elif name == "grass" and not shutil.which("grass"):
-            peers[name] = {"skipped": "grass not installed (Debian package grass-core)"}
-        else:
-            out = artefact(workdir, f"peer-{name}", n)
-            peers[name] = timed_run([sys.executable, str(Path(__file__).resolve()), "_peer", name, str(mosaic), str(out)])
+    """The in-memory peers, at the small size (the seed method needs ~8 GB at 67 MP)."""
+    peers: dict[str, Any] = {"sklearn": run_peer("sklearn", mosaic, workdir, n)}
+    if with_daskml:
+        peers["daskml"] = run_peer("daskml", mosaic, workdir, n)
+    else:
+        peers["daskml"] = {"skipped": "slow (~10 min at 67 MP); run with --with-daskml-full"}
     return peers
 
 
@@ -247,13 +250,19 @@ def machine() -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     stages = ("open", "sample", "fit", "label_write", "finalise")
-    print(f"{'mosaic':>8} {'MP':>6} {'floor s':>8} {'pipe s':>7} {'pipe/floor':>10} {'RSS GB':>6}  " + " ".join(f"{s:>11}" for s in stages))
+    print(
+        f"{'mosaic':>8} {'MP':>6} {'floor s':>8} {'pipe s':>7} {'pipe/floor':>10} {'RSS GB':>6} {'GRASS s':>8} {'GRASS/pipe':>10}  "
+        + " ".join(f"{s:>11}" for s in stages)
+    )
     for size, r in result["seconds"].items():
-        p = r["pipeline"]
+        p, grass = r["pipeline"], r["grass"]
+        grass_s = f"{grass['seconds']:>8.1f} {result['ratios']['grass_over_pipeline'][size]:>10.1f}" if "seconds" in grass else f"{'-':>8} {'-':>10}"
         print(
             f"{size:>8} {r['megapixels']:>6.1f} {r['floor_s']:>8.2f} {p['seconds']:>7.1f} {result['ratios']['pipeline_over_floor'][size]:>10.1f} "
-            f"{p['peak_rss_gb']:>6.2f}  " + " ".join(f"{p['stages_s'][s]:>11.1f}" for s in stages)
+            f"{p['peak_rss_gb']:>6.2f} {grass_s}  " + " ".join(f"{p['stages_s'][s]:>11.1f}" for s in stages)
         )
+    if any("skipped" in r["grass"] for r in result["seconds"].values()):
+        print(f"GRASS: {GRASS_MISSING}")
     print(f"\npeers at {result['peers']['at']} (seconds, peak RSS; x pipeline):")
     for name, ratio in result["ratios"]["peers_over_pipeline"].items():
         r = result["peers"][name]
@@ -291,6 +300,8 @@ def main() -> None:
             megapixels = round(src.width * src.height / 1e6, 1)
         floor = round(read_floor(mosaic), 3)
         sizes[f"{n}x{n}"] = {"megapixels": megapixels, "floor_s": floor, "pipeline": run_pipeline(mosaic, args.workdir, n)}
+        # GRASS streams from disk, so it runs at every size
+        sizes[f"{n}x{n}"]["grass"] = run_peer("grass", mosaic, args.workdir, n) if shutil.which("grass") else {"skipped": GRASS_MISSING}
     small = artefact(args.workdir, "mosaic", ns[0])
     peers = run_peers(small, args.workdir, ns[0], with_daskml)
     quality = inertia_ratio(small, artefact(args.workdir, "labels", ns[0]), artefact(args.workdir, "peer-sklearn", ns[0]))
@@ -302,6 +313,9 @@ def main() -> None:
             "peers_over_pipeline": {
                 name: r if "skipped" in r else {"time": round(r["seconds"] / pipe[0]["seconds"], 2), "rss": round(r["peak_rss_gb"] / pipe[0]["peak_rss_gb"], 2)}
                 for name, r in peers.items()
+            },
+            "grass_over_pipeline": {
+                size: round(r["grass"]["seconds"] / r["pipeline"]["seconds"], 2) for size, r in sizes.items() if "seconds" in r["grass"]
             },
             "peak_rss_gb": {size: r["pipeline"]["peak_rss_gb"] for size, r in sizes.items()},
             "rss_growth_small_to_large": round(pipe[-1]["peak_rss_gb"] / pipe[0]["peak_rss_gb"], 2) if len(pipe) > 1 else None,
