@@ -11,6 +11,7 @@ import click
 
 from .config import load_config
 from .errors import LandcoverError
+from .html_report import report_for
 from .run import run as run_pipeline
 
 
@@ -40,7 +41,22 @@ def run(config_path: str, overrides: tuple[str, ...], show_config: bool, quiet: 
         click.echo("interrupted: nothing was written at the output path", err=True)
         sys.exit(130)
     if not quiet:
-        click.echo(f"{result.output}\n{result.model_path}\n{result.report_path}\n{result.quicklook_path}")
+        click.echo(f"{result.output}\n{result.model_path}\n{result.report_path}\n{result.quicklook_path}\n{result.html_path}")
+
+
+@main.command()
+@click.argument("output", metavar="OUTPUT.tif", type=click.Path(dir_okay=False))
+@click.option("-q", "--quiet", is_flag=True, help="No log lines; errors only.")
+def report(output: str, quiet: bool) -> None:
+    """Write OUTPUT.report.html (and its PNGs) for a COG written by 'landcover run'."""
+    _log_to_terminal(logging.WARNING if quiet else logging.INFO)
+    try:
+        page = report_for(output)
+    except LandcoverError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if not quiet:
+        click.echo(str(page))
 
 
 def _log_to_terminal(level: int) -> None:

@@ -21,7 +21,9 @@ from rio_cogeo.cogeo import cog_validate
 from .config import Config
 from .errors import DataError, OutputError
 from .fit import fit_kmeans
+from .html_report import report_paths, write_report
 from .label import assign_labels, class_statistics
+from .legend import apply_class_colours, legend, stac_item
 from .mosaic import Mosaic, open_mosaic
 from .report import Model, class_report, class_tags, palette_from_centroids, write_json, write_quicklook
 from .sample import draw_sample, full_matrix
@@ -41,6 +43,7 @@ class RunResult:
     quicklook_path: Path
     model: Model
     report: dict[str, Any]
+    html_path: Path
 
 
 def sidecar_paths(output: Path) -> dict[str, Path]:
@@ -49,6 +52,8 @@ def sidecar_paths(output: Path) -> dict[str, Path]:
         "model": stem.with_name(stem.name + ".model.json"),
         "report": stem.with_name(stem.name + ".report.json"),
         "quicklook": stem.with_name(stem.name + ".png"),
+        "legend": stem.with_name(stem.name + ".legend.json"),
+        "stac": stem.with_name(stem.name + ".stac-item.json"),
     }
 
 
@@ -77,7 +82,8 @@ def run(config: Config, *, progress: Progress | None = None) -> RunResult:
     with _timed(timings, "fit"):
         m = config.model
         fit = fit_kmeans(matrix, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=config.sample.seed)
-    palette = palette_from_centroids(fit.centroids, sample, mosaic.band_names)
+    palette = apply_class_colours(palette_from_centroids(fit.centroids, sample, mosaic.band_names), config.classes)
+    names = config.class_names()
     model = Model(
         centroids=fit.centroids,
         bands=mosaic.bands,
@@ -89,28 +95,44 @@ def run(config: Config, *, progress: Progress | None = None) -> RunResult:
         extra={
             "fit": {"init": m.init, "n_init": m.n_init, "max_iter": m.max_iter, "n_iter": fit.n_iter, "tol": m.tol, "tol_absolute": fit.tol_absolute},
             "input": {"paths": [t.path for t in mosaic.tiles], "crs": mosaic.crs, "dtype": mosaic.dtype},
+            "class_names": list(names),
         },
     )
 
     sidecars = sidecar_paths(output)
+    pages = report_paths(output)
     with staging_dir(output) as staging:
         with _timed(timings, "label_write"), progress("label and write"):
             stats = _label_and_write(data, mosaic, fit.centroids, staging)
         with _timed(timings, "finalise"):
             staged_cog = staging / output.name
-            _finalise_cog(mosaic, model, staging, staged_cog)
+            _finalise_cog(mosaic, model, names, staging, staged_cog)
             write_quicklook(staged_cog, staging / sidecars["quicklook"].name, palette)
         timings["total"] = time.perf_counter() - started
         report = class_report(
-            stats, band_names=mosaic.band_names, palette=palette, pixel_area=mosaic.pixel_area(), crs=mosaic.crs, timings=timings
+            stats, band_names=mosaic.band_names, palette=palette, pixel_area=mosaic.pixel_area(), crs=mosaic.crs, timings=timings,
+            names=names,
         )
-        write_json(staging / sidecars["model"].name, model.to_json())
-        write_json(staging / sidecars["report"].name, report)
-        for path in sidecars.values():
+        report["config"] = config.model_dump(mode="json")  # for the HTML page and to re-run
+        _write_sidecars(staging, staged_cog, output, model, report)
+        for path in [*sidecars.values(), *pages.values()]:
             publish(staging / path.name, path)
         publish(staged_cog, output)  # last: a COG at the output path means the run completed
     log.info("wrote %s (%d classes) in %.1f s", output, model.k, timings["total"])
-    return RunResult(output, sidecars["model"], sidecars["report"], sidecars["quicklook"], model, report)
+    return RunResult(output, sidecars["model"], sidecars["report"], sidecars["quicklook"], model, report, pages["html"])
+
+
+def _write_sidecars(staging: Path, staged_cog: Path, output: Path, model: Model, report: dict[str, Any]) -> None:
+    """Model, report, legend and STAC JSONs and the HTML page, into the staging folder."""
+    sidecars = sidecar_paths(output)
+    write_json(staging / sidecars["model"].name, model.to_json())
+    write_json(staging / sidecars["report"].name, report)
+    write_json(staging / sidecars["legend"].name, legend(report))
+    metadata = {key: sidecars[key].name for key in ("model", "report", "legend")}
+    item = stac_item(staged_cog, report, href=output.name, item_id=output.stem, sidecars=metadata)
+    write_json(staging / sidecars["stac"].name, item)
+    pages = {key: staging / path.name for key, path in report_paths(output).items()}
+    write_report(staged_cog, model.to_json(), report, pages, name=output.name)
 
 
 @contextmanager
@@ -159,7 +181,7 @@ def _label_and_write(data: da.Array, mosaic: Mosaic, centroids: np.ndarray, stag
     return np.sum(dask.compute(*tasks), axis=0)
 
 
-def _finalise_cog(mosaic: Mosaic, model: Model, staging: Path, destination: Path) -> None:
+def _finalise_cog(mosaic: Mosaic, model: Model, names: tuple[str, ...], staging: Path, destination: Path) -> None:
     vrt = staging / "labels.vrt"
     build_vrt(
         vrt,
@@ -169,7 +191,7 @@ def _finalise_cog(mosaic: Mosaic, model: Model, staging: Path, destination: Path
         crs=mosaic.crs,
         transform=tuple(mosaic.transform)[:6],
         palette=model.palette,
-        tags=class_tags(model.centroids, model.band_names),
+        tags=class_tags(model.centroids, model.band_names, names),
         description=f"land-cover class (1..{model.k}, 0 = nodata)",
     )
     translate_to_cog(vrt, destination)
