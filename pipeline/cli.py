@@ -13,6 +13,8 @@ from .config import load_config
 from .errors import LandcoverError
 from .html_report import report_for
 from .run import run as run_pipeline
+from .sweep import format_table, parse_k
+from .sweep import sweep as run_sweep
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,6 +44,30 @@ def run(config_path: str, overrides: tuple[str, ...], show_config: bool, quiet: 
         sys.exit(130)
     if not quiet:
         click.echo(f"{result.output}\n{result.model_path}\n{result.report_path}\n{result.quicklook_path}\n{result.html_path}")
+
+
+@main.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--k", "k_text", default="3..15", show_default=True, metavar="RANGE", help="k values: 3..15, 3,5,8 or 2..6,8.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for sweep.json and sweep.png [default: beside output.path].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a YAML key, e.g. --set sample.size=200000.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; the table is still printed.")
+def sweep(config_path: str, k_text: str, out_dir: str | None, overrides: tuple[str, ...], quiet: bool) -> None:
+    """Fit every k of RANGE on one sample of CONFIG's imagery, score it and suggest a k."""
+    _log_to_terminal(logging.WARNING if quiet else logging.INFO)
+    try:
+        ks = parse_k(k_text)
+        config = load_config(config_path, overrides)
+        result, json_path, png_path = run_sweep(config, ks, out_dir=out_dir, progress=None if quiet else _progress_bar)
+    except LandcoverError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted: no sweep file was written", err=True)
+        sys.exit(130)
+    click.echo(format_table(result))
+    if not quiet:
+        click.echo(f"{json_path}\n{png_path}")
 
 
 @main.command()

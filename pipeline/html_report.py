@@ -26,6 +26,7 @@ from .errors import InputError, LandcoverError
 from .label import NODATA_LABEL
 from .mosaic import open_mosaic
 from .report import QUICKLOOK_SIDE, rgb_bands
+from .write import staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +62,10 @@ def report_for(output: str | Path) -> Path:
                 f"it is written beside {output.name} by 'landcover run'"
             ) from None
     paths = report_paths(output)
-    staged = {key: path.with_name(f".{path.name}.partial") for key, path in paths.items()}
-    try:
-        write_report(output, docs[0], docs[1], staged)
-        for key, path in paths.items():
-            os.replace(staged[key], path)
-    finally:
-        for path in staged.values():
-            path.unlink(missing_ok=True)
+    with staging_dir(output) as staging:  # the page is replaced only once it and its images are complete
+        write_report(output, docs[0], docs[1], {key: staging / path.name for key, path in paths.items()})
+        for path in paths.values():
+            os.replace(staging / path.name, path)
     return paths["html"]
 
 
