@@ -167,10 +167,10 @@ def _map_png(labels: np.ndarray, rgb: np.ndarray | None, palette: dict[int, tupl
     for label, colour in palette.items():
         lut[label] = (*colour[:3], 0 if label == NODATA_LABEL else 255)
     panels = 2 if rgb is not None else 1
-    aspect = labels.shape[0] / labels.shape[1]
-    rows = -(-len(classes) // 4)
-    fig_width = 7.0 * panels
-    fig, axes = plt.subplots(1, panels, figsize=(fig_width, 7.0 * aspect + 0.35 * rows + 0.8), squeeze=False)
+    panel = 7.0  # inches per panel side; at 150 dpi about the 1024-pixel preview
+    height = panel * labels.shape[0] / labels.shape[1]
+    legend_height, title_height = 0.3 * -(-len(classes) // 4) + 0.2, 0.4
+    fig, axes = plt.subplots(1, panels, figsize=(panel * panels + 0.2, height + legend_height + title_height), squeeze=False)
     axes[0, 0].imshow(lut[labels], interpolation="nearest")
     axes[0, 0].set_title("classes")
     if rgb is not None:
@@ -184,20 +184,23 @@ def _map_png(labels: np.ndarray, rgb: np.ndarray | None, palette: dict[int, tupl
         for c in classes
     ]
     fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), frameon=False, fontsize=10)
-    fig.tight_layout(rect=(0, (0.35 * rows + 0.3) / fig.get_figheight(), 1, 1))
+    total = fig.get_figheight()
+    fig.subplots_adjust(left=0.01, right=0.99, wspace=0.02, bottom=legend_height / total, top=1 - title_height / total)
     fig.savefig(path, dpi=150, format="png")
     plt.close(fig)
 
 
 def _spectra_png(classes: list[dict], band_names: list[str], palette: dict[int, tuple[int, ...]], path: Path) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib import patheffects
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     x = np.arange(len(band_names))
     for c in classes:
         means = [np.nan if c["mean"][b] is None else c["mean"][b] for b in band_names]
         colour = np.array(palette[c["class"]][:3]) / 255
-        ax.plot(x, means, "-o", color=colour, markeredgecolor="black", linewidth=2, label=f"{c['class']} {c['name']}")
+        outline = [patheffects.withStroke(linewidth=3.5, foreground="#555555")]  # pale classes stay visible
+        ax.plot(x, means, "-o", color=colour, markeredgecolor="black", linewidth=2, path_effects=outline, label=f"{c['class']} {c['name']}")
     ax.set_xticks(x, band_names)
     ax.set_xlabel("band")
     ax.set_ylabel("class mean (input units)")

@@ -205,18 +205,21 @@ def suggest(scores: list[Score]) -> tuple[int, str, str, int | None, int]:
     inertias = np.array([s.inertia for s in scores])
     knee_k = knee(ks, np.log(inertias + 1e-9 * inertias.max()))  # + tiny: a perfect fit has inertia 0
     best = max(scores, key=lambda s: s.silhouette).k
-    if knee_k is None:
-        return best, "silhouette", f"no knee in the log-inertia curve; k = {best} has the best silhouette ({by_k[best].silhouette:.3f})", None, best
-    if knee_k == best:
-        return knee_k, "knee and silhouette", f"the knee of the log-inertia curve and the best silhouette ({by_k[best].silhouette:.3f}) agree", knee_k, best
-    return (
-        knee_k,
-        "knee",
-        f"knee of the log-inertia curve; the best silhouette is at k = {best} "
-        f"({by_k[best].silhouette:.3f}, vs {by_k[knee_k].silhouette:.3f} at k = {knee_k})",
-        knee_k,
-        best,
+    others = (
+        f"Calinski-Harabasz is best at k = {max(scores, key=lambda s: s.calinski_harabasz).k}, "
+        f"Davies-Bouldin at k = {min(scores, key=lambda s: s.davies_bouldin).k}"
     )
+    if knee_k is None:
+        reason = f"no knee in the log-inertia curve; k = {best} has the best silhouette ({by_k[best].silhouette:.3f}); {others}"
+        return best, "silhouette", reason, None, best
+    if knee_k == best:
+        reason = f"the knee of the log-inertia curve and the best silhouette ({by_k[best].silhouette:.3f}) agree; {others}"
+        return knee_k, "knee and silhouette", reason, knee_k, best
+    reason = (
+        f"knee of the log-inertia curve; the best silhouette is at k = {best} "
+        f"({by_k[best].silhouette:.3f}, vs {by_k[knee_k].silhouette:.3f} at k = {knee_k}); {others}"
+    )
+    return knee_k, "knee", reason, knee_k, best
 
 
 def format_table(result: Sweep) -> str:
