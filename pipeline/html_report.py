@@ -31,6 +31,7 @@ from .write import staging_dir
 log = logging.getLogger(__name__)
 
 CLOSE_PAIRS = 3  # centroid pairs listed in the "spectrally close" warning
+LEGEND_MAX = 32  # classes named in the PNG legends
 _NAIP_ORDER = ("band1", "band2", "band3", "band4")  # unnamed 4-band imagery: red, green, blue, NIR
 
 
@@ -169,7 +170,8 @@ def _map_png(labels: np.ndarray, rgb: np.ndarray | None, palette: dict[int, tupl
     panels = 2 if rgb is not None else 1
     panel = 7.0  # inches per panel side; at 150 dpi about the 1024-pixel preview
     height = panel * labels.shape[0] / labels.shape[1]
-    legend_height, title_height = 0.3 * -(-len(classes) // 4) + 0.2, 0.4
+    shown = classes if len(classes) <= LEGEND_MAX else []  # more would dwarf the map; the table lists them
+    legend_height, title_height = 0.3 * -(-len(shown) // 4) + 0.2, 0.4
     fig, axes = plt.subplots(1, panels, figsize=(panel * panels + 0.2, height + legend_height + title_height), squeeze=False)
     axes[0, 0].imshow(lut[labels], interpolation="nearest")
     axes[0, 0].set_title("classes")
@@ -181,9 +183,10 @@ def _map_png(labels: np.ndarray, rgb: np.ndarray | None, palette: dict[int, tupl
         ax.set_yticks([])
     handles = [
         Patch(facecolor=np.array(palette[c["class"]][:3]) / 255, edgecolor="black", label=f"{c['class']} {c['name']}: {c['percent']:.1f} %")
-        for c in classes
+        for c in shown
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), frameon=False, fontsize=10)
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), frameon=False, fontsize=10)
     total = fig.get_figheight()
     fig.subplots_adjust(left=0.01, right=0.99, wspace=0.02, bottom=legend_height / total, top=1 - title_height / total)
     fig.savefig(path, dpi=150, format="png")
@@ -206,7 +209,8 @@ def _spectra_png(classes: list[dict], band_names: list[str], palette: dict[int, 
     ax.set_ylabel("class mean (input units)")
     ax.set_title("mean spectrum of each class")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2 if len(classes) > 8 else 1, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if len(classes) <= LEGEND_MAX:
+        ax.legend(fontsize=8, ncol=2 if len(classes) > 8 else 1, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
