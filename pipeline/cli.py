@@ -11,9 +11,12 @@ import click
 
 from .config import load_config
 from .errors import LandcoverError
+from .html_report import report_for
 from .predict import predict as predict_pipeline
 from .run import RunResult
 from .run import run as run_pipeline
+from .sweep import format_table, parse_k
+from .sweep import sweep as run_sweep
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,20 +60,50 @@ def predict(model_path: str, inputs: tuple[str, ...], out: str, overwrite: bool,
         _echo_paths(result)
 
 
+@main.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--k", "k_text", default="3..15", show_default=True, metavar="RANGE", help="k values: 3..15, 3,5,8 or 2..6,8.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for sweep.json and sweep.png [default: beside output.path].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a YAML key, e.g. --set sample.size=200000.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; the table is still printed.")
+def sweep(config_path: str, k_text: str, out_dir: str | None, overrides: tuple[str, ...], quiet: bool) -> None:
+    """Fit every k of RANGE on one sample of CONFIG's imagery, score it and suggest a k."""
+    _log_to_terminal(logging.WARNING if quiet else logging.INFO)
+    with _user_errors(interrupted="no sweep file was written"):
+        ks = parse_k(k_text)
+        config = load_config(config_path, overrides)
+        result, json_path, png_path = run_sweep(config, ks, out_dir=out_dir, progress=None if quiet else _progress_bar)
+    click.echo(format_table(result))
+    if not quiet:
+        click.echo(f"{json_path}\n{png_path}")
+
+
+@main.command()
+@click.argument("output", metavar="OUTPUT.tif", type=click.Path(dir_okay=False))
+@click.option("-q", "--quiet", is_flag=True, help="No log lines; errors only.")
+def report(output: str, quiet: bool) -> None:
+    """Write OUTPUT.report.html (and its PNGs) for a COG written by 'landcover run'."""
+    _log_to_terminal(logging.WARNING if quiet else logging.INFO)
+    with _user_errors():
+        page = report_for(output)
+    if not quiet:
+        click.echo(str(page))
+
+
 @contextmanager
-def _user_errors() -> Iterator[None]:
+def _user_errors(interrupted: str = "nothing was written at the output path") -> Iterator[None]:
     try:
         yield
     except LandcoverError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        click.echo("interrupted: nothing was written at the output path", err=True)
+        click.echo(f"interrupted: {interrupted}", err=True)
         sys.exit(130)
 
 
 def _echo_paths(result: RunResult) -> None:
-    paths = [result.output, result.model_path, result.report_path, result.quicklook_path, result.confidence_path]
+    paths = [result.output, result.model_path, result.report_path, result.quicklook_path, result.html_path, result.confidence_path]
     click.echo("\n".join(str(p) for p in paths if p is not None))
 
 

@@ -8,8 +8,9 @@ with ``--set`` are relative to the current directory, as a user typing them expe
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -144,6 +145,31 @@ class OutputConfig(_Section):
     centroid minus the distance to the nearest (feature units; small = doubtful)."""
 
 
+class ClassConfig(_Section):
+    name: str = Field(min_length=1)
+    """What the class is, e.g. "water"; goes into the COG tags, the legend and the STAC item."""
+    color: str | None = None
+    """"#rrggbb"; overrides the computed true-colour palette entry of this class."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_visible(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a class name must not be blank")
+        return value.strip()
+
+    @field_validator("color")
+    @classmethod
+    def _color_hex(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"#[0-9a-fA-F]{6}", value):
+            raise ValueError("colours are written '#rrggbb'")
+        return value.lower() if value else value
+
+    @property
+    def rgb(self) -> tuple[int, int, int] | None:
+        return None if self.color is None else tuple(int(self.color[i : i + 2], 16) for i in (1, 3, 5))
+
+
 class DaskConfig(_Section):
     chunk: int = Field(default=2048, ge=INPUT_BLOCK)
     """Pixels per chunk side; a multiple of the 512-pixel input blocks."""
@@ -163,6 +189,13 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     output: OutputConfig = OutputConfig()
     dask: DaskConfig = DaskConfig()
+    classes: tuple[ClassConfig, ...] | None = None
+    """Names (and optional colours) of classes 1..k, in label order; None = "class 1", ...."""
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes_as_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _features_named(self) -> Config:
@@ -185,6 +218,27 @@ class Config(_Section):
                 "raise sample.size or lower model.k"
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_name_per_class(self) -> Config:
+        if self.classes is None:
+            return self
+        if len(self.classes) != self.model.k:
+            raise ValueError(
+                f"classes: {len(self.classes)} entries but model.k is {self.model.k}; "
+                "give one {name, color} entry per class 1..k, in label order"
+            )
+        names = [c.name for c in self.classes]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise ValueError(f"classes: the name {twice!r} is given twice; make each class name unique (e.g. '{twice} 2')")
+        return self
+
+    def class_names(self) -> tuple[str, ...]:
+        """The name of each class 1..k ("class i" when not configured)."""
+        if self.classes is None:
+            return tuple(f"class {i}" for i in range(1, self.model.k + 1))
+        return tuple(c.name for c in self.classes)
 
     @property
     def output_path(self) -> Path:
@@ -215,6 +269,9 @@ _HINTS = {
     "output.overwrite": "use true or false",
     "output.confidence": "use true or false",
     "dask.chunk": "use a multiple of 512, e.g. 2048",
+    "classes": 'use a list with one entry per class 1..k, e.g. [{name: water, color: "#1f78b4"}, ...]',
+    "classes.name": "give each class a non-empty name, e.g. water",
+    "classes.color": 'use "#rrggbb", e.g. "#1f78b4", or leave it out for the computed colour',
 }
 
 
@@ -227,14 +284,31 @@ def _key(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel]]:
     model: type[BaseModel] = Config
     section: type[BaseModel] = Config
     for part in loc:
+        if isinstance(part, int) and parts and model is not section:
+            parts[-1] += f"[{part}]"  # an entry of a list of sections, e.g. classes[2]
+            section = model
+            continue
         if not isinstance(part, str):
             break
         parts.append(part)
         field = model.model_fields.get(part)
+        entry = _list_entry(field.annotation) if field is not None else None
+        if entry is not None:
+            model = entry  # entered only once an index follows
+            continue
         if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
             break
         section = model = field.annotation
     return ".".join(parts), section
+
+
+def _list_entry(annotation: Any) -> type[BaseModel] | None:
+    """The section type of a ``tuple[Section, ...] | None`` field, else None."""
+    for arg in get_args(annotation):
+        inner = get_args(arg) if get_origin(arg) is tuple else (arg,)
+        if inner and isinstance(inner[0], type) and issubclass(inner[0], BaseModel):
+            return inner[0]
+    return None
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -248,7 +322,7 @@ def _describe(error: dict[str, Any]) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if not key:  # a cross-field check: its message already names the keys
         return message
-    hint = _HINTS.get(key)
+    hint = _HINTS.get(re.sub(r"\[\d+\]", "", key))
     return f"'{key}': {message} (got {error.get('input')!r})" + (f"; {hint}" if hint else "")
 
 

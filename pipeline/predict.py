@@ -47,7 +47,16 @@ def predict(
         spec = InputConfig(paths=tuple(inputs), nodata=source.get("nodata"), alpha=source.get("alpha", "auto"))
         mosaic = matching_mosaic(open_mosaic(spec, chunk=chunk), model, model_path)
         output = check_output(Path(out), mosaic, overwrite=overwrite, key="--out", overwrite_hint="pass --overwrite")
-    return write_products(mosaic, model, output, confidence=confidence, timings=timings, started=started, progress=progress)
+    return write_products(
+        mosaic,
+        model,
+        output,
+        confidence=confidence,
+        timings=timings,
+        started=started,
+        progress=progress,
+        config_record={"input": spec.model_dump(mode="json")},  # the report's true-colour view shows these inputs
+    )
 
 
 def matching_mosaic(mosaic: Mosaic, model: Model, model_path: Path) -> Mosaic:

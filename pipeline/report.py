@@ -124,13 +124,16 @@ def palette_from_centroids(centroids: np.ndarray, sample: np.ndarray, band_names
     return palette
 
 
-def class_tags(centroids: np.ndarray, band_names: tuple[str, ...]) -> dict[str, str]:
-    """COG tags describing each class by its centroid, e.g. CLASS_3 = 'class 3: red=52.1 ...'
-    (``band_names`` name the centroid's columns: bands or features)."""
+def class_tags(centroids: np.ndarray, band_names: tuple[str, ...], names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """COG tags naming each class and its centroid, e.g. CLASS_3 = 'water: red=52.1 ...'
+    (``band_names`` name the centroid's columns: bands or features; names default to
+    'class 3'); CLASS_3_NAME holds the bare name for programs."""
+    names = names or tuple(f"class {i}" for i in range(1, len(centroids) + 1))
     tags = {"CLASS_0": "nodata"}
-    for i, row in enumerate(centroids, start=1):
-        values = " ".join(f"{name}={value:.1f}" for name, value in zip(band_names, row))
-        tags[f"CLASS_{i}"] = f"class {i}: {values}"
+    for i, (row, name) in enumerate(zip(centroids, names), start=1):
+        values = " ".join(f"{band}={value:.1f}" for band, value in zip(band_names, row))
+        tags[f"CLASS_{i}"] = f"{name}: {values}"
+        tags[f"CLASS_{i}_NAME"] = name
     return tags
 
 
@@ -151,9 +154,10 @@ def class_report(
     pixel_area: float,
     crs: str,
     timings: dict[str, float],
+    names: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Per class: pixels, area, mean per input band and per feature, from (k + 1, 1 + band +
-    feature) label statistics (counts, then sums)."""
+    """Per class: name, pixels, area, mean per input band and per feature, from (k + 1, 1 + band
+    + feature) label statistics (counts, then sums)."""
     metres = linear_unit_metres(crs)
     area = None if metres is None else pixel_area * metres**2
     counts = stats[:, 0]
@@ -165,6 +169,7 @@ def class_report(
         classes.append(
             {
                 "class": label,
+                "name": names[label - 1] if names else f"class {label}",
                 "pixels": int(n),
                 "area_m2": None if area is None else n * area,
                 "percent": 100.0 * n / valid if valid else 0.0,

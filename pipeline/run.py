@@ -27,7 +27,9 @@ from .config import Config
 from .errors import DataError, OutputError
 from .features import Features, features_from_config, ndvi_bands
 from .fit import class_order, fit_kmeans
+from .html_report import report_paths, write_report
 from .label import class_statistics, label_block, nearest
+from .legend import apply_class_colours, legend, stac_item
 from .mosaic import Mosaic, open_mosaic
 from .report import Model, class_report, class_tags, palette_from_centroids, write_json, write_quicklook
 from .sample import draw_sample, full_matrix
@@ -48,6 +50,7 @@ class RunResult:
     quicklook_path: Path
     model: Model
     report: dict[str, Any]
+    html_path: Path
     confidence_path: Path | None = None
 
 
@@ -58,6 +61,8 @@ def sidecar_paths(output: Path) -> dict[str, Path]:
         "report": stem.with_name(stem.name + ".report.json"),
         "quicklook": stem.with_name(stem.name + ".png"),
         "confidence": stem.with_name(stem.name + ".confidence.tif"),
+        "legend": stem.with_name(stem.name + ".legend.json"),
+        "stac": stem.with_name(stem.name + ".stac-item.json"),
     }
 
 
@@ -108,7 +113,7 @@ def _run(config: Config, progress: Progress) -> RunResult:
         bands=mosaic.bands,
         band_names=mosaic.band_names,
         features=features,
-        palette=palette_from_centroids(spectra[order], sample, mosaic.band_names),
+        palette=apply_class_colours(palette_from_centroids(spectra[order], sample, mosaic.band_names), config.classes),
         sample_size=fit.n_pixels,
         seed=config.sample.seed,
         inertia=fit.inertia,
@@ -121,10 +126,18 @@ def _run(config: Config, progress: Progress) -> RunResult:
                 "paths": [t.path for t in mosaic.tiles], "crs": mosaic.crs, "dtype": mosaic.dtype, "count": mosaic.count,
                 "nodata": config.input.nodata, "alpha": config.input.alpha,
             },
+            "class_names": list(config.class_names()),
         },
     )
     return write_products(
-        mosaic, model, output, confidence=config.output.confidence, timings=timings, started=started, progress=progress
+        mosaic,
+        model,
+        output,
+        confidence=config.output.confidence,
+        timings=timings,
+        started=started,
+        progress=progress,
+        config_record=config.model_dump(mode="json"),
     )
 
 
@@ -137,11 +150,13 @@ def write_products(
     timings: dict[str, float],
     started: float,
     progress: Progress,
+    config_record: dict[str, Any] | None = None,
 ) -> RunResult:
     """Label the mosaic with a model and write the COG and its sidecars (shared by run and predict)."""
     sidecars = sidecar_paths(output)
     if not confidence:
         del sidecars["confidence"]
+    pages = report_paths(output)
     with staging_dir(output) as staging:
         with _timed(timings, "label_write"), progress("label and write"):
             stats = _label_and_write(mosaic, model, staging, confidence=confidence)
@@ -164,16 +179,36 @@ def write_products(
             pixel_area=mosaic.pixel_area(),
             crs=mosaic.crs,
             timings=timings,
+            names=class_names(model),
         )
-        write_json(staging / sidecars["model"].name, model.to_json())
-        write_json(staging / sidecars["report"].name, report)
-        for path in sidecars.values():
+        if config_record is not None:
+            report["config"] = config_record  # for the HTML page and to re-run
+        _write_sidecars(staging, staged_cog, output, model, report)
+        for path in [*sidecars.values(), *pages.values()]:
             publish(staging / path.name, path)
         publish(staged_cog, output)  # last: a COG at the output path means the run completed
     log.info("wrote %s (%d classes) in %.1f s", output, model.k, timings["total"])
     return RunResult(
-        output, sidecars["model"], sidecars["report"], sidecars["quicklook"], model, report, sidecars.get("confidence")
+        output, sidecars["model"], sidecars["report"], sidecars["quicklook"], model, report, pages["html"], sidecars.get("confidence")
     )
+
+
+def class_names(model: Model) -> tuple[str, ...]:
+    """The names a run gave the classes (``classes:``), else "class 1", "class 2", ..."""
+    return tuple(model.extra.get("class_names") or (f"class {i}" for i in range(1, model.k + 1)))
+
+
+def _write_sidecars(staging: Path, staged_cog: Path, output: Path, model: Model, report: dict[str, Any]) -> None:
+    """Model, report, legend and STAC JSONs and the HTML page, into the staging folder."""
+    sidecars = sidecar_paths(output)
+    write_json(staging / sidecars["model"].name, model.to_json())
+    write_json(staging / sidecars["report"].name, report)
+    write_json(staging / sidecars["legend"].name, legend(report))
+    metadata = {key: sidecars[key].name for key in ("model", "report", "legend")}
+    item = stac_item(staged_cog, report, href=output.name, item_id=output.stem, sidecars=metadata)
+    write_json(staging / sidecars["stac"].name, item)
+    pages = {key: staging / path.name for key, path in report_paths(output).items()}
+    write_report(staged_cog, model.to_json(), report, pages, name=output.name)
 
 
 @contextmanager
@@ -246,7 +281,7 @@ def _label_and_write(mosaic: Mosaic, model: Model, staging: Path, *, confidence:
     return np.sum(dask.compute(*tasks), axis=0)
 
 
-def _finalise_cog(mosaic: Mosaic, model: Model, staging: Path, destination: Path) -> None:
+def _finalise_cog(mosaic: Mosaic, model: Model, names: tuple[str, ...], staging: Path, destination: Path) -> None:
     vrt = staging / "labels.vrt"
     build_vrt(
         vrt,
@@ -256,7 +291,7 @@ def _finalise_cog(mosaic: Mosaic, model: Model, staging: Path, destination: Path
         crs=mosaic.crs,
         transform=tuple(mosaic.transform)[:6],
         palette=model.palette,
-        tags=class_tags(model.features.unscale(model.centroids), model.features.names),
+        tags=class_tags(model.features.unscale(model.centroids), model.features.names, class_names(model)),
         description=f"land-cover class (1..{model.k}, 0 = nodata)",
     )
     translate_to_cog(vrt, destination)

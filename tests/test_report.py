@@ -1,0 +1,157 @@
+"""Class names and palette in the COG, the legend and STAC sidecars, and the HTML report."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from pipeline import ConfigError, InputError, load_config, run
+from pipeline.html_report import closest_pairs, ndvi_of_means, red_nir, report_for
+from rasters import class_centres, planted_classes, planted_image, write_raster
+
+LANDCOVER = Path(sys.executable).with_name("landcover")
+CLASSES = [
+    {"name": "water", "color": "#1F4E9C"},
+    {"name": "forest <dense> & wet"},  # text that must be escaped in the page
+    {"name": "fields", "color": "#e0c060"},
+]
+
+
+def landcover(*args):
+    return subprocess.run([str(LANDCOVER), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def named_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("named")
+    truth = planted_classes(700, 600, 3, seed=2)
+    image = planted_image(truth, class_centres(3, 4, low=10, high=250, seed=2), noise=3.0, dtype="uint8", seed=2)
+    image[:, :30] = 0  # a nodata collar
+    path = write_raster(tmp_path / "scene.tif", image, nodata=0)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "input": {"paths": [str(path)]},
+                "model": {"k": 3, "n_init": 1},
+                "output": {"path": str(tmp_path / "out" / "labels.tif")},
+                "dask": {"chunk": 512},
+                "classes": CLASSES,
+            }
+        )
+    )
+    return run(load_config(config))
+
+
+def test_names_and_palette_are_in_the_cog(named_run):
+    with rasterio.open(named_run.output) as src:
+        tags, colormap = src.tags(), src.colormap(1)
+    assert [tags[f"CLASS_{i}_NAME"] for i in (1, 2, 3)] == [c["name"] for c in CLASSES]
+    assert tags["CLASS_1"].startswith("water: band1=") and tags["CLASS_0"] == "nodata"
+    assert colormap[1] == (0x1F, 0x4E, 0x9C, 255) and colormap[3] == (0xE0, 0xC0, 0x60, 255)
+    assert colormap[2][:3] == named_run.model.palette[2] != colormap[1][:3]  # no colour given: computed
+    assert named_run.report["classes"][0]["colour"] == "#1f4e9c"
+
+
+def test_legend_and_stac_item_agree_with_the_report(named_run):
+    folder = named_run.output.parent
+    legend = json.loads((folder / "labels.legend.json").read_text())
+    classes = named_run.report["classes"]
+    assert legend["nodata"] == 0
+    assert legend["classes"] == [
+        {"value": c["class"], "name": c["name"], "color": c["colour"], "pixels": c["pixels"], "percent": c["percent"]}
+        for c in classes
+    ]
+    assert sum(c["pixels"] for c in legend["classes"]) == 670 * 600  # the 30-row collar is nodata
+    item = json.loads((folder / "labels.stac-item.json").read_text())
+    assert item["type"] == "Feature" and any("classification" in e for e in item["stac_extensions"])
+    asset = item["assets"]["labels"]
+    assert (folder / asset["href"]).resolve() == named_run.output.resolve()
+    stac_classes = asset["classification:classes"]
+    assert stac_classes[0] == {"value": 0, "name": "nodata", "description": "no data"}
+    assert [(c["value"], c["name"], c["color_hint"]) for c in stac_classes[1:]] == [
+        (c["class"], c["name"], c["colour"][1:].upper()) for c in classes
+    ]
+    assert all(re.fullmatch(r"[0-9A-F]{6}", c["color_hint"]) for c in stac_classes[1:])
+    west, south, east, north = item["bbox"]
+    assert -100 < west < east < -90 and 40 < south < north < 50  # EPSG:32614 near 500 km E, 5200 km N
+    for key in ("model", "report", "legend"):
+        assert (folder / item["assets"][key]["href"]).exists()
+
+
+def test_html_report_is_static_escaped_and_its_images_exist(named_run):
+    page = named_run.html_path.read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 2
+    for source in sources:
+        image = named_run.html_path.parent / source
+        assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", source
+    assert "forest &lt;dense&gt; &amp; wet" in page and "<dense>" not in page
+    assert "<script" not in page and "http" not in page.replace("http-equiv", "")
+    for c in named_run.report["classes"]:
+        assert f"{c['percent']:.2f}" in page and f"{c['area_m2'] / 1e4:,.1f}" in page
+    assert "True colour (band1, band2, band3)" in page and "unavailable" not in page
+    assert "NDVI of class mean" in page and "model:" in page and "label_write" in page
+
+
+def test_report_command_rewrites_the_page(named_run):
+    html = named_run.html_path
+    before = html.read_text()
+    html.unlink()
+    done = landcover("report", named_run.output)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(html)
+    assert html.read_text().split("Written ")[0] == before.split("Written ")[0]
+    assert [p.name for p in html.parent.iterdir() if "partial" in p.name] == []
+
+
+def test_report_of_a_missing_or_bare_file_is_a_one_line_error(tmp_path):
+    with pytest.raises(InputError, match=r"nope.tif: no such file; give the COG written by 'landcover run'"):
+        report_for(tmp_path / "nope.tif")
+    bare = write_raster(tmp_path / "bare.tif", np.ones((1, 10, 10), dtype=np.uint8))
+    done = landcover("report", bare)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "bare.model.json: cannot read the model JSON" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.tif"]
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        ([{"name": "water"}, {"name": "forest"}], r"classes: 2 entries but model.k is 3; give one \{name, color\} entry per class"),
+        ([{"name": "a"}, {"name": "b"}, {"name": "c", "color": "blue"}], r"'classes\[2\].color': colours are written '#rrggbb'"),
+        ([{"name": "a"}, {"name": "b"}, {"name": "c", "colour": "#000000"}], r"unknown key 'classes\[2\].colour'; valid keys under 'classes\[2\]' are: name, color"),
+        ([{"name": "a"}, {"name": "a"}, {"name": "c"}], r"classes: the name 'a' is given twice"),
+        ([{"name": "a"}, {"color": "#000000"}, {"name": "c"}], r"'classes\[1\].name' is required"),
+    ],
+)
+def test_bad_classes_are_one_line_errors(tmp_path, classes, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps({"input": {"paths": ["a.tif"]}, "model": {"k": 3}, "classes": classes}))
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_classes_through_the_cli_write_nothing(tmp_path):
+    path = tmp_path / "run.yaml"
+    out = tmp_path / "out" / "labels.tif"
+    path.write_text(json.dumps({"input": {"paths": ["a.tif"]}, "model": {"k": 3}, "output": {"path": str(out)}, "classes": [{"name": "x"}]}))
+    done = landcover("run", path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "classes: 1 entries but model.k is 3" in done.stderr
+    assert not out.parent.exists()
+
+
+def test_red_nir_ndvi_and_closest_pairs():
+    assert red_nir(["Red", "Green", "Blue", "NIR"])[:2] == ("Red", "NIR")
+    assert red_nir(["band1", "band2", "band3", "band4"])[:2] == ("band1", "band4")
+    assert red_nir(["band1", "band2", "band3"]) is None
+    classes = [{"mean": {"red": 20.0, "nir": 60.0}}, {"mean": {"red": 50.0, "nir": 10.0}}, {"mean": {"red": None, "nir": None}}]
+    assert ndvi_of_means(classes, "red", "nir") == [pytest.approx(0.5), pytest.approx(-40 / 60), None]
+    centroids = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 3.0], [50.0, 50.0]])
+    distances = np.sqrt(((centroids[:, None] - centroids[None]) ** 2).sum(axis=2))
+    assert closest_pairs(distances, 2) == [(1, 3, 3.0), (1, 2, 10.0)]
