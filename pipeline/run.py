@@ -281,7 +281,7 @@ def _label_and_write(mosaic: Mosaic, model: Model, staging: Path, *, confidence:
     return np.sum(dask.compute(*tasks), axis=0)
 
 
-def _finalise_cog(mosaic: Mosaic, model: Model, names: tuple[str, ...], staging: Path, destination: Path) -> None:
+def _finalise_cog(mosaic: Mosaic, model: Model, staging: Path, destination: Path) -> None:
     vrt = staging / "labels.vrt"
     build_vrt(
         vrt,
