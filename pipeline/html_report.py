@@ -70,15 +70,24 @@ def report_for(output: str | Path) -> Path:
     return paths["html"]
 
 
-def write_report(cog: Path, model: dict[str, Any], report: dict[str, Any], paths: dict[str, Path], *, name: str | None = None) -> None:
-    """The page and its two PNGs at ``paths`` ("html", "map", "spectra")."""
+def write_report(
+    cog: Path,
+    model: dict[str, Any],
+    report: dict[str, Any],
+    paths: dict[str, Path],
+    *,
+    name: str | None = None,
+    true_colour: np.ndarray | None = None,
+) -> None:
+    """The page and its two PNGs at ``paths`` ("html", "map", "spectra"); ``true_colour`` as in
+    ``_true_colour_preview``."""
     import matplotlib
 
     matplotlib.use("Agg")
 
     name = name or cog.name
     labels = _label_preview(cog)
-    rgb, rgb_note = _true_colour_preview(cog, model, report, labels.shape)
+    rgb, rgb_note = _true_colour_preview(cog, model, report, labels.shape, true_colour)
     palette = {int(c): tuple(v) for c, v in model["palette"].items()}
     _map_png(labels, rgb, palette, report["classes"], paths["map"])
     _spectra_png(report["classes"], model["band_names"], palette, paths["spectra"])
@@ -107,57 +116,56 @@ def _label_preview(cog: Path) -> np.ndarray:
         return src.read(1, out_shape=_preview_shape(src.height, src.width), resampling=Resampling.nearest)
 
 
+def thumbnail_step(height: int, width: int) -> int:
+    """Every how many pixels the true-colour view samples the mosaic: about QUICKLOOK_SIDE wide."""
+    return max(1, -(-max(height, width) // QUICKLOOK_SIDE))
+
+
+def thumbnail(block: np.ndarray, row_off: int, col_off: int, step: int) -> np.ndarray:
+    """The pixels of a (band, y, x) block at mosaic rows and columns that are multiples of
+    ``step``, so the thumbnails of all blocks tile the mosaic's thumbnail."""
+    return block[:, (-row_off) % step :: step, (-col_off) % step :: step]
+
+
 def _true_colour_preview(
-    cog: Path, model: dict[str, Any], report: dict[str, Any], shape: tuple[int, int]
+    cog: Path, model: dict[str, Any], report: dict[str, Any], shape: tuple[int, int], true_colour: np.ndarray | None
 ) -> tuple[np.ndarray | None, str]:
-    """RGBA uint8 of the inputs on the label preview's grid (2-98 % stretch), or None and why."""
-    settings = dict((report.get("config") or {}).get("input") or {"paths": model.get("input", {}).get("paths", [])})
-    settings["bands"] = None  # the red, green and blue bands need not be features
-    try:
-        mosaic = open_mosaic(InputConfig.model_validate(settings), chunk=512)
-        with rasterio.open(cog) as src:
-            if (mosaic.height, mosaic.width) != (src.height, src.width):
-                raise InputError(f"the inputs ({mosaic.width} x {mosaic.height}) no longer match {cog.name}")
-    except (LandcoverError, ValueError) as exc:
-        log.warning("report: no true-colour view: %s", exc)
-        return None, f"True-colour view unavailable: {exc}"
-    positions = rgb_bands(mosaic.band_names)
-    bands = [mosaic.bands[p] for p in positions]
-    sy, sx = shape[0] / mosaic.height, shape[1] / mosaic.width
-    out = np.zeros((3, *shape), dtype=np.float64)
-    valid = np.zeros(shape, dtype=bool)
-    for tile in mosaic.tiles:  # later tiles on top, as in the mosaic
-        r0, r1 = round(tile.row_off * sy), round((tile.row_off + tile.height) * sy)
-        c0, c1 = round(tile.col_off * sx), round((tile.col_off + tile.width) * sx)
-        r1, c1 = min(r1, shape[0]), min(c1, shape[1])
-        if r1 <= r0 or c1 <= c0:
-            continue
-        with rasterio.open(tile.path) as src:
-            everything = src.read(out_shape=(src.count, r1 - r0, c1 - c0), resampling=Resampling.nearest).astype(np.float64)
-            if tile.mask == "alpha":
-                ok = everything[tile.alpha - 1] > 0
-            elif tile.mask == "mask":
-                ok = src.read_masks(1, out_shape=(r1 - r0, c1 - c0), resampling=Resampling.nearest) > 0
-            elif tile.mask == "nodata":  # invalid only where every band is nodata, as in the mosaic
-                ok = np.zeros(everything.shape[1:], dtype=bool)
-                for band, value in zip(everything, tile.nodata):
-                    ok |= True if value is None else ~np.isnan(band) if np.isnan(value) else band != value
-            else:
-                ok = np.ones(everything.shape[1:], dtype=bool)
-        ok &= np.isfinite(everything).all(axis=0)
-        region = (slice(r0, r1), slice(c0, c1))
-        for i, band in enumerate(bands):
-            np.copyto(out[i][region], everything[band - 1], where=ok)
-        valid[region] |= ok
+    """RGBA uint8 of the inputs on the label preview's grid (2-98 % stretch), or None and why.
+
+    ``true_colour`` is the (3, y, x) thumbnail a run gathered while labelling (NaN = invalid);
+    without it the inputs are read again, every ``thumbnail_step`` pixels.
+    """
+    if true_colour is None:
+        settings = dict((report.get("config") or {}).get("input") or {"paths": model.get("input", {}).get("paths", [])})
+        settings["bands"] = None  # the red, green and blue bands need not be features
+        try:
+            mosaic = open_mosaic(InputConfig.model_validate(settings), chunk=2048)
+            with rasterio.open(cog) as src:
+                if (mosaic.height, mosaic.width) != (src.height, src.width):
+                    raise InputError(f"the inputs ({mosaic.width} x {mosaic.height}) no longer match {cog.name}")
+        except (LandcoverError, ValueError) as exc:
+            log.warning("report: no true-colour view: %s", exc)
+            return None, f"True-colour view unavailable: {exc}"
+        # Through the mosaic's own reader: the same masks and compositing as the run, decoded
+        # block by block (GDAL's decimated reads of a large untiled-overview file took minutes).
+        step = thumbnail_step(mosaic.height, mosaic.width)
+        true_colour = mosaic.to_dask()[list(rgb_bands(mosaic.band_names)), ::step, ::step].compute()
+        band_names = mosaic.band_names
+    else:
+        band_names = tuple(model["band_names"])
+    rows = np.arange(shape[0]) * true_colour.shape[1] // shape[0]
+    cols = np.arange(shape[1]) * true_colour.shape[2] // shape[1]
+    out = true_colour[:, rows[:, None], cols[None, :]].astype(np.float64)
+    valid = np.isfinite(out).all(axis=0)
     rgba = np.zeros((*shape, 4), dtype=np.uint8)
     if valid.any():
         low, high = np.percentile(out[:, valid], [2, 98], axis=1)
         span = np.where(high > low, high - low, 1.0)
-        stretched = np.clip((out - low[:, None, None]) / span[:, None, None], 0, 1) * 255
+        stretched = np.clip((np.nan_to_num(out) - low[:, None, None]) / span[:, None, None], 0, 1) * 255
         rgba[..., :3] = np.moveaxis(stretched, 0, -1).round().astype(np.uint8)
     rgba[..., 3] = np.where(valid, 255, 0)
-    names = ", ".join(mosaic.band_names[p] for p in positions)
-    return rgba, f"True colour ({names}), 2-98 % stretch, from {len(mosaic.tiles)} input file(s)."
+    names = ", ".join(band_names[p] for p in rgb_bands(band_names))
+    return rgba, f"True colour ({names}) of the inputs, 2-98 % stretch."
 
 
 def _map_png(labels: np.ndarray, rgb: np.ndarray | None, palette: dict[int, tuple[int, ...]], classes: list[dict], path: Path) -> None:

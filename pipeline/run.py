@@ -27,11 +27,11 @@ from .config import Config
 from .errors import DataError, OutputError
 from .features import Features, features_from_config, ndvi_bands
 from .fit import class_order, fit_kmeans
-from .html_report import report_paths, write_report
+from .html_report import report_paths, thumbnail, thumbnail_step, write_report
 from .label import class_statistics, label_block, nearest
 from .legend import apply_class_colours, legend, stac_item
 from .mosaic import Mosaic, open_mosaic
-from .report import Model, class_report, class_tags, palette_from_centroids, write_json, write_quicklook
+from .report import Model, class_report, class_tags, palette_from_centroids, rgb_bands, write_json, write_quicklook
 from .sample import draw_sample, full_matrix
 from .write import build_vrt, chunk_path, publish, staging_dir, translate_to_cog, write_chunk
 
@@ -159,7 +159,7 @@ def write_products(
     pages = report_paths(output)
     with staging_dir(output) as staging:
         with _timed(timings, "label_write"), progress("label and write"):
-            stats = _label_and_write(mosaic, model, staging, confidence=confidence)
+            stats, true_colour = _label_and_write(mosaic, model, staging, confidence=confidence)
         features = model.features
         if features.mean is not None:  # report feature means in the features' own units
             sums = stats[:, 1 + len(mosaic.bands) :]
@@ -183,7 +183,7 @@ def write_products(
         )
         if config_record is not None:
             report["config"] = config_record  # for the HTML page and to re-run
-        _write_sidecars(staging, staged_cog, output, model, report)
+        _write_sidecars(staging, staged_cog, output, model, report, true_colour)
         for path in [*sidecars.values(), *pages.values()]:
             publish(staging / path.name, path)
         publish(staged_cog, output)  # last: a COG at the output path means the run completed
@@ -198,7 +198,9 @@ def class_names(model: Model) -> tuple[str, ...]:
     return tuple(model.extra.get("class_names") or (f"class {i}" for i in range(1, model.k + 1)))
 
 
-def _write_sidecars(staging: Path, staged_cog: Path, output: Path, model: Model, report: dict[str, Any]) -> None:
+def _write_sidecars(
+    staging: Path, staged_cog: Path, output: Path, model: Model, report: dict[str, Any], true_colour: np.ndarray
+) -> None:
     """Model, report, legend and STAC JSONs and the HTML page, into the staging folder."""
     sidecars = sidecar_paths(output)
     write_json(staging / sidecars["model"].name, model.to_json())
@@ -208,7 +210,7 @@ def _write_sidecars(staging: Path, staged_cog: Path, output: Path, model: Model,
     item = stac_item(staged_cog, report, href=output.name, item_id=output.stem, sidecars=metadata)
     write_json(staging / sidecars["stac"].name, item)
     pages = {key: staging / path.name for key, path in report_paths(output).items()}
-    write_report(staged_cog, model.to_json(), report, pages, name=output.name)
+    write_report(staged_cog, model.to_json(), report, pages, name=output.name, true_colour=true_colour)
 
 
 @contextmanager
@@ -250,24 +252,36 @@ def _feature_rows(matrix: da.Array, features: Features) -> da.Array:
 
 
 def _label_chunk(
-    block: np.ndarray, *, model: Model, transform: Affine, label_path: Path, confidence_path: Path | None
-) -> np.ndarray:
-    """Label one block (and write its margin), write it; return its statistics per input band and feature."""
+    block: np.ndarray,
+    *,
+    model: Model,
+    transform: Affine,
+    label_path: Path,
+    confidence_path: Path | None,
+    true_colour: tuple[list[int], int, int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label one block (and write its margin), write it; return its statistics per input band
+    and feature, and its share of the report's true-colour thumbnail."""
     features = model.features.apply(block)
     labels, feature_stats, margin = label_block(features, model.centroids, with_margin=confidence_path is not None)
     if confidence_path is not None:
         write_chunk(margin, confidence_path, transform)
     write_chunk(labels, label_path, transform)
     stats = feature_stats if features is block else class_statistics(block, labels, model.k)
-    return np.concatenate([stats, feature_stats[:, 1:]], axis=1)
+    bands, row_off, col_off, step = true_colour
+    return np.concatenate([stats, feature_stats[:, 1:]], axis=1), thumbnail(block[bands], row_off, col_off, step)
 
 
-def _label_and_write(mosaic: Mosaic, model: Model, staging: Path, *, confidence: bool) -> np.ndarray:
-    """One streaming pass: label every block, write it as a chunk file, return class statistics."""
+def _label_and_write(mosaic: Mosaic, model: Model, staging: Path, *, confidence: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One streaming pass: label every block, write it as a chunk file; return the class
+    statistics and a (3, y, x) true-colour thumbnail of the mosaic for the report."""
     margins = staging / "confidence"
     if confidence:
         margins.mkdir()
     blocks = mosaic.to_dask().to_delayed()[0]
+    rgb = list(rgb_bands(mosaic.band_names))
+    step = thumbnail_step(mosaic.height, mosaic.width)
+    windows = mosaic.windows()
     tasks = [
         dask.delayed(_label_chunk)(
             blocks[i, j],
@@ -275,10 +289,16 @@ def _label_and_write(mosaic: Mosaic, model: Model, staging: Path, *, confidence:
             transform=window_transform(window, mosaic.transform),
             label_path=chunk_path(staging, (i, j)),
             confidence_path=chunk_path(margins, (i, j)) if confidence else None,
+            true_colour=(rgb, int(window.row_off), int(window.col_off), step),
         )
-        for (i, j), window in mosaic.windows()
+        for (i, j), window in windows
     ]
-    return np.sum(dask.compute(*tasks), axis=0)
+    results = dask.compute(*tasks)
+    preview = np.full((3, -(-mosaic.height // step), -(-mosaic.width // step)), np.nan, dtype=np.float32)
+    for (_, window), (_, part) in zip(windows, results):
+        top, left = -(-int(window.row_off) // step), -(-int(window.col_off) // step)
+        preview[:, top : top + part.shape[1], left : left + part.shape[2]] = part
+    return np.sum([stats for stats, _ in results], axis=0), preview
 
 
 def _finalise_cog(mosaic: Mosaic, model: Model, staging: Path, destination: Path) -> None:
