@@ -123,8 +123,9 @@ def thumbnail_step(height: int, width: int) -> int:
 
 def thumbnail(block: np.ndarray, row_off: int, col_off: int, step: int) -> np.ndarray:
     """The pixels of a (band, y, x) block at mosaic rows and columns that are multiples of
-    ``step``, so the thumbnails of all blocks tile the mosaic's thumbnail."""
-    return block[:, (-row_off) % step :: step, (-col_off) % step :: step]
+    ``step``, so the thumbnails of all blocks tile the mosaic's thumbnail. A copy: a view would
+    keep the whole block alive until every block is labelled."""
+    return block[:, (-row_off) % step :: step, (-col_off) % step :: step].copy()
 
 
 def _true_colour_preview(

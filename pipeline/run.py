@@ -269,7 +269,7 @@ def _label_chunk(
     write_chunk(labels, label_path, transform)
     stats = feature_stats if features is block else class_statistics(block, labels, model.k)
     bands, row_off, col_off, step = true_colour
-    return np.concatenate([stats, feature_stats[:, 1:]], axis=1), thumbnail(block[bands], row_off, col_off, step)
+    return np.concatenate([stats, feature_stats[:, 1:]], axis=1), thumbnail(block, row_off, col_off, step)[bands]
 
 
 def _label_and_write(mosaic: Mosaic, model: Model, staging: Path, *, confidence: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -190,7 +190,7 @@ def peer_grass(mosaic: Path, out: Path) -> None:
         "i.group group=g subgroup=g input=m.1,m.2,m.3,m.4\n"
         f"i.cluster group=g subgroup=g signaturefile=sig classes={K}\n"
         "i.maxlik group=g subgroup=g signaturefile=sig output=labels\n"
-        f"r.out.gdal input=labels output={out} format=GTiff createopt=COMPRESS=DEFLATE,TILED=YES\n"
+        f"r.out.gdal --overwrite input=labels output={out} format=GTiff createopt=COMPRESS=DEFLATE,TILED=YES\n"
     )
     subprocess.run(["grass", "--tmp-location", str(mosaic), "--exec", "sh", str(script)], check=True)
 
