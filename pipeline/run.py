@@ -301,15 +301,26 @@ def _label_and_write(mosaic: Mosaic, model: Model, staging: Path, *, confidence:
     return np.sum([stats for stats, _ in results], axis=0), preview
 
 
-def _finalise_cog(mosaic: Mosaic, model: Model, staging: Path, destination: Path) -> None:
-    vrt = staging / "labels.vrt"
+def _chunks_vrt(mosaic: Mosaic, folder: Path, name: str, **band: Any) -> Path:
+    """A VRT placing the chunk files of ``folder`` on the mosaic's grid."""
+    vrt = folder / name
     build_vrt(
         vrt,
-        [(chunk_path(staging, index), window) for index, window in mosaic.windows()],
+        [(chunk_path(folder, index), window) for index, window in mosaic.windows()],
         width=mosaic.width,
         height=mosaic.height,
         crs=mosaic.crs,
         transform=tuple(mosaic.transform)[:6],
+        **band,
+    )
+    return vrt
+
+
+def _finalise_cog(mosaic: Mosaic, model: Model, staging: Path, destination: Path) -> None:
+    vrt = _chunks_vrt(
+        mosaic,
+        staging,
+        "labels.vrt",
         palette=model.palette,
         tags=class_tags(model.features.unscale(model.centroids), model.features.names, class_names(model)),
         description=f"land-cover class (1..{model.k}, 0 = nodata)",
@@ -319,14 +330,10 @@ def _finalise_cog(mosaic: Mosaic, model: Model, staging: Path, destination: Path
 
 
 def _finalise_confidence(mosaic: Mosaic, folder: Path, destination: Path) -> None:
-    vrt = folder / "confidence.vrt"
-    build_vrt(
-        vrt,
-        [(chunk_path(folder, index), window) for index, window in mosaic.windows()],
-        width=mosaic.width,
-        height=mosaic.height,
-        crs=mosaic.crs,
-        transform=tuple(mosaic.transform)[:6],
+    vrt = _chunks_vrt(
+        mosaic,
+        folder,
+        "confidence.vrt",
         palette=None,
         tags={},
         description="distance to the second-nearest centroid minus distance to the nearest (feature units)",
