@@ -321,8 +321,10 @@ def _read_part(mosaic: Mosaic, tile: Tile, top: int, left: int, bottom: int, rig
     try:
         return _read_tile(tile, mosaic.bands, src_window)
     except RasterioError as exc:
+        # rasterio's own message only says "see previous exception": GDAL's cause names the block.
+        reason = _first_line(exc.__cause__ or exc).removeprefix(f"{tile.path}, ")
         raise InputError(
-            f"{tile.path}: cannot decode window {src_window.flatten()} ({_first_line(exc)}); "
+            f"{tile.path}: cannot decode window {src_window.flatten()} ({reason}); "
             "the file is damaged, replace or remove it"
         ) from None
 
