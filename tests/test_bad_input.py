@@ -150,6 +150,7 @@ CASES = {
     "k below 2": Case(_with_scene(model={"k": 1}), "'model.k': Input should be greater than or equal to 2 (got 1)"),
     "unknown YAML key": Case(_with_scene(modell={"k": 3}), "unknown key 'modell'; valid keys at the top level are"),
     "wrong YAML type": Case(_with_scene(model={"k": "7"}), "'model.k': Input should be a valid integer (got '7')"),
+    "unknown scheduler": Case(_with_scene(dask={"scheduler": "cluster"}), "'dask.scheduler': not a scheduler name or a tcp://host:port address (got 'cluster')"),
     "output folder not writable": Case(_read_only_folder, "output.path: folder {dir}/out is not writable"),
     "output folder is a file": Case(_with_scene(output={"path": "scene.tif/labels.tif"}), "output.path: cannot create folder {dir}/scene.tif"),
     "output exists": Case(_existing_output, "labels.tif: already exists; set output.overwrite: true", output_existed=True),
