@@ -40,6 +40,11 @@ class InputConfig(_Section):
     band_names: tuple[str, ...] | None = None
     """One name per band read (e.g. red, green, blue, nir); None = the files' band descriptions,
     or band1, band2, ... where they have none. Features and model.order_by refer to these names."""
+    crs: str | None = None
+    """The mosaic's CRS, e.g. "EPSG:26914": tiles in other CRSs are reprojected onto its grid on
+    the fly (nearest neighbour). None = every tile must share one CRS."""
+    resolution: float | None = Field(default=None, gt=0)
+    """Pixel size in units of ``crs``; None = the finest of the tiles' (estimated in ``crs``)."""
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -47,6 +52,21 @@ class InputConfig(_Section):
         if isinstance(value, str):
             return (value,)
         return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("crs")
+    @classmethod
+    def _crs_known(cls, value: str | None) -> str | None:
+        if value is not None:
+            import rasterio
+            from rasterio.crs import CRS
+            from rasterio.errors import CRSError
+
+            try:
+                with rasterio.Env():  # routes PROJ's complaint into the exception, not to stderr
+                    CRS.from_user_input(value)
+            except CRSError:
+                raise ValueError("not a CRS that PROJ knows") from None
+        return value
 
     @field_validator("alpha")
     @classmethod
@@ -271,8 +291,14 @@ class Config(_Section):
         return tuple(c.name for c in self.classes)
 
     @model_validator(mode="after")
+    def _resolution_needs_crs(self) -> Config:
+        if self.input.resolution is not None and self.input.crs is None:
+            raise ValueError("input.resolution needs input.crs (the CRS whose units it is in); set both")
+        return self
+
+    @model_validator(mode="after")
     def _dask_options_fit_scheduler(self) -> Config:
-        # Checked here, not in DaskConfig, so that the message is not followed by the whole section.
+        # Cross-field checks live on Config, so that the message is not followed by the whole section.
         d = self.dask
         for key in ("threads_per_worker", "memory_limit"):
             if getattr(d, key) is not None and d.scheduler != "local-cluster":
@@ -303,6 +329,8 @@ _HINTS = {
     "features.bands": "use a list of band names, e.g. [red, green, blue, nir], or null for all",
     "features.indices": 'use a list of "ndvi" or {name: ..., a: <band>, b: <band>}',
     "features.scaling": 'use "none" or "standard"',
+    "input.crs": 'use an EPSG code such as "EPSG:26914", or null when all tiles share one CRS',
+    "input.resolution": "use a positive pixel size in the units of input.crs, e.g. 1.0, or null",
     "sample.size": 'use a positive integer, or "all"',
     "sample.seed": "use a non-negative integer",
     "model.k": "use an integer from 2 to 254",
