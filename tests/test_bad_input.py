@@ -68,6 +68,13 @@ def _two_tiles(folder: Path, second: np.ndarray) -> dict:
     return _doc(input={"paths": ["a.tif", "b.tif"]})
 
 
+def _two_zones(folder: Path) -> dict:
+    image = np.full((4, 100, 100), 9, dtype=np.uint8)
+    write_raster(folder / "a.tif", image)
+    write_raster(folder / "b.tif", image, crs="EPSG:32615")
+    return _doc(input={"paths": ["a.tif", "b.tif"]})
+
+
 def _rotated(folder: Path) -> dict:
     profile = {"driver": "GTiff", "height": 64, "width": 64, "count": 4, "dtype": "uint8", "crs": "EPSG:32614"}
     with rasterio.open(folder / "rotated.tif", "w", transform=Affine(2, 0.5, 500_000, 0.5, -2, 5_200_000), **profile) as dst:
@@ -141,6 +148,7 @@ CASES = {
     "corrupt blocks": Case(_corrupt_blocks, "corrupt.tif: cannot decode window"),
     "different band counts": Case(lambda f: _two_tiles(f, np.full((3, 100, 100), 9, np.uint8)), "b.tif: band count 3 differs from {dir}/a.tif (4)"),
     "different dtypes": Case(lambda f: _two_tiles(f, np.full((4, 100, 100), 9, np.uint16)), "b.tif: dtype uint16 differs from {dir}/a.tif (uint8)"),
+    "different CRSs": Case(_two_zones, "b.tif: CRS EPSG:32615 differs from {dir}/a.tif (EPSG:32614); set input.crs (e.g. EPSG:32614)"),
     "no CRS": Case(_no_crs, "scene.tif: has no CRS; assign one"),
     "rotated transform": Case(_rotated, "rotated.tif: has a rotated geotransform"),
     "band not in file": Case(_with_scene(input={"bands": [9]}), "input.bands: band 9 does not exist in {dir}/scene.tif"),

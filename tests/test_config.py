@@ -44,6 +44,8 @@ def test_set_overrides_types_and_resolves_paths_against_cwd(tmp_path, monkeypatc
         ("input: [a.tif\n", [], r"not valid YAML at line \d+; fix the syntax"),
         ("input: {paths: [a.tif]}\n", ["model.k"], r"--set 'model.k': write KEY=VALUE"),
         ("input: {paths: [a.tif]}\n", ["model.q=3"], r"unknown key 'model.q'"),
+        ("input: {paths: [a.tif], crs: 'EPSG:999999'}\n", [], r"'input.crs': not a CRS that PROJ knows .*\"EPSG:26914\""),
+        ("input: {paths: [a.tif], resolution: 5}\n", [], r"input.resolution needs input.crs"),
         ("input: {paths: [a.tif]}\ndask: {scheduler: cluster}\n", [], r"'dask.scheduler': not a scheduler name .*tcp://10.0.0.5:8786"),
         ("input: {paths: [a.tif]}\ndask: {scheduler: 'tcp://h:8786', workers: 4}\n", [], r"dask.workers: a running cluster has the workers it was started with"),
         ("input: {paths: [a.tif]}\ndask: {threads_per_worker: 2}\n", [], r"dask.threads_per_worker applies only to dask.scheduler: local-cluster \(got threads\)"),
