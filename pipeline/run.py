@@ -33,7 +33,7 @@ from .legend import apply_class_colours, legend, stac_item
 from .mosaic import Mosaic, open_mosaic
 from .report import Model, class_report, class_tags, palette_from_centroids, write_json, write_quicklook
 from .sample import draw_sample, full_matrix
-from .scheduler import use_scheduler
+from .scheduler import for_in_memory_data, use_scheduler
 from .write import build_vrt, chunk_path, publish, staging_dir, translate_to_cog, write_chunk
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def _classify(
         sample_features = features.apply(sample.T).T
         matrix: np.ndarray | da.Array = _feature_rows(full_matrix(data), features) if fit_on_all else sample_features
 
-    with _timed(timings, "fit"):
+    with _timed(timings, "fit"), for_in_memory_data(config.dask):
         m = config.model
         fit = fit_kmeans(
             matrix, seeds_from=sample_features, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=config.sample.seed
