@@ -121,5 +121,6 @@ def _progress_bar(stage: str) -> Iterator[None]:
     from dask.diagnostics import ProgressBar
 
     click.echo(f"{stage}:", err=True)
+    # dask's local callbacks: under a distributed scheduler nothing is drawn (its dashboard shows progress).
     with ProgressBar(minimum=0.5, out=sys.stderr):
         yield

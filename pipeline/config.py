@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
+from dask.utils import parse_bytes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
@@ -39,6 +40,11 @@ class InputConfig(_Section):
     band_names: tuple[str, ...] | None = None
     """One name per band read (e.g. red, green, blue, nir); None = the files' band descriptions,
     or band1, band2, ... where they have none. Features and model.order_by refer to these names."""
+    crs: str | None = None
+    """The mosaic's CRS, e.g. "EPSG:26914": tiles in other CRSs are reprojected onto its grid on
+    the fly (nearest neighbour). None = every tile must share one CRS."""
+    resolution: float | None = Field(default=None, gt=0)
+    """Pixel size in units of ``crs``; None = the finest of the tiles' (estimated in ``crs``)."""
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -46,6 +52,21 @@ class InputConfig(_Section):
         if isinstance(value, str):
             return (value,)
         return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("crs")
+    @classmethod
+    def _crs_known(cls, value: str | None) -> str | None:
+        if value is not None:
+            import rasterio
+            from rasterio.crs import CRS
+            from rasterio.errors import CRSError
+
+            try:
+                with rasterio.Env():  # routes PROJ's complaint into the exception, not to stderr
+                    CRS.from_user_input(value)
+            except CRSError:
+                raise ValueError("not a CRS that PROJ knows") from None
+        return value
 
     @field_validator("alpha")
     @classmethod
@@ -170,9 +191,38 @@ class ClassConfig(_Section):
         return None if self.color is None else tuple(int(self.color[i : i + 2], 16) for i in (1, 3, 5))
 
 
+_LOCAL_SCHEDULERS = ("threads", "processes", "local-cluster")
+_ADDRESS = re.compile(r"(tcp|tls)://[^\s/:]+:\d+")
+
+
 class DaskConfig(_Section):
     chunk: int = Field(default=2048, ge=INPUT_BLOCK)
     """Pixels per chunk side; a multiple of the 512-pixel input blocks."""
+    scheduler: str = "threads"
+    """threads, processes, local-cluster, or the address of a running scheduler (tcp://host:port)."""
+    workers: int | None = Field(default=None, ge=1)
+    """Threads (threads), processes (processes) or worker processes (local-cluster); None = one per core."""
+    threads_per_worker: int | None = Field(default=None, ge=1)
+    """local-cluster only."""
+    memory_limit: str | None = None
+    """local-cluster only: memory per worker, e.g. "4GB", or "auto" (the machine's share)."""
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler_known(cls, value: str) -> str:
+        if value not in _LOCAL_SCHEDULERS and not _ADDRESS.fullmatch(value):
+            raise ValueError("not a scheduler name or a tcp://host:port address")
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_is_a_size(cls, value: str | None) -> str | None:
+        if value not in (None, "auto"):
+            try:
+                parse_bytes(value)
+            except ValueError:
+                raise ValueError("not a size") from None
+        return value
 
     @field_validator("chunk")
     @classmethod
@@ -240,6 +290,28 @@ class Config(_Section):
             return tuple(f"class {i}" for i in range(1, self.model.k + 1))
         return tuple(c.name for c in self.classes)
 
+    @model_validator(mode="after")
+    def _resolution_needs_crs(self) -> Config:
+        if self.input.resolution is not None and self.input.crs is None:
+            raise ValueError("input.resolution needs input.crs (the CRS whose units it is in); set both")
+        return self
+
+    @model_validator(mode="after")
+    def _dask_options_fit_scheduler(self) -> Config:
+        # Cross-field checks live on Config, so that the message is not followed by the whole section.
+        d = self.dask
+        for key in ("threads_per_worker", "memory_limit"):
+            if getattr(d, key) is not None and d.scheduler != "local-cluster":
+                raise ValueError(
+                    f"dask.{key} applies only to dask.scheduler: local-cluster (got {d.scheduler}); remove it"
+                )
+        if d.workers is not None and d.scheduler not in _LOCAL_SCHEDULERS:
+            raise ValueError(
+                "dask.workers: a running cluster has the workers it was started with (dask worker ...); "
+                "remove dask.workers"
+            )
+        return self
+
     @property
     def output_path(self) -> Path:
         return Path(self.output.path)
@@ -257,6 +329,8 @@ _HINTS = {
     "features.bands": "use a list of band names, e.g. [red, green, blue, nir], or null for all",
     "features.indices": 'use a list of "ndvi" or {name: ..., a: <band>, b: <band>}',
     "features.scaling": 'use "none" or "standard"',
+    "input.crs": 'use an EPSG code such as "EPSG:26914", or null when all tiles share one CRS',
+    "input.resolution": "use a positive pixel size in the units of input.crs, e.g. 1.0, or null",
     "sample.size": 'use a positive integer, or "all"',
     "sample.seed": "use a non-negative integer",
     "model.k": "use an integer from 2 to 254",
@@ -272,6 +346,10 @@ _HINTS = {
     "classes": 'use a list with one entry per class 1..k, e.g. [{name: water, color: "#1f78b4"}, ...]',
     "classes.name": "give each class a non-empty name, e.g. water",
     "classes.color": 'use "#rrggbb", e.g. "#1f78b4", or leave it out for the computed colour',
+    "dask.scheduler": "use threads, processes, local-cluster, or a running scheduler's address such as tcp://10.0.0.5:8786",
+    "dask.workers": "use a positive integer, or null for one per core",
+    "dask.threads_per_worker": "use a positive integer, or null to let dask choose",
+    "dask.memory_limit": 'use a size per worker such as "4GB", or "auto"',
 }
 
 

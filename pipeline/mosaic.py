@@ -25,8 +25,11 @@ import rasterio
 import xarray as xr
 from affine import Affine
 from dask.highlevelgraph import HighLevelGraph
-from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from .config import InputConfig
@@ -51,6 +54,9 @@ class Tile:
     alpha: int | None
     nodata: tuple[float | None, ...]
     """Per-band nodata of the file (or the config override), for the "nodata" mask."""
+    warp: tuple[str, Affine] | None = None
+    """(CRS, transform) of the tile's footprint on the mosaic grid when it is reprojected onto it
+    (nearest neighbour, through a WarpedVRT); None = read as it is."""
 
 
 @dataclass(frozen=True)
@@ -140,8 +146,8 @@ def expand_paths(patterns: tuple[str, ...]) -> list[str]:
 
 
 _MUST_MATCH = (
-    ("crs", "CRS", "reproject the tiles to one CRS first (gdalwarp -t_srs)"),
-    ("res", "resolution", "resample the tiles to one resolution first (gdalwarp -tr)"),
+    ("crs", "CRS", "set input.crs (e.g. {crs}) to reproject them on the fly, or reproject the tiles first (gdalwarp -t_srs)"),
+    ("res", "resolution", "set input.crs and input.resolution to resample them on the fly, or resample first (gdalwarp -tr)"),
     ("count", "band count", "mosaic tiles must have the same bands; remove or convert the odd file"),
     ("dtype", "dtype", "mosaic tiles must share a dtype; remove or convert the odd file"),
 )
@@ -152,10 +158,25 @@ def open_mosaic(spec: InputConfig, *, chunk: int) -> Mosaic:
     files = expand_paths(spec.paths)
     metas = [_describe(path, spec) for path in files]
     first = metas[0]
+    # With input.crs, tiles of another CRS or resolution are reprojected instead of refused.
+    must_match = _MUST_MATCH if spec.crs is None else _MUST_MATCH[2:]
     for meta in metas[1:]:
-        for key, label, fix in _MUST_MATCH:
+        for key, label, fix in must_match:
             if meta[key] != first[key]:
-                raise InputError(f"{meta['path']}: {label} {meta[key]} differs from {first['path']} ({first[key]}); {fix}")
+                raise InputError(
+                    f"{meta['path']}: {label} {meta[key]} differs from {first['path']} ({first[key]}); {fix.format(crs=first['crs'])}"
+                )
+    bands = _feature_bands(spec.bands, first)
+    names = tuple(first["names"][b - 1] for b in bands)
+    if spec.band_names is not None:
+        if len(spec.band_names) != len(bands):
+            raise InputError(
+                f"input.band_names: {len(spec.band_names)} name(s) for the {len(bands)} band(s) read from "
+                f"{first['path']} (bands {list(bands)}); give one name per band"
+            )
+        names = spec.band_names
+    if spec.crs is not None:
+        return _reprojected_mosaic(metas, spec, bands=bands, names=names, chunk=chunk)
     res_x, res_y = first["res"]
     left = min(m["bounds"].left for m in metas)
     top = max(m["bounds"].top for m in metas)
@@ -177,17 +198,69 @@ def open_mosaic(spec: InputConfig, *, chunk: int) -> Mosaic:
         )
         for m in metas
     )
-    bands = _feature_bands(spec.bands, first)
-    names = tuple(first["names"][b - 1] for b in bands)
-    if spec.band_names is not None:
-        if len(spec.band_names) != len(bands):
-            raise InputError(
-                f"input.band_names: {len(spec.band_names)} name(s) for the {len(bands)} band(s) read from "
-                f"{first['path']} (bands {list(bands)}); give one name per band"
-            )
-        names = spec.band_names
     log.info("mosaic: %d file(s), %d x %d pixels, bands %s", len(files), width, height, list(bands))
     return Mosaic(tiles, first["crs"], transform, height, width, bands, names, first["dtype"], chunk, first["count"])
+
+
+_EPS = 1e-6  # pixels: bounds within this of a grid line are on it (float noise of transforms)
+
+
+def _reprojected_mosaic(
+    metas: list[dict], spec: InputConfig, *, bands: tuple[int, ...], names: tuple[str, ...], chunk: int
+) -> Mosaic:
+    """The grid of ``input.crs`` covering every tile's reprojected bounds.
+
+    Tiles already in that CRS and resolution are placed as they are (origins snapped, as without
+    input.crs); the others are warped onto the grid with nearest neighbour, so reflectances are
+    copied, never blended. The grid is aligned to the first tile read as it is, if any.
+    """
+    crs = CRS.from_user_input(spec.crs)
+    bounds = [transform_bounds(m["crs"], crs, *m["bounds"], densify_pts=21) for m in metas]
+    same_crs = [CRS.from_user_input(m["crs"]) == crs for m in metas]
+    # Tiles already in input.crs set the resolution; an estimate after reprojection (GDAL's, as
+    # gdalwarp's default) is used only when there are none: it is rarely a round number.
+    if spec.resolution is not None:
+        res, source = spec.resolution, "input.resolution"
+    elif any(same_crs):
+        res = min(min(m["res"]) for m, same in zip(metas, same_crs) if same)
+        source = f"the finest of the tiles in {spec.crs}"
+    else:
+        res = min(_resolution_in(m, crs) for m in metas)
+        source = f"no tile is in {spec.crs}: the finest estimated after reprojection; set input.resolution to choose"
+    direct = [same and m["res"] == (res, res) for m, same in zip(metas, same_crs)]
+
+    left, bottom = min(b[0] for b in bounds), min(b[1] for b in bounds)
+    right, top = max(b[2] for b in bounds), max(b[3] for b in bounds)
+    anchor_x, anchor_y = next(((b[0], b[3]) for b, d in zip(bounds, direct) if d), (left, top))
+    left = anchor_x - math.ceil((anchor_x - left) / res - _EPS) * res
+    top = anchor_y + math.ceil((top - anchor_y) / res - _EPS) * res
+    width, height = math.ceil((right - left) / res - _EPS), math.ceil((top - bottom) / res - _EPS)
+    transform = Affine(res, 0.0, left, 0.0, -res, top)
+
+    tiles = []
+    for m, b, as_is in zip(metas, bounds, direct):
+        common = {"path": m["path"], "mask": m["mask"], "alpha": m["alpha"], "nodata": m["nodata"]}
+        if as_is:
+            row_off, col_off = round((top - b[3]) / res), round((b[0] - left) / res)
+            tiles.append(Tile(row_off=row_off, col_off=col_off, height=m["height"], width=m["width"], **common))
+            continue
+        col_off, row_off = math.floor((b[0] - left) / res + _EPS), math.floor((top - b[3]) / res + _EPS)
+        tile_width = math.ceil((b[2] - left) / res - _EPS) - col_off
+        tile_height = math.ceil((top - b[1]) / res - _EPS) - row_off
+        warp = (crs.to_string(), transform @ Affine.translation(col_off, row_off))
+        tiles.append(Tile(row_off=row_off, col_off=col_off, height=tile_height, width=tile_width, warp=warp, **common))
+    log.info(
+        "mosaic: %d file(s) on %s at %g (%s), %d reprojected, %d x %d pixels, bands %s",
+        len(metas), spec.crs, res, source, direct.count(False), width, height, list(bands),
+    )
+    first = metas[0]
+    return Mosaic(tuple(tiles), crs.to_string(), transform, height, width, bands, names, first["dtype"], chunk, first["count"])
+
+
+def _resolution_in(meta: dict, crs: CRS) -> float:
+    """The pixel size GDAL would choose for the tile reprojected into ``crs``."""
+    transform, _, _ = calculate_default_transform(meta["crs"], crs, meta["width"], meta["height"], *meta["bounds"])
+    return min(abs(transform.a), abs(transform.e))
 
 
 def _feature_bands(requested: tuple[int, ...] | None, meta: dict) -> tuple[int, ...]:
@@ -276,18 +349,34 @@ _OPEN_PER_THREAD = 32  # datasets kept open per thread; a state has thousands of
 _local = threading.local()
 
 
-def _dataset(path: str) -> rasterio.DatasetReader:
-    """One open dataset per thread and path (GDAL handles are not thread-safe), LRU-bounded."""
-    cache: OrderedDict[str, rasterio.DatasetReader] = getattr(_local, "datasets", None) or OrderedDict()
+def _dataset(tile: Tile) -> rasterio.DatasetReader | WarpedVRT:
+    """One open dataset per thread and tile (GDAL handles are not thread-safe), LRU-bounded."""
+    cache: OrderedDict[tuple, rasterio.DatasetReader | WarpedVRT] = getattr(_local, "datasets", None) or OrderedDict()
     _local.datasets = cache
-    if path in cache:
-        cache.move_to_end(path)
-        return cache[path]
-    src = rasterio.open(path)
-    cache[path] = src
+    key = (tile.path, tile.warp)
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    src = rasterio.open(tile.path)
+    if tile.warp is not None:
+        crs, transform = tile.warp
+        # GDAL's warped alpha is 0 outside the tile's footprint and where the source is masked
+        # (every band nodata, its internal mask or its own alpha band, which is warped as alpha).
+        nodata = {"src_nodata": tile.nodata[0]} if tile.mask == "nodata" else {}
+        src = WarpedVRT(
+            src, crs=crs, transform=transform, width=tile.width, height=tile.height,
+            resampling=Resampling.nearest, add_alpha=tile.mask != "alpha", **nodata,
+        )
+    cache[key] = src
     if len(cache) > _OPEN_PER_THREAD:
-        cache.popitem(last=False)[1].close()
+        _close(cache.popitem(last=False)[1])
     return src
+
+
+def _close(dataset: rasterio.DatasetReader | WarpedVRT) -> None:
+    dataset.close()
+    if isinstance(dataset, WarpedVRT):
+        dataset.src_dataset.close()
 
 
 def read_window(mosaic: Mosaic, window: Window) -> np.ndarray:
@@ -321,16 +410,21 @@ def _read_part(mosaic: Mosaic, tile: Tile, top: int, left: int, bottom: int, rig
     try:
         return _read_tile(tile, mosaic.bands, src_window)
     except RasterioError as exc:
+        # rasterio's own message only says "see previous exception": GDAL's cause names the block.
+        reason = _first_line(exc.__cause__ or exc).removeprefix(f"{tile.path}, ")
         raise InputError(
-            f"{tile.path}: cannot decode window {src_window.flatten()} ({_first_line(exc)}); "
+            f"{tile.path}: cannot decode window {src_window.flatten()} ({reason}); "
             "the file is damaged, replace or remove it"
         ) from None
 
 
 def _read_tile(tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
     """Feature bands of one tile window, in the file's dtype, and its validity mask."""
-    src = _dataset(tile.path)
-    if tile.mask == "nodata":
+    src = _dataset(tile)
+    if tile.warp is not None:
+        alpha = tile.alpha if tile.mask == "alpha" else src.count
+        data, valid = src.read(list(bands), window=window), src.read(alpha, window=window) > 0
+    elif tile.mask == "nodata":
         # Every band takes part in the mask (dataset-mask semantics), not only the features.
         everything = src.read(window=window)
         valid = np.zeros(everything.shape[1:], dtype=bool)

@@ -33,6 +33,7 @@ from .legend import apply_class_colours, legend, stac_item
 from .mosaic import Mosaic, open_mosaic
 from .report import Model, class_report, class_tags, palette_from_centroids, rgb_bands, write_json, write_quicklook
 from .sample import draw_sample, full_matrix
+from .scheduler import for_in_memory_data, use_scheduler
 from .write import build_vrt, chunk_path, publish, staging_dir, translate_to_cog, write_chunk
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,22 @@ def _run(config: Config, progress: Progress) -> RunResult:
         output = check_output(config.output_path, mosaic, overwrite=config.output.overwrite)
         data = mosaic.to_dask()
 
+    with use_scheduler(config.dask):
+        return _classify(config, mosaic, features, output, data, progress=progress, timings=timings, started=started)
+
+
+def _classify(
+    config: Config,
+    mosaic: Mosaic,
+    features: Features,
+    output: Path,
+    data: da.Array,
+    *,
+    progress: Progress,
+    timings: dict[str, float],
+    started: float,
+) -> RunResult:
+    """Sample, fit, label and write, publish: the stages that compute on the scheduler."""
     with _timed(timings, "sample"), progress("sample"):
         fit_on_all = config.sample.size == "all"
         sample = draw_sample(mosaic, size=PALETTE_SAMPLE if fit_on_all else config.sample.size, seed=config.sample.seed)
@@ -97,7 +114,7 @@ def _run(config: Config, progress: Progress) -> RunResult:
         sample_features = features.apply(sample.T).T
         matrix: np.ndarray | da.Array = _feature_rows(full_matrix(data), features) if fit_on_all else sample_features
 
-    with _timed(timings, "fit"):
+    with _timed(timings, "fit"), for_in_memory_data(config.dask):
         m = config.model
         fit = fit_kmeans(
             matrix, seeds_from=sample_features, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=config.sample.seed

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,7 +55,13 @@ def staging_dir(output: Path) -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        # After Ctrl-C a task still running may add a chunk file while the folder is being
+        # removed (rmtree then fails on the non-empty folder): remove until it is gone.
+        for _ in range(50):
+            shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                break
+            time.sleep(0.1)
 
 
 def chunk_path(folder: Path, index: tuple[int, int]) -> Path:

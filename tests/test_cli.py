@@ -54,32 +54,6 @@ def test_show_config_prints_resolved_yaml_and_runs_nothing(tmp_path):
     assert shown["dask"]["chunk"] == 2048 and not (tmp_path / "out").exists()
 
 
-def test_bad_key_is_one_line_and_exit_code_2(tmp_path):
-    done = landcover("run", config(tmp_path, modell={"k": 3}))
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
-    assert "unknown key 'modell'" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_user_mistakes_give_one_line_exit_2_and_no_output(tmp_path):
-    path = scene(tmp_path)
-    before = path.read_bytes()
-    cases = [
-        ({"input": {"paths": ["nope.tif"]}}, "nope.tif: file not found"),
-        ({"input": {"paths": ["tiles/*.tif"]}}, "matches no file"),
-        ({"input": {"paths": ["scene.tif"], "bands": [9]}}, "band 9 does not exist"),
-        ({"model": {"k": 255}}, "'model.k'"),
-    ]
-    for extra, message in cases:
-        done = landcover("run", config(tmp_path, **extra))
-        assert done.returncode == 2, extra
-        assert message in done.stderr and done.stderr.count("\n") == 1, (extra, done.stderr)
-    (tmp_path / "notes.tif").write_text("not a raster")
-    done = landcover("run", config(tmp_path, input={"paths": ["notes.tif"]}))
-    assert done.returncode == 2 and "notes.tif: not a readable raster" in done.stderr
-    assert not (tmp_path / "out" / "labels.tif").exists() and path.read_bytes() == before
-
-
 def test_existing_output_refused_then_overwritten(tmp_path):
     scene(tmp_path)
     assert landcover("run", config(tmp_path), "-q").returncode == 0

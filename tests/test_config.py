@@ -44,6 +44,12 @@ def test_set_overrides_types_and_resolves_paths_against_cwd(tmp_path, monkeypatc
         ("input: [a.tif\n", [], r"not valid YAML at line \d+; fix the syntax"),
         ("input: {paths: [a.tif]}\n", ["model.k"], r"--set 'model.k': write KEY=VALUE"),
         ("input: {paths: [a.tif]}\n", ["model.q=3"], r"unknown key 'model.q'"),
+        ("input: {paths: [a.tif], crs: 'EPSG:999999'}\n", [], r"'input.crs': not a CRS that PROJ knows .*\"EPSG:26914\""),
+        ("input: {paths: [a.tif], resolution: 5}\n", [], r"input.resolution needs input.crs"),
+        ("input: {paths: [a.tif]}\ndask: {scheduler: cluster}\n", [], r"'dask.scheduler': not a scheduler name .*tcp://10.0.0.5:8786"),
+        ("input: {paths: [a.tif]}\ndask: {scheduler: 'tcp://h:8786', workers: 4}\n", [], r"dask.workers: a running cluster has the workers it was started with"),
+        ("input: {paths: [a.tif]}\ndask: {threads_per_worker: 2}\n", [], r"dask.threads_per_worker applies only to dask.scheduler: local-cluster \(got threads\)"),
+        ("input: {paths: [a.tif]}\ndask: {scheduler: local-cluster, memory_limit: lots}\n", [], r"'dask.memory_limit': not a size .*\"4GB\""),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path, text, overrides, message):
@@ -51,6 +57,14 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path, text, overrides, messag
         load_config(write(tmp_path, text), overrides)
     assert "\n" not in str(info.value)
     assert str(tmp_path / "run.yaml") in str(info.value) or "--set" in str(info.value)
+
+
+def test_dask_schedulers(tmp_path):
+    text = "input: {paths: [a.tif]}\ndask: {scheduler: local-cluster, workers: 2, threads_per_worker: 1, memory_limit: 2GB}\n"
+    dask = load_config(write(tmp_path, text)).dask
+    assert (dask.scheduler, dask.workers, dask.threads_per_worker, dask.memory_limit) == ("local-cluster", 2, 1, "2GB")
+    assert load_config(write(tmp_path, "input: {paths: [a.tif]}\n")).dask.scheduler == "threads"
+    assert load_config(write(tmp_path, "input: {paths: [a.tif]}\n"), ["dask.scheduler=tcp://10.0.0.5:8786"]).dask.scheduler == "tcp://10.0.0.5:8786"
 
 
 def test_missing_config_file(tmp_path):

@@ -146,7 +146,7 @@ def test_mixed_tiles_are_refused_naming_both_files(tmp_path, make_config):
     c = write_raster(tmp_path / "c.tif", image, crs="EPSG:32615")
     with pytest.raises(InputError, match=r"b.tif: band count 3 differs from .*a.tif \(4\)"):
         run_on(make_config, [a, b])
-    with pytest.raises(InputError, match=r"c.tif: CRS EPSG:32615 differs from .*a.tif \(EPSG:32614\); reproject"):
+    with pytest.raises(InputError, match=r"c.tif: CRS EPSG:32615 differs from .*a.tif \(EPSG:32614\); set input.crs \(e.g. EPSG:32614\) to reproject them on the fly"):
         run_on(make_config, [a, c])
 
 
