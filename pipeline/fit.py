@@ -82,7 +82,7 @@ def fit_kmeans(
 ) -> Fit:
     """Fit k centroids on an (n, band) float32 matrix (a sample in memory, or chunked).
 
-    k-means|| costs a pass over the data per round (about 20 rounds on imagery), so the
+    k-means|| costs a pass over the data per round (``INIT_ROUNDS``), so the
     ``n_init`` restarts run on at most ``RESTART_ROWS`` rows of ``seeds_from``, an in-memory
     sample in random order; the restart with the lowest inertia there is then refined by Lloyd on
     the whole matrix.
