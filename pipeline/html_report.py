@@ -26,7 +26,7 @@ from .errors import InputError, LandcoverError
 from .label import NODATA_LABEL
 from .mosaic import open_mosaic
 from .report import QUICKLOOK_SIDE, rgb_bands
-from .write import staging_dir
+from .write import beside, sidecar_paths, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +37,12 @@ _NAIP_ORDER = ("band1", "band2", "band3", "band4")  # unnamed 4-band imagery: re
 
 def report_paths(output: Path) -> dict[str, Path]:
     """The page and its images, beside the COG."""
-    stem = output.with_suffix("")
-    return {
-        "html": stem.with_name(stem.name + ".report.html"),
-        "map": stem.with_name(stem.name + ".map.png"),
-        "spectra": stem.with_name(stem.name + ".spectra.png"),
-    }
+    suffixes = {"html": ".report.html", "map": ".map.png", "spectra": ".spectra.png"}
+    return {key: beside(output, suffix) for key, suffix in suffixes.items()}
 
 
 def report_for(output: str | Path) -> Path:
     """Write the HTML report of a finished run from ``OUTPUT.tif`` and its JSON sidecars."""
-    from .run import sidecar_paths  # run imports this module
-
     output = Path(output)
     if not output.is_file():
         raise InputError(f"{output}: no such file; give the COG written by 'landcover run'")

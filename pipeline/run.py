@@ -34,7 +34,7 @@ from .mosaic import Mosaic, open_mosaic
 from .report import Model, class_report, class_tags, palette_from_centroids, rgb_bands, write_json, write_quicklook
 from .sample import draw_sample, full_matrix
 from .scheduler import for_in_memory_data, use_scheduler
-from .write import build_vrt, chunk_path, publish, staging_dir, translate_to_cog, write_chunk
+from .write import build_vrt, chunk_path, publish, sidecar_paths, staging_dir, translate_to_cog, write_chunk
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +53,6 @@ class RunResult:
     report: dict[str, Any]
     html_path: Path
     confidence_path: Path | None = None
-
-
-def sidecar_paths(output: Path) -> dict[str, Path]:
-    stem = output.with_suffix("")
-    return {
-        "model": stem.with_name(stem.name + ".model.json"),
-        "report": stem.with_name(stem.name + ".report.json"),
-        "quicklook": stem.with_name(stem.name + ".png"),
-        "confidence": stem.with_name(stem.name + ".confidence.tif"),
-        "legend": stem.with_name(stem.name + ".legend.json"),
-        "stac": stem.with_name(stem.name + ".stac-item.json"),
-    }
 
 
 def run(config: Config, *, progress: Progress | None = None) -> RunResult:
@@ -200,7 +188,7 @@ def write_products(
         )
         if config_record is not None:
             report["config"] = config_record  # for the HTML page and to re-run
-        _write_sidecars(staging, staged_cog, output, model, report, true_colour)
+        _write_sidecars(staging, staged_cog, output, sidecars, pages, model, report, true_colour)
         for path in [*sidecars.values(), *pages.values()]:
             publish(staging / path.name, path)
         publish(staged_cog, output)  # last: a COG at the output path means the run completed
@@ -216,18 +204,25 @@ def class_names(model: Model) -> tuple[str, ...]:
 
 
 def _write_sidecars(
-    staging: Path, staged_cog: Path, output: Path, model: Model, report: dict[str, Any], true_colour: np.ndarray
+    staging: Path,
+    staged_cog: Path,
+    output: Path,
+    sidecars: dict[str, Path],
+    pages: dict[str, Path],
+    model: Model,
+    report: dict[str, Any],
+    true_colour: np.ndarray,
 ) -> None:
     """Model, report, legend and STAC JSONs and the HTML page, into the staging folder."""
-    sidecars = sidecar_paths(output)
-    write_json(staging / sidecars["model"].name, model.to_json())
+    model_doc = model.to_json()
+    write_json(staging / sidecars["model"].name, model_doc)
     write_json(staging / sidecars["report"].name, report)
     write_json(staging / sidecars["legend"].name, legend(report))
     metadata = {key: sidecars[key].name for key in ("model", "report", "legend")}
     item = stac_item(staged_cog, report, href=output.name, item_id=output.stem, sidecars=metadata)
     write_json(staging / sidecars["stac"].name, item)
-    pages = {key: staging / path.name for key, path in report_paths(output).items()}
-    write_report(staged_cog, model.to_json(), report, pages, name=output.name, true_colour=true_colour)
+    staged_pages = {key: staging / path.name for key, path in pages.items()}
+    write_report(staged_cog, model_doc, report, staged_pages, name=output.name, true_colour=true_colour)
 
 
 @contextmanager

@@ -64,6 +64,25 @@ def staging_dir(output: Path) -> Iterator[Path]:
             time.sleep(0.1)
 
 
+def beside(output: Path, suffix: str) -> Path:
+    """``labels.tif`` → ``labels<suffix>``, in the same folder."""
+    stem = output.with_suffix("")
+    return stem.with_name(stem.name + suffix)
+
+
+def sidecar_paths(output: Path) -> dict[str, Path]:
+    """The files a run writes beside its COG (the HTML report's are ``html_report.report_paths``)."""
+    suffixes = {
+        "model": ".model.json",
+        "report": ".report.json",
+        "quicklook": ".png",
+        "confidence": ".confidence.tif",
+        "legend": ".legend.json",
+        "stac": ".stac-item.json",
+    }
+    return {key: beside(output, suffix) for key, suffix in suffixes.items()}
+
+
 def chunk_path(folder: Path, index: tuple[int, int]) -> Path:
     return folder / f"chunk_{index[0]:05d}_{index[1]:05d}.tif"
 
