@@ -29,14 +29,13 @@ from affine import Affine
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
-from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from .config import InputConfig
 from .errors import InputError
+from .reproject import source_positions, source_window, warp_nearest
 from .sources import OPEN_OPTIONS, Header, expand_paths, first_line, read_headers
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,7 @@ class Tile:
     """Per-band nodata of the file (or the config override), for the "nodata" mask."""
     warp: tuple[str, Affine] | None = None
     """(CRS, transform) of the tile's footprint on the mosaic grid when it is reprojected onto it
-    (nearest neighbour, through a WarpedVRT); None = read as it is."""
+    (nearest neighbour, see ``reproject.py``); None = read as it is."""
 
     def overlaps(self, window: Window) -> bool:
         return (
@@ -339,35 +338,19 @@ _OPEN_PER_THREAD = 32  # datasets kept open per thread; a state has thousands of
 _local = threading.local()
 
 
-def _dataset(tile: Tile) -> rasterio.DatasetReader | WarpedVRT:
+def _dataset(tile: Tile) -> rasterio.DatasetReader:
     """One open dataset per thread and tile (GDAL handles are not thread-safe), LRU-bounded."""
-    cache: OrderedDict[tuple, rasterio.DatasetReader | WarpedVRT] = getattr(_local, "datasets", None) or OrderedDict()
+    cache: OrderedDict[str, rasterio.DatasetReader] = getattr(_local, "datasets", None) or OrderedDict()
     _local.datasets = cache
-    key = (tile.path, tile.warp)
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
+    if tile.path in cache:
+        cache.move_to_end(tile.path)
+        return cache[tile.path]
     with rasterio.Env(**OPEN_OPTIONS):
         src = rasterio.open(tile.path)
-    if tile.warp is not None:
-        crs, transform = tile.warp
-        # GDAL's warped alpha is 0 outside the tile's footprint and where the source is masked
-        # (every band nodata, its internal mask or its own alpha band, which is warped as alpha).
-        nodata = {"src_nodata": tile.nodata[0]} if tile.mask == "nodata" else {}
-        src = WarpedVRT(
-            src, crs=crs, transform=transform, width=tile.width, height=tile.height,
-            resampling=Resampling.nearest, add_alpha=tile.mask != "alpha", **nodata,
-        )
-    cache[key] = src
+    cache[tile.path] = src
     if len(cache) > _OPEN_PER_THREAD:
-        _close(cache.popitem(last=False)[1])
+        cache.popitem(last=False)[1].close()
     return src
-
-
-def _close(dataset: rasterio.DatasetReader | WarpedVRT) -> None:
-    dataset.close()
-    if isinstance(dataset, WarpedVRT):
-        dataset.src_dataset.close()
 
 
 def read(job: WindowRead) -> np.ndarray:
@@ -417,12 +400,25 @@ def _read_part(
 
 
 def _read_tile(tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Feature bands of one tile window, in the file's dtype, and its validity mask."""
+    """Feature bands of one window of the tile's footprint, in the file's dtype, and its validity."""
     src = _dataset(tile)
-    if tile.warp is not None:
-        alpha = tile.alpha if tile.mask == "alpha" else src.count
-        data, valid = src.read(list(bands), window=window), src.read(alpha, window=window) > 0
-    elif tile.mask == "nodata":
+    if tile.warp is None:
+        return _read_source(src, tile, bands, window)
+    crs, footprint = tile.warp
+    rows, cols, lattice_origin = source_positions(window, footprint, crs, src.crs, src.transform)
+    data = np.zeros((len(bands), int(window.height), int(window.width)), dtype=src.dtypes[0])
+    valid = np.zeros(data.shape[1:], dtype=bool)
+    needed = source_window(rows, cols, src.height, src.width)
+    if needed is not None:
+        source, source_valid = _read_source(src, tile, bands, needed)
+        origin = (int(needed.row_off), int(needed.col_off))
+        warp_nearest(source, source_valid, origin, rows, cols, lattice_origin, (int(window.row_off), int(window.col_off)), data, valid)
+    return data, valid
+
+
+def _read_source(src: rasterio.DatasetReader, tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Feature bands of one window of the file itself and its validity mask."""
+    if tile.mask == "nodata":
         # Every band takes part in the mask (dataset-mask semantics), not only the features.
         everything = src.read(window=window)
         valid = np.zeros(everything.shape[1:], dtype=bool)
