@@ -7,6 +7,7 @@ with ``--set`` are relative to the current directory, as a user typing them expe
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from pathlib import Path
@@ -14,9 +15,10 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from dask.utils import parse_bytes
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from .errors import ConfigError
+from .remote import is_remote, redact
 
 INPUT_BLOCK = 512  # NAIP and our COGs use 512-pixel tiles; chunks must align to them.
 
@@ -26,9 +28,67 @@ class _Section(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+class StacConfig(_Section):
+    """A STAC search (or a static catalog) whose items' asset become the mosaic's tiles."""
+
+    source: str
+    """A STAC API URL, or a catalog, collection or item collection (a file or a URL)."""
+    collections: tuple[str, ...] | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    """west, south, east, north in degrees of longitude and latitude."""
+    datetime: str | None = None
+    """One date, or a range "2020-01-01/2020-12-31" (".." for an open end)."""
+    query: dict[str, Any] | None = None
+    """STAC API query extension, e.g. {"naip:state": {"eq": "nd"}} (APIs only)."""
+    asset: str = "image"
+    """The asset of each item that is read (Planetary Computer's NAIP: image)."""
+    sign: Literal["none", "planetary-computer"] = "none"
+    """"planetary-computer" signs the hrefs (needs the extra: pip install 'landcover-pipeline[planetary-computer]')."""
+    on_top: Literal["newest", "oldest"] = "newest"
+    """Which item wins where items overlap (years, re-flights), by the items' datetime."""
+    max_items: int | None = Field(default=None, ge=1)
+    """Stop after this many items (a first try on a small area); None = every item found."""
+
+    @field_validator("collections", mode="before")
+    @classmethod
+    def _collections_as_tuple(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return (value,)
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("bbox", mode="before")
+    @classmethod
+    def _bbox_as_tuple(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return tuple(float(v) if isinstance(v, int) else v for v in value)
+        return value
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox_in_degrees(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None:
+            west, south, east, north = value
+            if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+                raise ValueError("not west < east in -180..180 and south < north in -90..90")
+        return value
+
+    @field_validator("datetime", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: Any) -> Any:
+        # YAML reads 2020-01-01 as a date: it means the same as the text.
+        return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value
+
+    @field_serializer("source", when_used="json")
+    def _source_redacted(self, value: str) -> str:
+        return redact(value)
+
+
 class InputConfig(_Section):
-    paths: tuple[str, ...] = Field(min_length=1)
-    """Files, globs or a .vrt; later files are drawn on top where tiles overlap."""
+    paths: tuple[str, ...] | None = Field(default=None, min_length=1)
+    """Files, globs, a .vrt or URLs (https, s3, az, gs, /vsi...); later files are drawn on top
+    where tiles overlap."""
+    stac: StacConfig | None = None
+    """A STAC search or catalog, in place of ``paths``."""
     bands: tuple[int, ...] | None = None
     """1-based band numbers used as features; None = every band except alpha."""
     nodata: float | None = None
@@ -52,6 +112,11 @@ class InputConfig(_Section):
         if isinstance(value, str):
             return (value,)
         return tuple(value) if isinstance(value, list) else value
+
+    @field_serializer("paths", when_used="json")
+    def _paths_redacted(self, value: tuple[str, ...] | None) -> list[str] | None:
+        # Records (report, HTML page, --show-config) never carry a signed href's secret.
+        return None if value is None else [redact(p) for p in value]
 
     @field_validator("crs")
     @classmethod
@@ -291,6 +356,12 @@ class Config(_Section):
         return tuple(c.name for c in self.classes)
 
     @model_validator(mode="after")
+    def _one_source(self) -> Config:
+        if (self.input.paths is None) == (self.input.stac is None):
+            raise ValueError("input: give either input.paths (files, globs, URLs) or input.stac (a STAC search), not both")
+        return self
+
+    @model_validator(mode="after")
     def _resolution_needs_crs(self) -> Config:
         if self.input.resolution is not None and self.input.crs is None:
             raise ValueError("input.resolution needs input.crs (the CRS whose units it is in); set both")
@@ -321,7 +392,16 @@ class Config(_Section):
 
 
 _HINTS = {
-    "input.paths": "give a file, a glob or a list of them",
+    "input.paths": "give a file, a glob, a URL or a list of them",
+    "input.stac": "give a mapping with source, and optionally collections, bbox, datetime, query, asset, sign",
+    "input.stac.source": "give a STAC API URL or a catalog, collection or item collection (file or URL)",
+    "input.stac.collections": "give a collection id or a list of them, e.g. [naip]",
+    "input.stac.bbox": "give [west, south, east, north] in degrees, e.g. [-97.0, 46.5, -96.5, 47.0]",
+    "input.stac.datetime": 'give a date or a range, e.g. "2020-01-01/2020-12-31"',
+    "input.stac.query": 'give a mapping, e.g. {"naip:state": {"eq": "nd"}}',
+    "input.stac.sign": 'use "none" or "planetary-computer"',
+    "input.stac.on_top": 'use "newest" or "oldest"',
+    "input.stac.max_items": "use a positive integer, or null for every item",
     "input.bands": "use a list of 1-based band numbers, e.g. [1, 2, 3, 4], or null for all",
     "input.nodata": "use a number, or null to use the rasters' own nodata",
     "input.alpha": 'use "auto", "none" or a 1-based band number',
@@ -408,12 +488,17 @@ _PATH_KEYS = (("input", "paths"), ("output", "path"))
 
 
 def _absolute(value: Any, base: Path) -> Any:
-    """Relative path strings (alone or in a list) made absolute against ``base``; others untouched."""
+    """Relative path strings (alone or in a list) made absolute against ``base``; URLs and
+    others untouched."""
     if isinstance(value, str):
-        return os.path.normpath(base / value)
+        return value if _is_url(value) else os.path.normpath(base / value)
     if isinstance(value, list):
-        return [os.path.normpath(base / v) if isinstance(v, str) else v for v in value]
+        return [_absolute(v, base) if isinstance(v, str) else v for v in value]
     return value
+
+
+def _is_url(value: str) -> bool:
+    return "://" in value or is_remote(value)
 
 
 def _apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -470,6 +555,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     for section, leaf in _PATH_KEYS:
         if isinstance(raw.get(section), dict) and leaf in raw[section]:
             raw[section][leaf] = _absolute(raw[section][leaf], base)
+    stac = raw.get("input", {}).get("stac") if isinstance(raw.get("input"), dict) else None
+    if isinstance(stac, dict) and isinstance(stac.get("source"), str):
+        stac["source"] = _absolute(stac["source"], base)
     for assignment in overrides:
         _apply_override(raw, assignment)
     return parse_config(raw, source=str(path))

@@ -35,6 +35,7 @@ from rasterio.windows import Window
 
 from .config import InputConfig
 from .errors import InputError
+from .remote import is_remote, read_options, remote_fix, scrub, where
 from .reproject import source_positions, source_window, warp_nearest
 from .sources import OPEN_OPTIONS, Header, expand_paths, first_line, read_headers
 
@@ -58,6 +59,8 @@ class Tile:
     warp: tuple[str, Affine] | None = None
     """(CRS, transform) of the tile's footprint on the mosaic grid when it is reprojected onto it
     (nearest neighbour, see ``reproject.py``); None = read as it is."""
+    item: str | None = None
+    """The STAC item the file is an asset of, to name it in messages."""
 
     def overlaps(self, window: Window) -> bool:
         return (
@@ -196,8 +199,14 @@ _MUST_MATCH = (
 
 
 def open_mosaic(spec: InputConfig, *, chunk: int) -> Mosaic:
-    """Read the header of every input file and plan the mosaic; no pixel is read."""
-    headers = read_headers(expand_paths(spec.paths), spec)
+    """Read the header of every input file (or of the STAC search's items) and plan the mosaic;
+    no pixel is read."""
+    if spec.stac is not None:
+        from .stac import headers_from_stac  # pystac is needed only for STAC inputs
+
+        headers = headers_from_stac(spec)
+    else:
+        headers = read_headers(expand_paths(spec.paths), spec)
     return plan_mosaic(headers, spec, chunk=chunk)
 
 
@@ -211,7 +220,8 @@ def plan_mosaic(headers: list[Header], spec: InputConfig, *, chunk: int) -> Mosa
             value, expected = getattr(header, key), getattr(first, key)
             if value != expected:
                 raise InputError(
-                    f"{header.path}: {label} {value} differs from {first.path} ({expected}); {fix.format(crs=first.crs)}"
+                    f"{where(header.path, header.item)}: {label} {value} differs from {where(first.path, first.item)} "
+                    f"({expected}); {fix.format(crs=first.crs)}"
                 )
     bands = _feature_bands(spec.bands, first)
     names = tuple(first.names[b - 1] for b in bands)
@@ -219,7 +229,7 @@ def plan_mosaic(headers: list[Header], spec: InputConfig, *, chunk: int) -> Mosa
         if len(spec.band_names) != len(bands):
             raise InputError(
                 f"input.band_names: {len(spec.band_names)} name(s) for the {len(bands)} band(s) read from "
-                f"{first.path} (bands {list(bands)}); give one name per band"
+                f"{where(first.path, first.item)} (bands {list(bands)}); give one name per band"
             )
         names = spec.band_names
     if spec.crs is not None:
@@ -243,6 +253,7 @@ def plan_mosaic(headers: list[Header], spec: InputConfig, *, chunk: int) -> Mosa
             mask=h.mask,
             alpha=h.alpha,
             nodata=h.nodata,
+            item=h.item,
         )
         for h, b in zip(headers, all_bounds)
     )
@@ -291,7 +302,7 @@ def _reprojected_mosaic(
 
     tiles = []
     for h, b, as_is in zip(headers, bounds, direct):
-        common = {"path": h.path, "mask": h.mask, "alpha": h.alpha, "nodata": h.nodata}
+        common = {"path": h.path, "mask": h.mask, "alpha": h.alpha, "nodata": h.nodata, "item": h.item}
         if as_is:
             row_off, col_off = round((top - b[3]) / res), round((b[0] - left) / res)
             tiles.append(Tile(row_off=row_off, col_off=col_off, height=h.height, width=h.width, **common))
@@ -322,11 +333,11 @@ def _feature_bands(requested: tuple[int, ...] | None, header: Header) -> tuple[i
     for band in requested:
         if band > header.count:
             raise InputError(
-                f"input.bands: band {band} does not exist in {header.path}, which has {header.count} band(s)"
+                f"input.bands: band {band} does not exist in {where(header.path, header.item)}, which has {header.count} band(s)"
             )
         if band == alpha:
             raise InputError(
-                f"input.bands: band {band} of {header.path} is its alpha band (a mask, never a feature); "
+                f"input.bands: band {band} of {where(header.path, header.item)} is its alpha band (a mask, never a feature); "
                 "remove it from input.bands"
             )
     return requested
@@ -345,8 +356,7 @@ def _dataset(tile: Tile) -> rasterio.DatasetReader:
     if tile.path in cache:
         cache.move_to_end(tile.path)
         return cache[tile.path]
-    with rasterio.Env(**OPEN_OPTIONS):
-        src = rasterio.open(tile.path)
+    src = rasterio.open(tile.path)  # under read()'s GDAL settings
     cache[tile.path] = src
     if len(cache) > _OPEN_PER_THREAD:
         cache.popitem(last=False)[1].close()
@@ -355,6 +365,13 @@ def _dataset(tile: Tile) -> rasterio.DatasetReader:
 
 def read(job: WindowRead) -> np.ndarray:
     """Decode one mosaic window: float32 (band, h, w), NaN where no tile has a valid pixel."""
+    # Set here, in the task, not by the client: a distributed worker does not inherit the
+    # client's rasterio.Env, and the HTTP settings are read when a file is opened and read.
+    with rasterio.Env(**{**OPEN_OPTIONS, **read_options(t.path for t in job.tiles)}):
+        return _read(job)
+
+
+def _read(job: WindowRead) -> np.ndarray:
     window, bands = job.window, job.bands
     h, w = int(window.height), int(window.width)
     parts = []
@@ -392,11 +409,12 @@ def _read_part(
         return _read_tile(tile, bands, src_window)
     except RasterioError as exc:
         # rasterio's own message only says "see previous exception": GDAL's cause names the block.
-        reason = first_line(exc.__cause__ or exc).removeprefix(f"{tile.path}, ")
-        raise InputError(
-            f"{tile.path}: cannot decode window {src_window.flatten()} ({reason}); "
-            "the file is damaged, replace or remove it"
-        ) from None
+        reason = scrub(first_line(exc.__cause__ or exc).removeprefix(f"{tile.path}, "))
+        if is_remote(tile.path):
+            verb, fix = "read", remote_fix(reason)
+        else:
+            verb, fix = "decode", "the file is damaged, replace or remove it"
+        raise InputError(f"{where(tile.path, tile.item)}: cannot {verb} window {src_window.flatten()} ({reason}); {fix}") from None
 
 
 def _read_tile(tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:

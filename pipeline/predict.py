@@ -19,6 +19,7 @@ from pathlib import Path
 from .config import DaskConfig, InputConfig
 from .errors import InputError
 from .mosaic import Mosaic, open_mosaic
+from .remote import where
 from .report import Model, load_model
 from .run import Progress, RunResult, _timed, check_output, write_products
 
@@ -62,7 +63,7 @@ def predict(
 def matching_mosaic(mosaic: Mosaic, model: Model, model_path: Path) -> Mosaic:
     """The mosaic reading the model's bands under the model's names, or an error naming the
     first input file and what differs from the model."""
-    first = mosaic.tiles[0].path
+    first = where(mosaic.tiles[0].path, mosaic.tiles[0].item)
     source = model.extra.get("input", {})
     fix = f"predict needs imagery with the bands of the model's imagery ({model_path.name})"
     count = source.get("count")

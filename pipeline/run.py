@@ -31,6 +31,7 @@ from .html_report import report_paths, thumbnail, thumbnail_step, write_report
 from .label import class_statistics, label_block, nearest
 from .legend import apply_class_colours, legend, stac_item
 from .mosaic import Mosaic, open_mosaic
+from .remote import is_remote, redact, where
 from .report import Model, class_report, class_tags, palette_from_centroids, rgb_bands, write_json, write_quicklook
 from .sample import draw_sample, full_matrix
 from .scheduler import for_in_memory_data, use_scheduler
@@ -96,7 +97,7 @@ def _classify(
         sample = draw_sample(mosaic, size=PALETTE_SAMPLE if fit_on_all else config.sample.size, seed=config.sample.seed)
         if len(sample) == 0:
             raise DataError(
-                f"{mosaic.tiles[0].path}: no valid pixel in the input; check input.nodata and the rasters' masks"
+                f"{where(mosaic.tiles[0].path, mosaic.tiles[0].item)}: no valid pixel in the input; check input.nodata and the rasters' masks"
             )
         features = features.fitted(sample)  # scaling statistics come from the sample
         sample_features = features.apply(sample.T).T
@@ -128,7 +129,7 @@ def _classify(
                 "tol_absolute": fit.tol_absolute, "order_by": m.order_by,
             },
             "input": {
-                "paths": [t.path for t in mosaic.tiles], "crs": mosaic.crs, "dtype": mosaic.dtype, "count": mosaic.count,
+                **_input_record(config, mosaic), "crs": mosaic.crs, "dtype": mosaic.dtype, "count": mosaic.count,
                 "nodata": config.input.nodata, "alpha": config.input.alpha,
             },
             "class_names": list(config.class_names()),
@@ -144,6 +145,14 @@ def _classify(
         progress=progress,
         config_record=config.model_dump(mode="json"),
     )
+
+
+def _input_record(config: Config, mosaic: Mosaic) -> dict[str, Any]:
+    """What the model says it was fitted on: the STAC search (not thousands of hrefs), or the
+    files; hrefs without their query (signatures)."""
+    if config.input.stac is not None:
+        return {"stac": config.input.stac.model_dump(mode="json"), "items": len(mosaic.tiles)}
+    return {"paths": [redact(t.path) for t in mosaic.tiles]}
 
 
 def write_products(
@@ -242,7 +251,7 @@ def check_output(
     overwrite_hint: str = "set output.overwrite: true",
 ) -> Path:
     """Refuse outputs that would clobber something, before any pixel is read; errors name ``key``."""
-    if output.resolve() in {Path(t.path).resolve() for t in mosaic.tiles}:
+    if output.resolve() in {Path(t.path).resolve() for t in mosaic.tiles if not is_remote(t.path)}:
         raise OutputError(f"{key}: {output} is one of the inputs; choose another {key}")
     if output.is_dir():
         raise OutputError(f"{key}: {output} is a directory; give a file name such as {output / 'labels.tif'}")

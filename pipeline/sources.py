@@ -21,6 +21,7 @@ from rasterio.errors import RasterioError
 
 from .config import InputConfig
 from .errors import InputError
+from .remote import gdal_path, is_remote, read_options, redact, remote_fix, scrub, where
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Header:
     """Per-band nodata of the file (or the config override), for the "nodata" mask."""
     names: tuple[str, ...]
     """Band descriptions, or band1, band2, ... where there are none."""
+    item: str | None = None
+    """The STAC item the file is an asset of, to name it in messages."""
 
     @property
     def bounds(self) -> BoundingBox:
@@ -64,9 +67,21 @@ class Header:
 
 
 def expand_paths(patterns: tuple[str, ...]) -> list[str]:
-    """Files from paths and globs, in the order given (each glob sorted); errors name the entry."""
+    """Files from paths, globs and URLs, in the order given (each glob sorted); errors name the entry.
+
+    URLs become GDAL names (``/vsicurl/https://...``); they are not checked here, opening them
+    is (one round trip each, in parallel).
+    """
     files: list[str] = []
     for pattern in patterns:
+        if is_remote(pattern):
+            if _GLOB_CHARS - {"?"} & set(redact(pattern)):  # "?" starts a URL's query
+                raise InputError(
+                    f"input.paths: '{redact(pattern)}' is a glob over a URL, which GDAL cannot list; "
+                    "give the URLs one by one, or use input.stac to search a catalog"
+                )
+            files.append(gdal_path(pattern))
+            continue
         if _GLOB_CHARS & set(pattern):
             matches = sorted(glob.glob(pattern))
             if not matches:
@@ -81,44 +96,50 @@ def expand_paths(patterns: tuple[str, ...]) -> list[str]:
         files.append(pattern)
     unique = list(dict.fromkeys(files))
     if not unique:
-        raise InputError(f"input.paths: {list(patterns)} names no raster file")
+        raise InputError(f"input.paths: {[redact(p) for p in patterns]} names no raster file")
     return unique
 
 
-def read_headers(paths: list[str], spec: InputConfig) -> list[Header]:
-    """The header of every file, read in parallel; the first bad file in input order is reported."""
+def read_headers(paths: list[str], spec: InputConfig, *, items: list[str | None] | None = None) -> list[Header]:
+    """The header of every file, read in parallel; the first bad file in input order is reported.
+
+    ``items``: the STAC item id of each path, for messages.
+    """
+    items = items or [None] * len(paths)
     with rasterio.Env() as env:
-        options = {**env.options, **OPEN_OPTIONS}  # the caller's GDAL settings, for every thread
+        # The caller's GDAL settings, for every thread; and those of remote reading if needed.
+        options = {**env.options, **OPEN_OPTIONS, **read_options(paths)}
     if len(paths) == 1:
-        headers = [_read_header_with(options, paths[0], spec)]
+        headers = [_read_header_with(options, paths[0], spec, items[0])]
     else:
         with ThreadPoolExecutor(HEADER_THREADS) as pool:
-            headers = list(pool.map(lambda path: _read_header_with(options, path, spec), paths))
+            headers = list(pool.map(lambda path, item: _read_header_with(options, path, spec, item), paths, items))
     marked = [h for h in headers if h.alpha is not None] if spec.alpha == "auto" else []
     if marked:  # once, not once per tile of a state
         more = f" and {len(marked) - 1} other file(s)" if len(marked) > 1 else ""
         log.warning(
             "%s%s: band %d is marked alpha, so it masks pixels and is not a feature; "
             "if it holds data (e.g. NIR), set input.alpha: none",
-            marked[0].path, more, marked[0].alpha,
+            redact(marked[0].path), more, marked[0].alpha,
         )
     return headers
 
 
-def _read_header_with(options: dict, path: str, spec: InputConfig) -> Header:
+def _read_header_with(options: dict, path: str, spec: InputConfig, item: str | None = None) -> Header:
     with rasterio.Env(**options):
-        return read_header(path, spec)
+        return read_header(path, spec, item=item)
 
 
-def read_header(path: str, spec: InputConfig) -> Header:
+def read_header(path: str, spec: InputConfig, *, item: str | None = None) -> Header:
+    name = where(path, item)
     try:
         with rasterio.open(path) as src:
             if src.crs is None:
-                raise InputError(f"{path}: has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx) and retry")
+                raise InputError(f"{name}: has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx) and retry")
             t = src.transform
             if t.b != 0 or t.d != 0:
-                raise InputError(f"{path}: has a rotated geotransform; warp it north-up (gdalwarp) first")
-            alpha = _alpha_band(src, spec.alpha)
+                raise InputError(f"{name}: has a rotated geotransform; warp it north-up (gdalwarp) first")
+            alpha = _alpha_band(src, spec.alpha, name)
             flags = src.mask_flag_enums[0] if src.count else []
             if spec.nodata is not None:
                 mask = "nodata"
@@ -143,19 +164,23 @@ def read_header(path: str, spec: InputConfig) -> Header:
                 mask=mask,
                 nodata=tuple(nodata),
                 names=tuple(d or f"band{i + 1}" for i, d in enumerate(src.descriptions)),
+                item=item,
             )
     except InputError:
         raise
     except RasterioError as exc:
-        raise InputError(f"{path}: not a readable raster ({first_line(exc)}); check the file") from None
+        reason = scrub(first_line(exc))
+        if is_remote(path):
+            raise InputError(f"{name}: cannot open ({reason}); {remote_fix(reason)}") from None
+        raise InputError(f"{name}: not a readable raster ({reason}); check the file") from None
 
 
-def _alpha_band(src: rasterio.DatasetReader, setting: str | int) -> int | None:
+def _alpha_band(src: rasterio.DatasetReader, setting: str | int, name: str) -> int | None:
     if setting == "none":
         return None
     if isinstance(setting, int):
         if setting > src.count:
-            raise InputError(f"input.alpha: band {setting} does not exist in {src.name}, which has {src.count} band(s)")
+            raise InputError(f"input.alpha: band {setting} does not exist in {name}, which has {src.count} band(s)")
         return setting
     return next((i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha), None)
 

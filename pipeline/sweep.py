@@ -37,6 +37,7 @@ from .features import features_from_config
 from .fit import fit_kmeans
 from .label import nearest
 from .mosaic import open_mosaic
+from .remote import redact, where
 from .sample import draw_sample
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def sweep(
         pixels = draw_sample(mosaic, size=config.sample.size, seed=config.sample.seed)
     timings["sample"] = time.perf_counter() - start
     if len(pixels) == 0:
-        raise DataError(f"{mosaic.tiles[0].path}: no valid pixel in the input; check input.nodata and the rasters' masks")
+        raise DataError(f"{where(mosaic.tiles[0].path, mosaic.tiles[0].item)}: no valid pixel in the input; check input.nodata and the rasters' masks")
     sample = features.fitted(pixels).apply(pixels.T).T  # the space run fits in
     m = config.model
     scores = []
@@ -180,7 +181,7 @@ def sweep(
         silhouette_sample=min(SILHOUETTE_SAMPLE, len(sample)),
         timings=timings,
     )
-    _write(result, json_path, png_path, input_paths=[t.path for t in mosaic.tiles])
+    _write(result, json_path, png_path, input_paths=[redact(t.path) for t in mosaic.tiles])
     return result, json_path, png_path
 
 

@@ -1,0 +1,106 @@
+"""Inputs that live elsewhere: URLs as GDAL names, the GDAL settings for COGs over HTTP, redaction.
+
+``https://``, ``s3://``, ``az://`` and ``gs://`` become GDAL's ``/vsicurl/``, ``/vsis3/``,
+``/vsiaz/`` and ``/vsigs/``; ``/vsi...`` names pass as they are. Signed hrefs carry their secret
+in the query (``?sig=``, SAS tokens, ``X-Amz-Signature``) and sometimes credentials before the
+host: ``redact`` drops both, and every href we record or print goes through it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from urllib.parse import parse_qs
+
+_SCHEMES = {"https://": "/vsicurl/", "http://": "/vsicurl/", "s3://": "/vsis3/", "az://": "/vsiaz/", "gs://": "/vsigs/"}
+_REMOTE_VSI = ("/vsicurl", "/vsis3", "/vsiaz", "/vsiadls", "/vsigs", "/vsioss", "/vsiswift", "/vsiwebhdfs", "/vsihdfs")
+_USERINFO = re.compile(r"(://)[^/@?#]*@")
+# A URL or GDAL remote name inside free text (GDAL's messages quote the name they failed on).
+_IN_TEXT = re.compile(r"(?:[a-z][a-z0-9+.-]*://|/vsi[a-z0-9_]+[/?])[^\s'\"<>]*", re.IGNORECASE)
+
+# GDAL settings for COGs read over HTTP or from object stores, applied where files are opened and
+# read (every header thread and every read task, so on every worker). Measured against a loopback
+# Range server (README "Reading NAIP from STAC"); an environment variable of the same name wins, so
+# workers can be tuned without code.
+REMOTE_OPTIONS = {
+    # Without it GDAL lists the "folder" and probes 6 sidecar names (.aux.xml, .AUX, .msk, ...)
+    # on every open: 8 requests against 2 for a COG (its mask and overviews are internal).
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    # 503/429/502/504 are retried with exponential back-off from 1 s (GDAL's default: no retry).
+    "GDAL_HTTP_MAX_RETRY": "5",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    # libcurl waits forever by default: a stalled server would hang the run.
+    "GDAL_HTTP_CONNECTTIMEOUT": "15",
+    "GDAL_HTTP_TIMEOUT": "120",
+    # A window needs several adjacent 512 blocks of a COG: fetched in one request, not one each.
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+}
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is a URL or a GDAL network name (also nested, e.g. /vsizip//vsicurl/...)."""
+    return path.startswith(tuple(_SCHEMES)) or any(prefix in path for prefix in _REMOTE_VSI)
+
+
+def gdal_path(entry: str) -> str:
+    """The name GDAL opens for an input entry: URLs mapped to their /vsi... handler, others as given."""
+    for scheme, prefix in _SCHEMES.items():
+        if entry.startswith(scheme):
+            return prefix + (entry if prefix == "/vsicurl/" else entry[len(scheme) :])
+    return entry
+
+
+def redact(href: str) -> str:
+    """``href`` as the user wrote it (https://, s3://, ...), without its query, fragment or
+    credentials: signatures and tokens live there. This is the form every record and message uses.
+
+    Local paths are returned as they are: a ``?`` in a file name is not a query.
+    """
+    if not is_remote(href) and "://" not in href:
+        return href
+    if href.startswith("/vsicurl?"):  # GDAL's option syntax: /vsicurl?opt=..&url=<the URL>
+        return redact(parse_qs(href[len("/vsicurl?") :]).get("url", [""])[0])
+    bare = _USERINFO.sub(r"\1", re.split(r"[?#]", href, maxsplit=1)[0])
+    for scheme, prefix in _SCHEMES.items():
+        if prefix == "/vsicurl/" and bare.startswith(prefix + scheme):
+            return bare[len(prefix) :]
+        if prefix != "/vsicurl/" and bare.startswith(prefix):
+            return scheme + bare[len(prefix) :]
+    return bare
+
+
+def scrub(text: str) -> str:
+    """Free text (e.g. a GDAL message) with every URL in it redacted."""
+    return _IN_TEXT.sub(lambda m: redact(m.group()), text)
+
+
+def where(path: str, item: str | None = None) -> str:
+    """How messages name an input: its redacted href, after its STAC item id when it has one."""
+    return f"item {item} ({redact(path)})" if item else redact(path)
+
+
+def read_options(paths: Iterable[str]) -> dict[str, str]:
+    """The GDAL settings for opening and reading ``paths``: REMOTE_OPTIONS when any is remote,
+    except those the environment sets (read at call time, never at import)."""
+    if not any(is_remote(p) for p in paths):
+        return {}
+    return {key: value for key, value in REMOTE_OPTIONS.items() if key not in os.environ}
+
+
+def remote_fix(reason: str) -> str:
+    """What to do about a failed request, from GDAL's message."""
+    code = re.search(r"HTTP (?:response )?code:? ?(\d{3})", reason)
+    status = int(code.group(1)) if code else None
+    if status == 404 or "does not exist" in reason:
+        return "the object is not there: check the URL, or re-run the STAC search if the catalog moved it"
+    if status in (401, 403):
+        return (
+            "access denied: signed URLs expire (re-run; input.stac.sign: planetary-computer signs them), "
+            "s3:// needs AWS credentials and AWS_REQUEST_PAYER=requester for requester-pays buckets"
+        )
+    if "timed out" in reason.lower() or "timeout" in reason.lower():
+        return "the server did not answer in time: check the network, or raise GDAL_HTTP_TIMEOUT (seconds)"
+    if status is not None and status >= 500:
+        return "the server kept failing after GDAL_HTTP_MAX_RETRY retries: try again later"
+    return "check the URL and the network"
