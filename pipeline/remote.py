@@ -33,8 +33,11 @@ REMOTE_OPTIONS = {
     # libcurl waits forever by default: a stalled server would hang the run.
     "GDAL_HTTP_CONNECTTIMEOUT": "15",
     "GDAL_HTTP_TIMEOUT": "120",
-    # A window needs several adjacent 512 blocks of a COG: fetched in one request, not one each.
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    # GDAL's cache of fetched byte ranges (one per process, shared by every open file; 16 MB by
+    # default). A block straddling a chunk border is needed by two or four tasks: with 16 MB it
+    # was fetched again each time (the run moved 2.97x the files' bytes, 13.9 requests per
+    # tile); with 256 MB 1.48x (the sample's half plus the label pass's whole) and 7.7.
+    "CPL_VSIL_CURL_CACHE_SIZE": str(256 * 2**20),
 }
 
 

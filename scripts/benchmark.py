@@ -2,6 +2,8 @@
 
     python scripts/benchmark.py [--sizes 10,30] [--quick] [--with-daskml-full]
                                 [--scenes DIR] [--workdir DIR] [--out benchmark.json]
+    python scripts/benchmark.py --state        (scripts/state_rehearsal.py)
+    python scripts/benchmark.py --state-http   (scripts/state_http.py: over loopback HTTP)
 
 For each size N, an N x N mosaic of the real NAIP scenes (cycled, flipped and rotated so seams
 are real edges) is built once and cached in ``--workdir``. We time decoding every 512 block once
@@ -292,8 +294,17 @@ def main() -> None:
     parser.add_argument("--tiles", default="64x80", help="--state: rows x columns of tile files (2.08 MP each)")
     parser.add_argument("--skip-cluster", action="store_true", help="--state: no local-cluster run")
     parser.add_argument("--skip-spread", action="store_true", help="--state: no 5-seed sample spread")
-    parser.add_argument("--state-out", type=Path, default=Path("benchmark-state.json"))
+    parser.add_argument("--state-out", type=Path, default=None, help="--state / --state-http: the JSON to write")
+    parser.add_argument("--state-http", action="store_true", help="the state rehearsal over loopback HTTP against local disk (scripts/state_http.py; a few minutes)")
+    parser.add_argument("--cogs", type=int, default=192, help="--state-http: how many COGs (720 x 928 px each)")
     args = parser.parse_args()
+    if args.state_http:
+        import state_http
+
+        args.state_out = args.state_out or Path("benchmark-state-http.json")
+        state_http.main(args)
+        return
+    args.state_out = args.state_out or Path("benchmark-state.json")
     if args.state:
         import state_rehearsal
 

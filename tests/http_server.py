@@ -165,6 +165,9 @@ def _handler(server: RangeServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Accept-Ranges", "bytes")
             for key, value in (extra or {}).items():
                 self.send_header(key, value)
+            if status >= 400:  # curl may drop an error's body unread: never reuse the connection
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             sent = 0 if head else len(payload)
             if sent:

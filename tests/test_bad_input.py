@@ -163,6 +163,20 @@ CASES = {
     "output folder is a file": Case(_with_scene(output={"path": "scene.tif/labels.tif"}), "output.path: cannot create folder {dir}/scene.tif"),
     "output exists": Case(_existing_output, "labels.tif: already exists; set output.overwrite: true", output_existed=True),
     "output is an input": Case(_with_scene(output={"path": "scene.tif"}), "output.path: {dir}/scene.tif is one of the inputs"),
+    "glob over a URL": Case(
+        _with_scene(input={"paths": ["https://example.com/naip/*.tif?sig=SECRET"]}),
+        "input.paths: 'https://example.com/naip/*.tif' is a glob over a URL, which GDAL cannot list",
+    ),
+    "paths and stac": Case(
+        _with_scene(input={"stac": {"source": "catalog.json"}}), "input: give either input.paths (files, globs, URLs) or input.stac"
+    ),
+    "missing STAC catalog": Case(
+        _with_scene(input={"paths": None, "stac": {"source": "catalog.json"}}), "input.stac.source: cannot read {dir}/catalog.json"
+    ),
+    "not a STAC document": Case(
+        _with_files({"catalog.json": '{"type": "Topology"}'}, input={"paths": None, "stac": {"source": "catalog.json"}}),
+        "input.stac.source: {dir}/catalog.json is not a STAC catalog, collection, item collection or item",
+    ),
 }
 
 

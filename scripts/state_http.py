@@ -1,0 +1,198 @@
+"""State rehearsal over loopback HTTP against local disk (``benchmark.py --state-http``).
+
+    python scripts/benchmark.py --state-http [--cogs 192] [--state-out benchmark-state-http.json]
+
+Built once and cached in ``--workdir``/state-http: ``--cogs`` COGs (720 x 928, 4 bands, DEFLATE,
+512 blocks, as NAIP on AWS) made from the shared NAIP scenes and laid edge to edge, and an item
+collection describing them with proj metadata. A Range server (tests/http_server.py) serves the
+folder on 127.0.0.1 and counts requests and bytes. Measured, each in a fresh process:
+
+- ``landcover run`` on the local files and on the same COGs over HTTP through ``input.stac``:
+  wall time ratio, labels identical, requests and bytes per stage (open, sample, label);
+- opening: every header over HTTP (``input.paths`` of URLs) against the search (one file opened);
+- the GDAL settings: the sample stage over HTTP with all of ``REMOTE_OPTIONS``, with each one
+  turned back to GDAL's default, and with two candidates we do not set (VSI_CACHE,
+  CPL_VSIL_CURL_ALLOWED_EXTENSIONS): requests, bytes, seconds.
+
+Loopback has no latency, so the seconds here are CPU and protocol overhead; over the internet
+each request also costs a round trip (20-100 ms to a cloud region), which is why requests per
+tile is the figure to read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.io import MemoryFile
+from rasterio.shutil import copy as copy_raster
+from rasterio.warp import transform_bounds
+
+from benchmark import REPO, SCENE_SHAPE, scene_variants, timed_run
+
+sys.path.insert(0, str(REPO / "tests"))
+from http_server import RangeServer  # noqa: E402  (the tests' server: one Range server for both)
+
+K = 7
+SAMPLE = 200_000
+# GDAL's own default for each of our settings: "without it".
+# (GDAL_DISABLE_READDIR_ON_OPEN is probed on one file by probe_readdir: against this server each
+# of the 6 sidecar probes it causes waits for GDAL_HTTP_TIMEOUT, which would make the variant take
+# minutes without saying more than its request count.)
+GDAL_DEFAULTS = {
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "NO",
+    "GDAL_HTTP_MAX_RETRY": "0",
+}
+CANDIDATES = {"VSI_CACHE": "TRUE", "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff"}
+
+
+def build_cogs(scenes: Path, folder: Path, n: int) -> list[Path]:
+    """``n`` COGs of the scene variants, in rows of 16 laid edge to edge (cached by n)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"m_{i:04d}.tif" for i in range(n)]
+    if all(p.exists() for p in paths):
+        return paths
+    variants, profile = scene_variants(scenes)
+    h, w = SCENE_SHAPE
+    base = profile["transform"]
+    res = base.a
+    for i, path in enumerate(paths):
+        row, col = divmod(i, 16)
+        transform = Affine(res, 0, base.c + col * w * res, 0, -res, base.f - row * h * res)
+        tile_profile = {**profile, "driver": "GTiff", "height": h, "width": w, "transform": transform}
+        with MemoryFile() as memory, memory.open(**tile_profile) as tmp:
+            tmp.write(variants[(3 * i + row) % len(variants)])
+            copy_raster(tmp, path, driver="COG", BLOCKSIZE=512, COMPRESS="DEFLATE", PREDICTOR=2)
+    return paths
+
+
+def item_collection(paths: list[Path], url_of) -> dict[str, Any]:
+    features = []
+    for path in paths:
+        with rasterio.open(path) as src:
+            west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+            proj = {"proj:code": src.crs.to_string(), "proj:transform": list(src.transform)[:6], "proj:shape": list(src.shape)}
+        features.append({
+            "type": "Feature", "stac_version": "1.0.0", "id": path.stem, "collection": "naip-rehearsal",
+            "geometry": {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]]},
+            "bbox": [west, south, east, north], "properties": {"datetime": "2020-08-31T00:00:00Z", **proj},
+            "assets": {"image": {"href": url_of(path), "type": "image/tiff; application=geotiff; profile=cloud-optimized"}},
+            "links": [],
+        })
+    return {"type": "FeatureCollection", "features": features}
+
+
+def run(config: dict[str, Any], path: Path) -> dict[str, Any]:
+    path.write_text(json.dumps(config, indent=2))
+    result = timed_run([str(Path(sys.executable).parent / "landcover"), "run", str(path)], keep_stderr=True)
+    output = Path(config["output"]["path"])
+    report = json.loads(output.with_name(output.stem + ".report.json").read_text())
+    with rasterio.open(output) as src:
+        labels = src.read(1)
+    stderr = result.pop("stderr")
+    return {**result, "stages_s": report["timings_s"], "labels": labels, "log": stderr}
+
+
+def measure_settings(server: RangeServer, urls: list[str], files_bytes: int) -> dict[str, Any]:
+    """The sample stage over HTTP in a fresh process per variant of the GDAL settings."""
+    code = (
+        "import sys, json, time; from pipeline.config import InputConfig; from pipeline.mosaic import open_mosaic\n"
+        "from pipeline.sample import draw_sample\n"
+        "urls = json.loads(sys.argv[1]); start = time.perf_counter()\n"
+        "m = open_mosaic(InputConfig(paths=urls), chunk=2048); opened = time.perf_counter()\n"
+        "draw_sample(m, size=int(sys.argv[2]), seed=0, min_windows=32)\n"
+        "print(json.dumps({'open_s': opened - start, 'sample_s': time.perf_counter() - opened}))"
+    )
+    variants: dict[str, dict[str, str]] = {"all of REMOTE_OPTIONS": {}}
+    variants.update({f"without {k}": {k: v} for k, v in GDAL_DEFAULTS.items()})
+    variants.update({f"with {k}={v}": {k: v} for k, v in CANDIDATES.items()})
+    out = {}
+    for name, env in variants.items():
+        server.traffic.reset()
+        proc = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(urls), str(SAMPLE // 4)], capture_output=True, text=True, env={**os.environ, **env}, timeout=900
+        )
+        if proc.returncode:
+            out[name] = {"failed": proc.stderr[-500:]}
+            continue
+        times = json.loads(proc.stdout)
+        requests = sum(server.traffic.requests.values())
+        out[name] = {
+            "requests": requests,
+            "requests_per_file": round(requests / len(urls), 2),
+            "bytes_over_files": round(sum(server.traffic.bytes.values()) / files_bytes, 4),
+            "open_s": round(times["open_s"], 2),
+            "sample_s": round(times["sample_s"], 2),
+        }
+        print(f"  {name}: {out[name]}", flush=True)
+    return out
+
+
+def probe_readdir(server: RangeServer, path: Path) -> dict[str, Any]:
+    """Requests of one open, with GDAL's default (list the folder, probe sidecars) and ours."""
+    code = "import sys, rasterio; rasterio.open(sys.argv[1]).close()"
+    out = {}
+    for value in ("FALSE", "EMPTY_DIR"):
+        server.traffic.reset()
+        env = {**os.environ, "GDAL_DISABLE_READDIR_ON_OPEN": value, "GDAL_HTTP_TIMEOUT": "1"}
+        subprocess.run([sys.executable, "-c", code, "/vsicurl/" + server.href(path, f"probe={value}")], env=env, capture_output=True, timeout=120)
+        out[value] = {"requests": sum(server.traffic.requests.values()), "paths": sorted(server.traffic.requests)}
+    return out
+
+
+def main(args) -> None:
+    folder = args.workdir / "state-http"
+    cogs = build_cogs(args.scenes, folder / "cogs", args.cogs)
+    files_bytes = sum(p.stat().st_size for p in cogs)
+    result: dict[str, Any] = {"cogs": len(cogs), "files_mb": round(files_bytes / 1e6, 1)}
+    with rasterio.open(cogs[0]) as src:
+        result["megapixels"] = round(len(cogs) * src.width * src.height / 1e6, 1)
+    with RangeServer(folder) as server:
+        (folder / "items.json").write_text(json.dumps(item_collection(cogs, server.href)))
+        base = {"sample": {"size": SAMPLE, "seed": 0}, "model": {"k": K}, "dask": {"chunk": 2048}}
+
+        def config(name: str, source: dict[str, Any]) -> dict[str, Any]:
+            return {**base, "input": source, "output": {"path": str(folder / name / "labels.tif"), "overwrite": True}}
+
+        print(f"landcover run, {len(cogs)} local COGs ...", flush=True)
+        local = run(config("local", {"paths": [str(p) for p in cogs]}), folder / "run-local.json")
+        print("landcover run, the same COGs over loopback HTTP (input.stac) ...", flush=True)
+        server.traffic.reset()
+        remote = run(config("http", {"stac": {"source": server.href(folder / "items.json")}}), folder / "run-http.json")
+        tif_requests = sum(n for p, n in server.traffic.requests.items() if p.endswith(".tif"))
+        tif_bytes = sum(n for p, n in server.traffic.bytes.items() if p.endswith(".tif"))
+        result["local"] = {k: v for k, v in local.items() if k not in ("labels", "log")}
+        result["http"] = {k: v for k, v in remote.items() if k not in ("labels", "log")}
+        result["labels_identical"] = bool(np.array_equal(local["labels"], remote["labels"]))
+        result["http_over_local_wall"] = round(remote["seconds"] / local["seconds"], 2)
+        result["run_requests_per_tile"] = round(tif_requests / len(cogs), 1)
+        result["run_bytes_over_files"] = round(tif_bytes / files_bytes, 3)
+
+        print("open: every header over HTTP against the search ...", flush=True)
+        code = (
+            "import sys, time; from pipeline.config import InputConfig, StacConfig; from pipeline.mosaic import open_mosaic\n"
+            "spec = InputConfig(paths=sys.argv[2:]) if sys.argv[1] == 'paths' else InputConfig(stac=StacConfig(source=sys.argv[2]))\n"
+            "start = time.perf_counter(); open_mosaic(spec, chunk=2048); print(time.perf_counter() - start)"
+        )
+        urls = [server.href(p) for p in cogs]
+        opening = {}
+        for kind, argv in (("paths (every header)", ["paths", *urls]), ("stac (one file opened)", ["stac", server.href(folder / "items.json")])):
+            server.traffic.reset()
+            proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+            opening[kind] = {"seconds": round(float(proc.stdout), 2), "requests": sum(server.traffic.requests.values())}
+        result["open"] = opening
+
+        print("GDAL settings, sample stage over HTTP ...", flush=True)
+        result["readdir_on_open"] = probe_readdir(server, cogs[0])
+        result["settings"] = measure_settings(server, urls, files_bytes)
+    args.state_out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=2))
+    print(f"\nwrote {args.state_out}")
