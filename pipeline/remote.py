@@ -24,10 +24,11 @@ _IN_TEXT = re.compile(r"(?:[a-z][a-z0-9+.-]*://|/vsi[a-z0-9_]+[/?])[^\s'\"<>]*",
 # Range server (README "Reading NAIP from STAC"); an environment variable of the same name wins, so
 # workers can be tuned without code.
 REMOTE_OPTIONS = {
-    # Without it GDAL lists the "folder" and probes 6 sidecar names (.aux.xml, .AUX, .msk, ...)
-    # on every open: 8 requests against 2 for a COG (its mask and overviews are internal).
+    # Without it GDAL lists the "folder" (and where that fails probes six sidecar names, .aux.xml,
+    # .msk, ...) on every open: 3 to 8 requests against 2 for a COG, whose mask and overviews are
+    # internal.
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    # 503/429/502/504 are retried with exponential back-off from 1 s (GDAL's default: no retry).
+    # 503/429/502/504 are retried with back-off from 1 s (GDAL's default: no retry).
     "GDAL_HTTP_MAX_RETRY": "5",
     "GDAL_HTTP_RETRY_DELAY": "1",
     # libcurl waits forever by default: a stalled server would hang the run.
@@ -35,8 +36,9 @@ REMOTE_OPTIONS = {
     "GDAL_HTTP_TIMEOUT": "120",
     # GDAL's cache of fetched byte ranges (one per process, shared by every open file; 16 MB by
     # default). A block straddling a chunk border is needed by two or four tasks: with 16 MB it
-    # was fetched again each time (the run moved 2.97x the files' bytes, 13.9 requests per
-    # tile); with 256 MB 1.48x (the sample's half plus the label pass's whole) and 7.7.
+    # was fetched again each time (the run moved 2.96x the files' bytes, 14.0 requests per
+    # tile); with 256 MB 1.48x (the sample's half plus the label pass's whole) and 7.7. GDAL
+    # reads it when a process first uses /vsicurl/, which is inside these settings.
     "CPL_VSIL_CURL_CACHE_SIZE": str(256 * 2**20),
 }
 

@@ -120,7 +120,7 @@ def read_headers(paths: list[str], spec: InputConfig, *, items: list[str | None]
         log.warning(
             "%s%s: band %d is marked alpha, so it masks pixels and is not a feature; "
             "if it holds data (e.g. NIR), set input.alpha: none",
-            redact(marked[0].path), more, marked[0].alpha,
+            where(marked[0].path, marked[0].item), more, marked[0].alpha,
         )
     return headers
 

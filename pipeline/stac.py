@@ -50,9 +50,9 @@ def headers_from_stac(spec: InputConfig) -> list[Header]:
     headers: list[Header | None] = [None] * len(items)
     for n, header in zip(opened_at, opened):
         headers[n] = header
-    for n, (item, where) in enumerate(zip(items, placed)):
+    for n, (item, placement) in enumerate(zip(items, placed)):
         if headers[n] is None:
-            crs, transform, (height, width) = where
+            crs, transform, (height, width) = placement
             _check_bands(item, stac.asset, template.count)
             headers[n] = Header(
                 path=hrefs[n], crs=crs, transform=transform, height=height, width=width, count=template.count,
@@ -104,7 +104,7 @@ def find_items(stac: StacConfig) -> list[pystac.Item]:
 def _read_json(source: str) -> dict[str, Any]:
     try:
         text = pystac.StacIO.default().read_text(source)
-    except Exception as exc:  # urllib, file and pystac errors alike: the source cannot be read
+    except (OSError, ValueError, pystac.STACError) as exc:  # urllib's errors are OSErrors
         raise InputError(
             f"input.stac.source: cannot read {redact(source)} ({scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}); "
             "check the URL or path"
@@ -222,7 +222,10 @@ def _signed(href: str) -> str:
         raise InputError(
             "input.stac.sign: planetary-computer needs its package: pip install 'landcover-pipeline[planetary-computer]'"
         ) from None
-    return planetary_computer.sign(href)
+    try:
+        return planetary_computer.sign(href)
+    except OSError as exc:  # requests' errors: the token service cannot be reached
+        raise InputError(f"input.stac.sign: cannot sign {redact(href)} ({scrub(str(exc))[:200]}); check the network") from None
 
 
 def _placement(item: pystac.Item, asset_key: str) -> tuple[str, Affine, tuple[int, int]] | None:

@@ -167,15 +167,8 @@ CASES = {
         _with_scene(input={"paths": ["https://example.com/naip/*.tif?sig=SECRET"]}),
         "input.paths: 'https://example.com/naip/*.tif' is a glob over a URL, which GDAL cannot list",
     ),
-    "paths and stac": Case(
-        _with_scene(input={"stac": {"source": "catalog.json"}}), "input: give either input.paths (files, globs, URLs) or input.stac"
-    ),
     "missing STAC catalog": Case(
         _with_scene(input={"paths": None, "stac": {"source": "catalog.json"}}), "input.stac.source: cannot read {dir}/catalog.json"
-    ),
-    "not a STAC document": Case(
-        _with_files({"catalog.json": '{"type": "Topology"}'}, input={"paths": None, "stac": {"source": "catalog.json"}}),
-        "input.stac.source: {dir}/catalog.json is not a STAC catalog, collection, item collection or item",
     ),
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -103,12 +104,10 @@ def _item_collection(site, name: str, items: list[pystac.Item]) -> str:
 
 
 def _landcover_run(folder: Path, input_section: dict, env: dict | None = None) -> subprocess.CompletedProcess:
-    import os
-
     folder.mkdir(exist_ok=True)
     doc = {
         "input": input_section,
-        "sample": {"size": 4000},
+        "sample": {"size": 2000},
         "model": {"k": 4, "n_init": 1},
         "output": {"path": "out/labels.tif"},
         "dask": {"chunk": 1024},
@@ -153,6 +152,17 @@ def test_urls_map_to_gdal_handlers():
     assert gdal_path("gs://bucket/key.tif") == "/vsigs/bucket/key.tif"
     assert gdal_path("/vsis3/bucket/key.tif") == "/vsis3/bucket/key.tif"
     assert scrub("'/vsicurl/http://h/a.tif?sig=SECRET' not recognized") == "'http://h/a.tif' not recognized"
+
+
+def test_paths_or_stac_and_what_is_not_stac_are_refused(tmp_path):
+    from pipeline.config import parse_config
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"input: give either input.paths \(files, globs, URLs\) or input.stac"):
+        parse_config({"input": {"paths": ["a.tif"], "stac": {"source": "catalog.json"}}})
+    (tmp_path / "catalog.json").write_text('{"type": "Topology"}')
+    with pytest.raises(InputError, match="input.stac.source: .*catalog.json is not a STAC catalog, collection, item collection or item"):
+        find_items(StacConfig(source=str(tmp_path / "catalog.json")))
 
 
 def test_a_glob_over_a_url_is_refused_with_the_url_redacted():
