@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -133,7 +134,8 @@ class Mosaic:
 
     @cached_property
     def token(self) -> str:
-        return tokenize(self.tiles, self.bands, self.chunk, self.height, self.width)
+        # Pickled bytes hash in milliseconds; dask's tokenize walks thousands of tile dataclasses.
+        return tokenize(pickle.dumps((self.tiles, self.bands, self.chunk, self.height, self.width)))
 
     def windows(self) -> list[tuple[tuple[int, int], Window]]:
         """(block index, window in the mosaic) of every chunk, row-major."""
