@@ -86,8 +86,11 @@ def morton(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return spread(rows) | (spread(cols) << np.uint64(1))
 
 
-def plan_sample(mosaic: Mosaic, *, size: int, seed: int, window: int = WINDOW, min_windows: int = MIN_WINDOWS, pi: float | None = None) -> SamplePlan:
-    """The stratified windows and key rates for a ``size``-pixel sample (see the module docstring)."""
+def plan_sample(
+    mosaic: Mosaic, *, size: int, seed: int, window: int = WINDOW, min_windows: int = MIN_WINDOWS, pi: float | None = None
+) -> SamplePlan:
+    """The stratified windows and key rates for a ``size``-pixel sample (see the module docstring);
+    ``pi`` overrides the candidate probability (raised when nodata left too few candidates)."""
     covered = mosaic.covered(window)
     grid_cols = covered.shape[1]
     rows, cols = np.nonzero(covered)

@@ -225,8 +225,18 @@ def time_open(paths: list[Path]) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def time_sample(config: dict[str, Any], seeds=(0,)) -> float:
-    """Median seconds of the sample stage (plan, read, select) in a fresh process per call."""
+def time_samples(configs: dict[str, dict[str, Any]], seeds=(0, 1, 2)) -> dict[str, float]:
+    """Median seconds of the sample stage (plan, read, select) for each config, in a fresh
+    process per call, the configs alternating so that both see the same load."""
+    runs: dict[str, list[float]] = {name: [] for name in configs}
+    for seed in seeds:
+        for name, config in configs.items():
+            runs[name].append(time_sample(config, seed))
+    return {name: round(float(np.median(r)), 2) for name, r in runs.items()}
+
+
+def time_sample(config: dict[str, Any], seed: int) -> float:
+    """Seconds of the sample stage (plan, read, select) in a fresh process."""
     code = (
         "import time, sys, json; from pipeline.config import InputConfig; from pipeline.mosaic import open_mosaic\n"
         "from pipeline.sample import draw_sample\n"
@@ -234,11 +244,8 @@ def time_sample(config: dict[str, Any], seeds=(0,)) -> float:
         "start = time.perf_counter(); draw_sample(m, size=cfg['sample']['size'], seed=int(sys.argv[2]))\n"
         "print(time.perf_counter() - start)"
     )
-    runs = [
-        float(subprocess.run([sys.executable, "-c", code, json.dumps(config), str(s)], capture_output=True, text=True, check=True).stdout)
-        for s in seeds
-    ]
-    return round(float(np.median(runs)), 2)
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(config), str(seed)], capture_output=True, text=True, check=True)
+    return float(proc.stdout)
 
 
 def sample_spread(spec_input: dict[str, Any], *, size: int, k: int) -> dict[str, Any]:
@@ -304,17 +311,23 @@ def sample_spread(spec_input: dict[str, Any], *, size: int, k: int) -> dict[str,
 # --- main ----------------------------------------------------------------------------------------
 
 
+STEPS = ("graph", "open", "sample", "floor", "threads", "cluster", "small", "spread")
+
+
 def main(args) -> None:
     import os
 
+    steps = set(args.steps.split(",")) if args.steps else set(STEPS)
+    if args.skip_cluster:
+        steps.discard("cluster")
+    if args.skip_spread:
+        steps.discard("spread")
     state = args.workdir / "state"
     grid = tuple(int(v) for v in args.tiles.split("x"))
     sources = build_sources(args.scenes, state)
     tiles, one = build_tiles(state, grid)
-    threads = os.cpu_count() or 2
     out_dir = state / "out"
     result: dict[str, Any] = {"grid": f"{grid[0]}x{grid[1]}", "files": len(tiles)}
-
     base = {
         "input": {"paths": [str(tiles[0].parent / "*.vrt")], "crs": ZONE},
         "sample": {"size": 1_000_000, "seed": 0},
@@ -322,44 +335,33 @@ def main(args) -> None:
         "output": {"path": str(out_dir / "labels.tif"), "overwrite": True},
         "dask": {"chunk": 2048},
     }
-    print("graph ...", flush=True)
-    result["graph"] = graph_size(base)
-    print(json.dumps(result["graph"]), flush=True)
-    print("open 10,240 files ...", flush=True)
-    result["open_10k"] = time_open(build_open_set(state, sources))
-    print(json.dumps(result["open_10k"]), flush=True)
-    print("sample stage: tiles against one file ...", flush=True)
-    one_config = {**base, "input": {"paths": [str(one)]}}
-    result["sample_stage_s"] = {"tiles": time_sample(base, (0, 1, 2)), "one_file": time_sample(one_config, (0, 1, 2))}
-    print(json.dumps(result["sample_stage_s"]), flush=True)
-    print("read floor ...", flush=True)
-    result["floor_s"] = round(read_floor(tiles, threads), 2)
-    print(result["floor_s"], flush=True)
-
-    print("landcover run (threads) ...", flush=True)
-    result["threads"] = run_landcover(base, state / "run-threads.json")
-    print(json.dumps(result["threads"]), flush=True)
-    if not args.skip_cluster:
-        print("landcover run (local-cluster) ...", flush=True)
-        cluster = {**base, "output": {**base["output"], "path": str(out_dir / "labels-cluster.tif")}, "dask": {**base["dask"], "scheduler": "local-cluster"}}
-        result["local_cluster"] = run_landcover(cluster, state / "run-cluster.json")
-        print(json.dumps(result["local_cluster"]), flush=True)
-
-    print("0.6 GP for comparison ...", flush=True)
     small = build_mosaic(30, args.scenes, args.workdir)
     small_config = {**base, "input": {"paths": [str(small)]}, "output": {"path": str(artefact(args.workdir, "labels", 30)), "overwrite": True}}
-    result["small"] = run_landcover(small_config, state / "run-small.json")
-    print(json.dumps(result["small"]), flush=True)
-
-    if not args.skip_spread:
-        print("sample spread over 5 seeds ...", flush=True)
-        result["spread"] = {
+    cluster = {**base, "output": {**base["output"], "path": str(out_dir / "labels-cluster.tif")}, "dask": {**base["dask"], "scheduler": "local-cluster"}}
+    measures = {
+        "graph": lambda: graph_size(base),
+        "open": lambda: time_open(build_open_set(state, sources)),
+        "sample": lambda: time_samples({"tiles": base, "one_file": {**base, "input": {"paths": [str(one)]}}}),
+        "floor": lambda: round(read_floor(tiles, os.cpu_count() or 2), 2),
+        "threads": lambda: run_landcover(base, state / "run-threads.json"),
+        "cluster": lambda: run_landcover(cluster, state / "run-cluster.json"),
+        "small": lambda: run_landcover(small_config, state / "run-small.json"),
+        "spread": lambda: {
             "0.6 GP": sample_spread(small_config["input"], size=1_000_000, k=7),
             "state": sample_spread(base["input"], size=1_000_000, k=7),
-        }
-    result["ratios"] = ratios(result)
+        },
+    }
+    keys = {"open": "open_10k", "sample": "sample_stage_s", "floor": "floor_s", "cluster": "local_cluster"}
+    for step in STEPS:
+        if step in steps:
+            print(f"{step} ...", flush=True)
+            result[keys.get(step, step)] = measures[step]()
+            print(json.dumps(result[keys.get(step, step)]), flush=True)
     args.state_out.write_text(json.dumps(result, indent=2) + "\n")
-    print_table(result)
+    if set(STEPS) - {"cluster", "spread"} <= steps:
+        result["ratios"] = ratios(result)
+        args.state_out.write_text(json.dumps(result, indent=2) + "\n")
+        print_table(result)
     print(f"\nwrote {args.state_out}")
 
 
