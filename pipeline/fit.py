@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 RESTART_ROWS = 100_000
 REFINED = 2
 SAME_OPTIMUM = 1e-3  # a restart within 0.1 % of the best inertia reached the best optimum
+SAME_MAP = 0.01  # two labellings that differ on at most 1 % of the pixels (up to numbering) are one map
 # Unstable: at the rate this fit's restarts reached the best, as many restarts again (a run with
 # another seed) would miss it with a probability above this.
 MISS_RISK = 0.05
@@ -58,6 +59,9 @@ class Restarts:
 
     inertias: tuple[float, ...]
     rows: int
+    tied: bool = False
+    """The two best optima, refined on the whole sample, are different maps whose inertias are
+    within ``SAME_OPTIMUM``: another sample (another seed) may well rank them the other way."""
 
     @property
     def reached_best(self) -> int:
@@ -74,13 +78,14 @@ class Restarts:
     @property
     def unstable(self) -> bool | None:
         """True when restarts from another seed could well miss the optimum this fit found (or a
-        better one: this fit may have missed it too); None when one restart cannot tell."""
-        return None if len(self.inertias) < 2 else self.miss_risk > MISS_RISK
+        better one: this fit may have missed it too), or when it is tied with another; None when
+        one restart cannot tell."""
+        return None if len(self.inertias) < 2 else self.miss_risk > MISS_RISK or self.tied
 
     def to_json(self) -> dict:
         return {
             "count": len(self.inertias), "rows": self.rows, "reached_best": self.reached_best, "within": SAME_OPTIMUM,
-            "miss_risk": self.miss_risk, "inertias": list(self.inertias),
+            "miss_risk": self.miss_risk, "tied": self.tied, "inertias": list(self.inertias),
         }
 
 
@@ -200,31 +205,60 @@ def fit_kmeans(
         candidates.append(centroids)
         inertias.append(inertia)
         n_iter += iterations
-    restarts = Restarts(tuple(inertias), head.shape[1])
-    log.info(
-        "fit: %d restart(s) on %d pixels, %d within %.1f %% of the best inertia %.6g",
-        n_init, head.shape[1], restarts.reached_best, 100 * SAME_OPTIMUM, min(inertias),
-    )
-    if restarts.unstable:
-        log.warning(
-            "fit: only %d of %d restarts reached the best inertia: another seed may find another optimum "
-            "(another map); raise model.n_init (now %d)", restarts.reached_best, n_init, n_init,
-        )
-    best = None
-    for i in np.argsort(inertias, kind="stable")[:REFINED]:
+    refined = []
+    for i in _distinct_optima(head, candidates, inertias):
         # Until no label changes, not to ``tol``: two seeds that reach one optimum then give one
         # map (stopped at tol / 100, their maps were at ARI 0.96 on a NAIP scene at k = 10).
         centroids, iterations, inertia = lloyd(sample, candidates[i], max_iter=max_iter, tol=0.0)
         n_iter += iterations
-        if best is None or inertia < best[0]:
-            best = (inertia, centroids)
-    centroids = best[1]
+        refined.append((inertia, centroids))
+    refined.sort(key=lambda r: r[0])
+    tied = len(refined) > 1 and refined[1][0] <= refined[0][0] * (1 + SAME_OPTIMUM) and not same_map(
+        nearest(sample, refined[0][1])[0], nearest(sample, refined[1][1])[0], k
+    )
+    restarts = Restarts(tuple(inertias), head.shape[1], tied)
+    log.info(
+        "fit: %d restart(s) on %d pixels, %d within %.1f %% of the best inertia %.6g",
+        n_init, head.shape[1], restarts.reached_best, 100 * SAME_OPTIMUM, min(inertias),
+    )
+    if tied:
+        log.warning(
+            "fit: two different maps are within %.1f %% of the best inertia on the sample: another seed (another "
+            "sample) may choose the other; a larger sample.size decides between them better", 100 * SAME_OPTIMUM,
+        )
+    elif restarts.unstable:
+        log.warning(
+            "fit: only %d of %d restarts reached the best inertia: another seed may find another optimum "
+            "(another map); raise model.n_init (now %d)", restarts.reached_best, n_init, n_init,
+        )
+    centroids = refined[0][1]
     if isinstance(matrix, da.Array):
         centroids, iterations = _dask_lloyd(matrix, centroids, max_iter=max_iter, tol=tol_absolute)
         n_iter += iterations
     inertia = sum_squared_errors(matrix, centroids)
     log.info("fit: refined on %d pixels, inertia %.6g", n, inertia)
     return Fit(centroids, n_iter, tol_absolute, inertia, n, restarts)
+
+
+def same_map(a: np.ndarray, b: np.ndarray, k: int) -> bool:
+    """Whether two labellings (1..k) of the same pixels agree on all but ``SAME_MAP`` of them,
+    whatever the class numbers: each class of one is matched with its commonest class in the
+    other, both ways."""
+    table = np.bincount(a.astype(np.intp) * (k + 1) + b, minlength=(k + 1) ** 2).reshape(k + 1, k + 1)
+    return min(table.max(axis=0).sum(), table.max(axis=1).sum()) >= (1 - SAME_MAP) * len(a)
+
+
+def _distinct_optima(head: np.ndarray, candidates: list[np.ndarray], inertias: list[float]) -> list[int]:
+    """The ``REFINED`` best restarts that are different maps of the restart pixels: refining two
+    restarts of one optimum would decide nothing."""
+    chosen: list[tuple[int, np.ndarray]] = []
+    for i in np.argsort(inertias, kind="stable"):
+        labels = nearest(head, candidates[i])[0]
+        if not any(same_map(labels, other, len(candidates[i])) for _, other in chosen):
+            chosen.append((int(i), labels))
+        if len(chosen) == REFINED:
+            break
+    return [i for i, _ in chosen]
 
 
 def _variance(matrix: np.ndarray | da.Array) -> np.ndarray:

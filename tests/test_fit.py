@@ -11,7 +11,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from pipeline import load_config, run
 from pipeline.config import ModelConfig
-from pipeline.fit import Restarts, fit_kmeans, kmeans_plusplus, lloyd, sum_squared_errors
+from pipeline.fit import Restarts, fit_kmeans, kmeans_plusplus, lloyd, same_map, sum_squared_errors
+from pipeline.html_report import report_for
 from pipeline.label import nearest
 from rasters import class_centres, planted_classes, planted_image, write_raster
 
@@ -103,7 +104,12 @@ def test_restart_statistics_are_recorded_in_the_model(tmp_path, make_config, cap
     assert record["restarts"]["reached_best"] == Restarts(tuple(record["restarts"]["inertias"]), rows=1).reached_best
     assert record["unstable"] is False  # four separated classes: every start finds them
     assert "6 restart(s) on 100000 pixels, 6 within 0.1 %" in caplog.text
-    assert "reached the best inertia; " in result.html_path.read_text()
+    page = result.html_path.read_text()
+    assert "6 of 6 reached the best inertia; " in page and "Unstable fit" not in page
+    model = json.loads(result.model_path.read_text())
+    model["fit"]["unstable"] = True  # as an unstable fit records it
+    result.model_path.write_text(json.dumps(model))
+    assert "Unstable fit" in report_for(result.output).read_text()
 
 
 def test_an_unstable_fit_is_logged(caplog):
@@ -112,3 +118,20 @@ def test_an_unstable_fit_is_logged(caplog):
         found = fit(sample, n_init=3, seed=0)
     assert found.restarts.unstable and found.restarts.reached_best == 1
     assert "only 1 of 3 restarts reached the best inertia" in caplog.text
+
+
+def test_same_map_ignores_class_numbers_but_not_moved_pixels():
+    labels = np.random.default_rng(0).integers(1, 6, 10_000).astype(np.uint8)
+    renumbered = np.array([0, 3, 5, 1, 2, 4], np.uint8)[labels]
+    assert same_map(labels, renumbered, 5)
+    moved = renumbered.copy()
+    moved[:200] = np.where(moved[:200] == 1, 2, 1)  # about 2 % of the pixels change class
+    assert not same_map(labels, moved, 5)
+
+
+def test_two_equally_good_maps_are_a_tie():
+    rng = np.random.default_rng(0)
+    corners = np.array([[0.0, 0.0], [100.0, 0.0], [50.0, 50.0 * np.sqrt(3)]])  # equilateral: k = 2 has three answers
+    sample = (np.repeat(corners, 20_000, axis=0) + rng.standard_normal((60_000, 2))).astype(np.float32)
+    found = fit(sample[rng.permutation(len(sample))], k=2)
+    assert found.restarts.tied and found.restarts.unstable
