@@ -12,11 +12,12 @@ so the fit now makes many of them there, in numpy:
 1. ``n_init`` restarts on the first ``RESTART_ROWS`` rows of the sample (which is in random
    order), each seeded by greedy k-means++ (``kmeans_plusplus``) and run to convergence by
    ``lloyd`` (the numba labelling kernel, then per-class means);
-2. the ``REFINED`` best of them are run on the whole sample until no label changes (not to
-   ``tol``) and the lowest inertia there wins: near-ties between optima are decided on all the
-   data, not on 100 000 pixels of it;
-3. how many restarts reached the best inertia (within ``SAME_OPTIMUM``) is recorded: when few did
-   (``Restarts.unstable``), a run with another seed may well find another optimum, and the run says so.
+2. the ``REFINED`` best of them that are different maps are run on the whole sample until no
+   label changes (not to ``tol``) and the lowest inertia there wins: near-ties between optima
+   are decided on all the sample, not on 100 000 pixels of it;
+3. how many restarts reached the best inertia (within ``SAME_OPTIMUM``) is recorded: when few did,
+   or when the two refined maps tie, a run with another seed may well find another map
+   (``Restarts.unstable``), and the run says so.
 
 Everything runs in one thread on in-memory arrays, with sums in a fixed order, so the same sample
 and seed give identical centroids on any scheduler. With ``sample.size: all`` the matrix is
@@ -188,7 +189,7 @@ def fit_kmeans(
 
     ``seeds_from`` is an in-memory sample in random order (the matrix itself when it is in
     memory): the ``n_init`` restarts run on its first ``RESTART_ROWS`` rows, the ``REFINED`` best
-    on all of it, and the winner is refined on ``matrix`` when that is chunked.
+    distinct ones on all of it, and the winner is refined on ``matrix`` when that is chunked.
     """
     n = matrix.shape[0]
     if n < k:

@@ -56,8 +56,8 @@ class Score:
     n_iter: int
     seconds: float
     unstable: bool | None
-    """As in the model of a run: few restarts reached this k's best inertia, so its point on the
-    inertia curve (and the knee) may move with the seed."""
+    """As in the model of a run: few restarts reached this k's best inertia, or two maps tie, so
+    its point on the inertia curve (and the knee) may move with the seed."""
 
 
 @dataclass(frozen=True)
