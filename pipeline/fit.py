@@ -6,8 +6,8 @@ changed with the seed on every real NAIP scene (lowest adjusted Rand index betwe
 seeds, over k = 5, 7, 10: 0.64 to 0.76 per scene), for two reasons. Too few starts: a k-means++
 start reaches the best optimum in 5 to 50 % of tries, so 3 restarts often missed it (inertia up
 to 6 % higher). And stopping at ``tol``: seeds whose inertias were within 0.05 % of each other
-still gave maps at ARI 0.82, because Lloyd crawls along flat valleys and stops part-way. Restarts are cheap on the in-memory sample,
-so the fit now makes many of them there, in numpy:
+still gave maps at ARI 0.82, because Lloyd crawls along flat valleys and stops part-way.
+Restarts are cheap on the in-memory sample, so the fit now makes many of them there, in numpy:
 
 1. ``n_init`` restarts on the first ``RESTART_ROWS`` rows of the sample (which is in random
    order), each seeded by greedy k-means++ (``kmeans_plusplus``) and run to convergence by
