@@ -292,7 +292,7 @@ def main() -> None:
     parser.add_argument("--tiles", default="64x80", help="--state: rows x columns of tile files (2.08 MP each)")
     parser.add_argument("--skip-cluster", action="store_true", help="--state: no local-cluster run")
     parser.add_argument("--skip-spread", action="store_true", help="--state: no 5-seed sample spread")
-    parser.add_argument("--steps", default="", help="--state: comma-separated subset of graph,open,sample,floor,threads,cluster,small,spread")
+    parser.add_argument("--steps", default="", help="--state: comma-separated subset of graph,open,sample,floor,threads,cluster,small,identity,spread")
     parser.add_argument("--state-out", type=Path, default=Path("benchmark-state.json"))
     args = parser.parse_args()
     if args.state:
