@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
+from .balance import balance_for_predict
 from .config import DaskConfig, InputConfig
 from .errors import InputError
 from .mosaic import Mosaic, open_mosaic
@@ -47,6 +48,10 @@ def predict(
         spec = InputConfig(paths=tuple(inputs), nodata=source.get("nodata"), alpha=source.get("alpha", "auto"))
         mosaic = matching_mosaic(open_mosaic(spec, chunk=chunk), model, model_path)
         output = check_output(Path(out), mosaic, overwrite=overwrite, key="--out", overwrite_hint="pass --overwrite")
+    if model.extra.get("balance"):
+        with _timed(timings, "balance"), progress("balance"):
+            mosaic, balanced = balance_for_predict(mosaic, model.extra["balance"], seed=model.seed)
+        model = replace(model, extra={**model.extra, "balance": balanced.to_json()})
     return write_products(
         mosaic,
         model,
