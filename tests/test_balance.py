@@ -15,11 +15,12 @@ from pipeline.balance import (
     balance,
     overlapping_pairs,
     pair_relation,
+    pair_windows,
     pair_statistics,
     solve_corrections,
 )
 from pipeline.config import InputConfig
-from pipeline.mosaic import open_mosaic, read_window
+from pipeline.mosaic import WindowRead, open_mosaic, read, read_window
 from pipeline.predict import predict
 from rasters import RESOLUTION, ORIGIN, class_centres, planted_classes, planted_image, read_labels, write_raster
 from rasterio.windows import Window
@@ -112,11 +113,9 @@ def test_a_reflown_tile_is_corrected_to_its_neighbour(tmp_path):
     paths = _write_pair(tmp_path, left, right * gain[:, None, None] + offset[:, None, None])
     mosaic, record = _balanced(paths)
     assert overlapping_pairs(mosaic) == [(0, 1, Window(256, 0, 128, 384))]
-    np.testing.assert_allclose(record.gains[0] / record.gains[1], gain, rtol=2e-3)  # uint8 rounding
+    np.testing.assert_allclose(record.gains[0] / record.gains[1], gain, rtol=5e-3)  # quantiles of uint8-rounded values
     # Where the tiles overlap, each tile read alone now gives the other's values (up to rounding).
     overlap = Window(256, 0, 128, 384)
-    from pipeline.mosaic import WindowRead, read
-
     seen = [read(WindowRead(overlap, (t,), mosaic.bands)) for t in mosaic.tiles]
     assert np.abs(seen[0] - seen[1]).mean() < 0.5
     assert record.seam_after[0] < 0.1 * record.seam_before[0]
@@ -192,3 +191,15 @@ def test_predict_applies_the_models_corrections_and_balances_new_tiles(threaded,
     record = json.loads(new.model_path.read_text())["balance"]
     assert record["known_tiles"] == 0 and record["pairs"] == 1
     assert (read_labels(new.output) == read_labels(threaded.output)).mean() > 0.995
+
+
+def test_pair_windows_lie_in_the_overlap_on_one_block_of_the_first_tile():
+    overlap = Window(300, 1000, 600, 900)
+    windows = pair_windows(overlap, seed=0, i=3, j=4, origin=(100, 44))
+    assert len(windows) == 4 and windows == pair_windows(overlap, seed=0, i=3, j=4, origin=(100, 44))
+    for w in windows:
+        assert overlap.col_off <= w.col_off and w.col_off + w.width <= overlap.col_off + overlap.width
+        assert overlap.row_off <= w.row_off and w.row_off + w.height <= overlap.row_off + overlap.height
+        assert (w.row_off - 100) % 256 == 0 and (w.col_off - 44) % 256 == 0  # inside one 512 block of tile i
+    narrow = pair_windows(Window(0, 0, 100, 50), seed=0, i=0, j=1)
+    assert narrow == [Window(0, 0, 100, 50)]
