@@ -224,8 +224,8 @@ def _spectra_png(classes: list[dict], band_names: list[str], palette: dict[int, 
 
 def _balance_png(record: dict[str, Any], band_names: list[str]) -> bytes:
     """A small figure: each tile's mean gain and offset on its footprint (later tiles drawn on
-    top, as in the mosaic), and the seam RMS
-    difference per band before and after (object-oriented matplotlib: no global pyplot state)."""
+    top, as in the mosaic), and the seam RMS difference per band before and after
+    (object-oriented matplotlib: no global pyplot state)."""
     import matplotlib
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
@@ -274,7 +274,8 @@ def _balance_section(record: dict[str, Any] | None, band_names: list[str]) -> st
     png = base64.b64encode(_balance_png(record, band_names)).decode("ascii")
     before, after = record.get("seam_rms_before") or [], record.get("seam_rms_after") or []
     seam = (
-        f"seam RMS difference {np.mean(before):.2f} DN before, {np.mean(after):.2f} after (mean over bands, at the sampled overlap pixels)"
+        f"seam RMS difference {np.mean(before):.2f} DN before, {np.mean(after):.2f} after "
+        "(mean over bands, at the sampled overlap pixels)"
         if before
         else "no overlap was measured"
     )

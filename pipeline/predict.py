@@ -4,7 +4,8 @@ The model JSON carries the centroids (in label order), the features with their s
 and the input settings (bands, alpha, nodata). The new imagery is opened with those settings and
 refused, before any pixel is read, when its band count, dtype or band names differ from the
 model's; labelling and writing are ``run``'s own stage, so a run's model applied to the run's
-input gives the run's labels.
+input gives the run's labels. A model fitted with ``features.balance: overlaps`` carries each
+tile's correction: tiles it knows (by path) get theirs, new tiles are balanced among themselves.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from affine import Affine
+from rasterio.windows import Window
 
 from pipeline import load_config, run
 from pipeline.balance import (
@@ -15,15 +17,15 @@ from pipeline.balance import (
     balance,
     overlapping_pairs,
     pair_relation,
-    pair_windows,
     pair_statistics,
+    pair_windows,
+    seam_pairs,
     solve_corrections,
 )
 from pipeline.config import InputConfig
-from pipeline.mosaic import WindowRead, open_mosaic, read, read_window
+from pipeline.mosaic import Mosaic, Tile, WindowRead, open_mosaic, read, read_window
 from pipeline.predict import predict
-from rasters import RESOLUTION, ORIGIN, class_centres, planted_classes, planted_image, read_labels, write_raster
-from rasterio.windows import Window
+from rasters import ORIGIN, RESOLUTION, class_centres, planted_classes, planted_image, read_labels, write_raster
 
 # --- pure maths ----------------------------------------------------------------------------------
 
@@ -203,3 +205,22 @@ def test_pair_windows_lie_in_the_overlap_on_one_block_of_the_first_tile():
         assert (w.row_off - 100) % 256 == 0 and (w.col_off - 44) % 256 == 0  # inside one 512 block of tile i
     narrow = pair_windows(Window(0, 0, 100, 50), seed=0, i=0, j=1)
     assert narrow == [Window(0, 0, 100, 50)]
+
+
+def _grid(offsets: list[tuple[int, int]], size: int = 100) -> Mosaic:
+    tiles = tuple(Tile(f"t{n}.tif", r, c, size, size, "none", None, (None,)) for n, (r, c) in enumerate(offsets))
+    height = max(r for r, _ in offsets) + size
+    width = max(c for _, c in offsets) + size
+    return Mosaic(tiles, "EPSG:32614", Affine(1, 0, 0, 0, -1, 0), height, width, (1,), ("band1",), "uint8", 512, 1)
+
+
+def test_corner_overlaps_are_not_read_unless_a_tile_has_nothing_else():
+    # A 3 x 3 grid with 20 % overlaps: 12 edge pairs and 8 corner pairs.
+    grid = _grid([(80 * r, 80 * c) for r in range(3) for c in range(3)])
+    pairs = overlapping_pairs(grid)
+    assert len(pairs) == 20
+    kept = seam_pairs(grid, pairs)
+    assert len(kept) == 12 and all(max(w.width, w.height) == 100 for _, _, w in kept)
+    # A tenth tile touching the grid only by a corner keeps its largest overlap.
+    lone = _grid([(80 * r, 80 * c) for r in range(3) for c in range(3)] + [(250, 250)])
+    assert [(i, j) for i, j, _ in seam_pairs(lone, overlapping_pairs(lone)) if j == 9] == [(8, 9)]
