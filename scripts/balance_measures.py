@@ -206,12 +206,14 @@ def cost(folder: Path, images: dict[str, np.ndarray], profile: dict, n: int, sca
         for c in range(0, canvas_w, sw):
             v = variants[(r // sh * 7 + c // sw) % len(variants)]
             canvas[:, r : r + sh, c : c + sw] = v[:, : canvas_h - r, : canvas_w - c]
-    paths = [
-        write(sub / f"tile_{i:02d}_{j:02d}.tif", canvas[:, i * stride_r : i * stride_r + h, j * stride_c : j * stride_c + w], row=i * stride_r, col=j * stride_c, profile=profile)
-        if not (sub / f"tile_{i:02d}_{j:02d}.tif").exists() else sub / f"tile_{i:02d}_{j:02d}.tif"
-        for i in range(n)
-        for j in range(n)
-    ]
+    # Each tile "flown" with its own per-band gain, so that the corrections are applied on read.
+    gains = np.random.default_rng(n).uniform(0.9, 1.1, (n, n, 4))
+    paths = []
+    for i in range(n):
+        for j in range(n):
+            crop = canvas[:, i * stride_r : i * stride_r + h, j * stride_c : j * stride_c + w]
+            flown = np.where(crop.sum(axis=0) == 0, 0, np.clip(crop * gains[i, j][:, None, None], 1, 255))
+            paths.append(write(sub / f"tile_{i:02d}_{j:02d}.tif", flown, row=i * stride_r, col=j * stride_c, profile=profile))
     walls: dict[str, list[float]] = {"none": [], "overlaps": []}
     balance_s = []
     for _ in range(repeats):
@@ -227,6 +229,7 @@ def cost(folder: Path, images: dict[str, np.ndarray], profile: dict, n: int, sca
         "megapixels": canvas_h * canvas_w / 1e6,
         "pairs": result.report["balance"]["pairs"],
         "wall_ratio": best["overlaps"] / best["none"],
+        "balance_over_none": min(balance_s) / best["none"],
         "balance_share": min(balance_s) / best["overlaps"],
     }
 
@@ -305,7 +308,7 @@ def main() -> None:
         c = results["cost"]
         print(
             f"cost: {c['tiles']} overlapping tiles of {c['tile_megapixels']:.1f} MP ({c['megapixels']:.0f} MP, {c['pairs']} pairs): wall time with balance "
-            f"{c['wall_ratio']:.3f}x without; the balance stage {100 * c['balance_share']:.1f} % of the run"
+            f"{c['wall_ratio']:.3f}x without; the balance stage {100 * c['balance_over_none']:.1f} % of the run without"
         )
 
 
