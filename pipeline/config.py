@@ -122,6 +122,9 @@ class FeaturesConfig(_Section):
     scaling: Literal["none", "standard"] = "none"
     """"standard" subtracts each feature's mean and divides by its standard deviation, both
     measured on the sample, so that no feature dominates the distances by its units alone."""
+    balance: Literal["none", "overlaps"] = "none"
+    """"overlaps": a gain and offset per tile and band, solved from where tiles overlap (the
+    same ground seen twice) and applied to every pixel before the features; see balance.py."""
 
     @field_validator("bands", "indices", mode="before")
     @classmethod
@@ -332,6 +335,7 @@ _HINTS = {
     "features.bands": "use a list of band names, e.g. [red, green, blue, nir], or null for all",
     "features.indices": 'use a list of "ndvi" or {name: ..., a: <band>, b: <band>}',
     "features.scaling": 'use "none" or "standard"',
+    "features.balance": 'use "none" or "overlaps"',
     "input.crs": 'use an EPSG code such as "EPSG:26914", or null when all tiles share one CRS',
     "input.resolution": "use a positive pixel size in the units of input.crs, e.g. 1.0, or null",
     "sample.size": 'use a positive integer, or "all"',

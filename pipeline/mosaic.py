@@ -59,6 +59,10 @@ class Tile:
     warp: tuple[str, Affine] | None = None
     """(CRS, transform) of the tile's footprint on the mosaic grid when it is reprojected onto it
     (nearest neighbour, see ``reproject.py``); None = read as it is."""
+    gains: tuple[float, ...] | None = None
+    """Radiometric correction per feature band (``features.balance``, see ``balance.py``):
+    value * gain + offset, applied to the tile's own pixels before compositing; None = as read."""
+    offsets: tuple[float, ...] | None = None
 
     def overlaps(self, window: Window) -> bool:
         return (
@@ -369,15 +373,27 @@ def read(job: WindowRead) -> np.ndarray:
     if len(parts) == 1 and (parts[0][3] - parts[0][1], parts[0][4] - parts[0][2]) == (h, w):
         # One tile covers the window (most windows of most mosaics): no compositing needed.
         data, valid = _read_part(bands, *parts[0])
-        out = data.astype(np.float32)
+        out = _corrected(parts[0][0], data)
         if not valid.all():
             out[:, ~valid] = np.nan
         return out
     out = np.full((len(bands), h, w), np.nan, dtype=np.float32)
     for tile, top, left, bottom, right in parts:
         data, valid = _read_part(bands, tile, top, left, bottom, right)
+        if tile.gains is not None:
+            data = _corrected(tile, data)
         dst = out[:, top - window.row_off : bottom - window.row_off, left - window.col_off : right - window.col_off]
         np.copyto(dst, data, where=valid, casting="unsafe")
+    return out
+
+
+def _corrected(tile: Tile, data: np.ndarray) -> np.ndarray:
+    """The tile's pixels in float32 with its correction applied, per tile part, so a pixel gets
+    the same value in any window, chunking or scheduler (float32 arithmetic throughout)."""
+    out = data.astype(np.float32)
+    if tile.gains is not None:
+        out *= np.asarray(tile.gains, dtype=np.float32)[:, None, None]
+        out += np.asarray(tile.offsets, dtype=np.float32)[:, None, None]
     return out
 
 

@@ -23,6 +23,7 @@ from affine import Affine
 from rasterio.windows import transform as window_transform
 from rio_cogeo.cogeo import cog_validate
 
+from .balance import balance, summary
 from .config import Config
 from .errors import DataError, OutputError
 from .features import Features, features_from_config, ndvi_bands
@@ -91,6 +92,11 @@ def _classify(
     started: float,
 ) -> RunResult:
     """Sample, fit, label and write, publish: the stages that compute on the scheduler."""
+    balanced = None
+    if config.features.balance != "none":
+        with _timed(timings, "balance"), progress("balance"):
+            mosaic, balanced = balance(mosaic, method=config.features.balance, seed=config.sample.seed)
+            data = mosaic.to_dask()  # reads the corrected tiles
     with _timed(timings, "sample"), progress("sample"):
         fit_on_all = config.sample.size == "all"
         sample = draw_sample(mosaic, size=PALETTE_SAMPLE if fit_on_all else config.sample.size, seed=config.sample.seed)
@@ -133,6 +139,7 @@ def _classify(
                 "nodata": config.input.nodata, "alpha": config.input.alpha,
             },
             "class_names": list(config.class_names()),
+            **({} if balanced is None else {"balance": balanced.to_json()}),
         },
     )
     return write_products(
@@ -187,6 +194,8 @@ def write_products(
             timings=timings,
             names=class_names(model),
         )
+        if "balance" in model.extra:  # the per-tile corrections are in the model JSON
+            report["balance"] = summary(model.extra["balance"])
         if config_record is not None:
             report["config"] = config_record  # for the HTML page and to re-run
         _write_sidecars(staging, staged_cog, output, sidecars, pages, model, report, true_colour)

@@ -68,6 +68,15 @@ def _two_tiles(folder: Path, second: np.ndarray) -> dict:
     return _doc(input={"paths": ["a.tif", "b.tif"]})
 
 
+def _nan_overlaps(folder: Path) -> dict:
+    """Two float tiles overlapping by 50 columns where one of them is NaN."""
+    image = np.random.default_rng(0).uniform(0, 1, (4, 100, 100)).astype(np.float32)
+    write_raster(folder / "a.tif", image)
+    image[:, :, :50] = np.nan
+    write_raster(folder / "b.tif", image, origin=(500_100.0, 5_200_000.0))
+    return _doc(input={"paths": ["a.tif", "b.tif"]}, features={"balance": "overlaps"})
+
+
 def _two_zones(folder: Path) -> dict:
     image = np.full((4, 100, 100), 9, dtype=np.uint8)
     write_raster(folder / "a.tif", image)
@@ -149,6 +158,8 @@ CASES = {
     "different band counts": Case(lambda f: _two_tiles(f, np.full((3, 100, 100), 9, np.uint8)), "b.tif: band count 3 differs from {dir}/a.tif (4)"),
     "different dtypes": Case(lambda f: _two_tiles(f, np.full((4, 100, 100), 9, np.uint16)), "b.tif: dtype uint16 differs from {dir}/a.tif (uint8)"),
     "different CRSs": Case(_two_zones, "b.tif: CRS EPSG:32615 differs from {dir}/a.tif (EPSG:32614); set input.crs (e.g. EPSG:32614)"),
+    "balance on a single tile": Case(_with_scene(features={"balance": "overlaps"}), "features.balance: overlaps needs two or more overlapping tiles, but {dir}/scene.tif is the only one"),
+    "balance with NaN overlaps": Case(_nan_overlaps, "features.balance: no valid pixel where the tiles overlap (1 overlapping pair(s), e.g. {dir}/a.tif and {dir}/b.tif)"),
     "no CRS": Case(_no_crs, "scene.tif: has no CRS; assign one"),
     "rotated transform": Case(_rotated, "rotated.tif: has a rotated geotransform"),
     "band not in file": Case(_with_scene(input={"bands": [9]}), "input.bands: band 9 does not exist in {dir}/scene.tif"),
