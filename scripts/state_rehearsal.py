@@ -274,7 +274,7 @@ def sample_spread(spec_input: dict[str, Any], *, size: int, k: int) -> dict[str,
     import dask
     from scipy.optimize import linear_sum_assignment
 
-    from pipeline.config import InputConfig
+    from pipeline.config import InputConfig, ModelConfig
     from pipeline.fit import fit_kmeans
     from pipeline.mosaic import open_mosaic
     from pipeline.sample import draw_sample, sample_block, window_of
@@ -309,7 +309,7 @@ def sample_spread(spec_input: dict[str, Any], *, size: int, k: int) -> dict[str,
             start = time.perf_counter()
             sample, windows, tiles = draw(seed)
             seconds.append(time.perf_counter() - start)
-            fit = fit_kmeans(sample, seeds_from=sample, k=k, n_init=3, max_iter=300, tol=1e-4, seed=0)
+            fit = fit_kmeans(sample, seeds_from=sample, k=k, n_init=ModelConfig().n_init, max_iter=300, tol=1e-4, seed=0)
             centroids.append(fit.centroids)
         # Match every seed's classes to seed 0's, then measure distances to the matched mean (DN).
         matched = [centroids[0]]
