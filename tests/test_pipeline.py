@@ -202,7 +202,7 @@ def test_cog_report_and_sidecars(tmp_path, make_config):
     assert report["totals"]["area_m2"] == pytest.approx(1300 * 1100 * 4.0)
     assert set(report["timings_s"]) == {"open", "sample", "fit", "label_write", "finalise", "total"}
     assert result.quicklook_path.stat().st_size > 0
-    assert [p.name for p in result.output.parent.iterdir() if "partial" in p.name] == []
+    assert [p.name for p in result.output.parent.iterdir() if p.name.startswith(".")] == []  # no staging, no parts
 
 
 def test_existing_output_refused_and_left_untouched(tmp_path, make_config):
