@@ -20,7 +20,7 @@ import numpy as np
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-from .cog import LABELS, MARGIN, Layer, Node, Pyramid, assemble, tree, write_levels, write_template
+from .cog import LABELS, MARGIN, Layer, Node, Pyramid, place_parts, tree, write_header, write_levels, write_template
 from .config import Config
 from .errors import DataError, OutputError
 from .features import Features, features_from_config, ndvi_bands
@@ -32,7 +32,9 @@ from .mosaic import Mosaic, open_mosaic
 from .report import Model, class_report, class_tags, palette_from_centroids, rgb_bands, write_json, write_quicklook
 from .sample import draw_sample, full_matrix
 from .scheduler import for_in_memory_data, use_scheduler
-from .write import fingerprint, fresh_dir, load_record, parts_dir, publish, record_path, refuse_leftover_parts, save_record, sidecar_paths
+from .write import (
+    fingerprint, fresh_dir, load_record, parts_dir, publish, record_path, refuse_leftover_parts, save_record, sidecar_paths,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +77,14 @@ def _run(config: Config, progress: Progress, *, resume: bool) -> RunResult:
         if config.model.order_by == "ndvi":  # refused here, before any pixel is read
             ndvi_bands(mosaic.band_names, "model.order_by: ndvi")
         output = check_output(config.output_path, mosaic, overwrite=config.output.overwrite)
-        refuse_leftover_parts(output, parts_fingerprint(mosaic, config.model_dump(mode="json")), resume=resume, hint=RESUME_HINT)
+        known = parts_fingerprint(mosaic, config.model_dump(mode="json"))  # all but the model
+        refuse_leftover_parts(output, known, resume=resume, hint=RESUME_HINT)
         data = mosaic.to_dask()
 
     with use_scheduler(config.dask):
-        return _classify(config, mosaic, features, output, data, progress=progress, timings=timings, started=started, resume=resume)
+        return _classify(
+            config, mosaic, features, output, data, progress=progress, timings=timings, started=started, resume=resume
+        )
 
 
 def _classify(
@@ -172,8 +177,8 @@ def write_products(
     pages = report_paths(output)
     layers = (LABELS, MARGIN) if confidence else (LABELS,)
     pyramid = Pyramid(mosaic.height, mosaic.width, mosaic.chunk)
-    model_print = {"centroids": model.centroids.tolist(), "features": model.features.to_json(), "layers": [l.name for l in layers]}
-    prints = parts_fingerprint(mosaic, config_record, model=model_print)
+    labeller = {"centroids": model.centroids.tolist(), "features": model.features.to_json(), "layers": [la.name for la in layers]}
+    prints = parts_fingerprint(mosaic, config_record, model=labeller)
     with parts_dir(output, prints, resume=resume, hint=resume_hint) as parts:
         staging = fresh_dir(parts / "staged")  # the COG and sidecars until published
         with _timed(timings, "label_write"), progress("label and write"):
@@ -185,11 +190,14 @@ def write_products(
         with _timed(timings, "finalise"):
             staged_cog = staging / output.name
             tags = class_tags(features.unscale(model.centroids), features.names, class_names(model))
-            _finalise(mosaic, pyramid, LABELS, parts, sizes, staged_cog, palette=model.palette, tags=tags, description=LABELS_DESCRIPTION.format(k=model.k))
+            common = {"mosaic": mosaic, "pyramid": pyramid, "parts": parts, "sizes": sizes, "timings": timings}
+            description = LABELS_DESCRIPTION.format(k=model.k)
+            _finalise(LABELS, staged_cog, palette=model.palette, tags=tags, description=description, **common)
             if confidence:
                 # float32 keeps the margin exact and in feature units, comparable across runs and
                 # predicts of one model; continuous, so its overviews are averaged.
-                _finalise(mosaic, pyramid, MARGIN, parts, sizes, staging / sidecars["confidence"].name, palette=None, tags={}, description=MARGIN_DESCRIPTION)
+                margin = staging / sidecars["confidence"].name
+                _finalise(MARGIN, margin, palette=None, tags={}, description=MARGIN_DESCRIPTION, **common)
             write_quicklook(staged_cog, staging / sidecars["quicklook"].name, model.palette)
         timings["total"] = time.perf_counter() - started
         report = class_report(
@@ -214,7 +222,9 @@ def write_products(
     )
 
 
-def parts_fingerprint(mosaic: Mosaic, config_record: dict[str, Any] | None, *, model: dict[str, Any] | None = None) -> dict[str, Any]:
+def parts_fingerprint(
+    mosaic: Mosaic, config_record: dict[str, Any] | None, *, model: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """What the bytes of the COG's parts depend on (without ``model``: what is known before the fit)."""
     grid = {
         "crs": mosaic.crs, "transform": list(mosaic.transform)[:6], "height": mosaic.height, "width": mosaic.width,
@@ -303,7 +313,8 @@ def _label_chunk(
     report's true-colour thumbnail, tile byte counts) and the decimated arrays for the tree."""
     features_of, centroids = labeller
     features = features_of.apply(block)
-    labels, feature_stats, margin = label_block(features, centroids, with_margin=MARGIN.name in {layer.name for layer in layers})  # by name: NaN != NaN once unpickled
+    with_margin = MARGIN.name in {layer.name for layer in layers}  # by name: NaN != NaN once unpickled
+    labels, feature_stats, margin = label_block(features, centroids, with_margin=with_margin)
     stats = feature_stats if features is block else class_statistics(block, labels, len(centroids))
     bands, row_off, col_off, step = true_colour
     summary: dict[str, Any] = {
@@ -315,29 +326,7 @@ def _label_chunk(
         summary[layer.name], up = write_levels(folder, layer, pyramid, (0, *index), array)
         if up is not None:
             ups[layer.name] = up
-    save_record(record_path(folder, index), _record(summary, ups))
-    return summary, ups
-
-
-def _record(summary: dict[str, Any], ups: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    arrays = {"stats": summary["stats"], "thumbnail": summary["thumbnail"]}
-    for key, value in summary.items():
-        if key not in arrays:
-            arrays.update({f"sizes:{key}:{n:03d}": np.asarray(s, dtype=np.int64) for n, s in enumerate(value)})
-    return {**arrays, **{f"up:{key}": up for key, up in ups.items()}}
-
-
-def _reuse_chunk(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """A chunk finished by an interrupted run: its summary and decimated arrays, from its record."""
-    arrays = load_record(path)
-    summary: dict[str, Any] = {"stats": arrays["stats"], "thumbnail": arrays["thumbnail"]}
-    ups = {}
-    for key in sorted(arrays):
-        kind, _, rest = key.partition(":")
-        if kind == "sizes":
-            summary.setdefault(rest.split(":")[0], []).append(arrays[key].tolist())
-        elif kind == "up":
-            ups[rest] = arrays[key]
+    save_record(record_path(folder, index), summary, ups)
     return summary, ups
 
 
@@ -356,7 +345,7 @@ def _label_and_write(
     for (i, j), window in windows:
         record = record_path(folder, (i, j))
         if record.exists():  # finished by an interrupted run: no read, no labelling
-            chunks[i, j] = dask.delayed(_reuse_chunk, nout=2)(record)
+            chunks[i, j] = dask.delayed(load_record, nout=2)(record)
         else:
             chunks[i, j] = dask.delayed(_label_chunk, nout=2)(
                 blocks[i, j],
@@ -384,18 +373,24 @@ def _label_and_write(
 
 
 def _finalise(
+    layer: Layer,
+    destination: Path,
+    *,
     mosaic: Mosaic,
     pyramid: Pyramid,
-    layer: Layer,
     parts: Path,
     sizes: dict[str, dict[Node, list[list[int]]]],
-    destination: Path,
+    timings: dict[str, float],
     **band: Any,
 ) -> None:
-    """The client's share: a header for the parts' tiles, the parts placed behind it, validated."""
+    """The client writes the header for the parts' tiles, tasks place the parts behind it
+    (timed as "place"), the client validates the COG."""
     template = destination.with_name(f"{layer.name}.template.tif")
     write_template(template, layer=layer, crs=mosaic.crs, transform=mosaic.transform, **band)
-    assemble(destination, folder=parts, layer=layer, pyramid=pyramid, sizes=sizes[layer.name], template=template)
+    placements = write_header(destination, layer=layer, pyramid=pyramid, sizes=sizes[layer.name], template=template)
+    start = time.perf_counter()
+    place_parts(destination, folder=parts, layer=layer, pyramid=pyramid, placements=placements)
+    timings["place"] = timings.get("place", 0.0) + time.perf_counter() - start
     _validate(destination)
 
 

@@ -127,8 +127,14 @@ def record_path(folder: Path, index: tuple[int, int]) -> Path:
     return folder / f"chunk-{index[0]:05d}-{index[1]:05d}.npz"
 
 
-def save_record(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """A finished chunk's results, renamed into place last: a record means its parts are complete."""
+def save_record(path: Path, summary: dict[str, Any], ups: dict[str, np.ndarray]) -> None:
+    """A finished chunk's summary (statistics, thumbnail and, per layer, its tile byte counts per
+    level) and decimated arrays, renamed into place last: a record means its parts are complete."""
+    arrays = {"stats": summary["stats"], "thumbnail": summary["thumbnail"]}
+    for layer, levels in summary.items():
+        if layer not in arrays:
+            arrays.update({f"sizes:{layer}:{n:03d}": np.asarray(s, dtype=np.int64) for n, s in enumerate(levels)})
+    arrays.update({f"up:{layer}": up for layer, up in ups.items()})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -136,9 +142,19 @@ def save_record(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def load_record(path: Path) -> dict[str, np.ndarray]:
+def load_record(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """What ``save_record`` saved: the chunk's summary and decimated arrays."""
     with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+        arrays = {key: data[key] for key in sorted(data.files)}
+    summary: dict[str, Any] = {"stats": arrays["stats"], "thumbnail": arrays["thumbnail"]}
+    ups = {}
+    for key, array in arrays.items():
+        kind, _, rest = key.partition(":")
+        if kind == "sizes":
+            summary.setdefault(rest.partition(":")[0], []).append(array.tolist())
+        elif kind == "up":
+            ups[rest] = array
+    return summary, ups
 
 
 def beside(output: Path, suffix: str) -> Path:

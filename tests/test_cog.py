@@ -10,7 +10,9 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-from pipeline.cog import LABELS, MARGIN, TILE, Pyramid, assemble, halve, merge_node, tiles_of, write_levels, write_template
+from pipeline.cog import (
+    LABELS, MARGIN, TILE, Pyramid, halve, merge_node, place_parts, tiles_of, write_header, write_levels, write_template,
+)
 from rasters import CRS, ORIGIN, RESOLUTION
 
 GRIDS = [(1300, 1100, 512), (1300, 1100, 2048), (2600, 5000, 1536), (5000, 300, 1024), (400, 300, 512)]
@@ -63,9 +65,11 @@ def write_cog(tmp_path: Path, layer, array: np.ndarray, chunk: int, *, bigtiff=N
     template = tmp_path / "template.tif"
     transform = rasterio.Affine(RESOLUTION, 0, ORIGIN[0], 0, -RESOLUTION, ORIGIN[1])
     palette = {0: (0, 0, 0), 1: (10, 20, 30)} if layer is LABELS else None
-    write_template(template, layer=layer, crs=CRS, transform=transform, palette=palette, tags={"CLASS_1": "water"}, description="what")
+    tags = {"CLASS_1": "water"}
+    write_template(template, layer=layer, crs=CRS, transform=transform, palette=palette, tags=tags, description="what")
     cog = tmp_path / "out.tif"
-    assemble(cog, folder=parts, layer=layer, pyramid=pyramid, sizes=sizes, template=template, bigtiff=bigtiff)
+    placements = write_header(cog, layer=layer, pyramid=pyramid, sizes=sizes, template=template, bigtiff=bigtiff)
+    place_parts(cog, folder=parts, layer=layer, pyramid=pyramid, placements=placements)
     return cog
 
 

@@ -46,7 +46,8 @@ def landcover(*args) -> subprocess.CompletedProcess:
 
 def stop_once_labelling(config_path: Path, parts: Path, sig: int, *, after: int, args=()) -> subprocess.CompletedProcess:
     """Start ``landcover run`` and send ``sig`` once more than ``after`` chunks are finished."""
-    proc = subprocess.Popen([str(LANDCOVER), "run", str(config_path), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [str(LANDCOVER), "run", str(config_path), *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while len(list(parts.glob("chunk-*.npz"))) <= after:
         assert proc.poll() is None, f"the run ended before it could be stopped:\n{proc.stderr.read()}"
