@@ -166,15 +166,16 @@ AMDAHL_STAGES = (
 def client_at_iowa() -> dict[str, Any]:
     """The client's bookkeeping for Iowa, measured: the label pass's graph (stand-in chunk tasks
     with the real tree) and the COG's header and tile index."""
-    import dask
+    from functools import partial
 
     from pipeline.cog import LABELS, Pyramid, layout, tree
 
     side = int(IOWA_PIXELS**0.5)
     pyramid = Pyramid(side, side, 2048)
     start = time.perf_counter()
-    ups = {(i, j): dask.delayed(dict, nout=2)(index=(i, j), folder=REPO, pyramid=pyramid) for _, i, j in pyramid.nodes(0)}
-    tree(pyramid, (LABELS,), REPO, {index: up[1] for index, up in ups.items()})
+    chunks = {(i, j): ("label_chunk", i, j) for _, i, j in pyramid.nodes(0)}  # the run adds one task per chunk too
+    graph = {key: (partial(dict, index=index, folder=REPO, pyramid=pyramid), ("read", *index)) for index, key in chunks.items()}
+    graph.update(tree(pyramid, (LABELS,), REPO, chunks, "iowa")[0])
     graph_s = time.perf_counter() - start
     nodes = [node for depth in [0, *pyramid.depths()] for node in pyramid.nodes(depth)]
     tiles = {node: [(lambda r0, r1, c0, c1: (r1 - r0) * (c1 - c0))(*pyramid.tiles(node, lv)) for lv in pyramid.levels(node)] for node in nodes}
@@ -182,7 +183,7 @@ def client_at_iowa() -> dict[str, Any]:
     start = time.perf_counter()
     layout(pyramid, LABELS, sizes, copied=[])
     header_s = time.perf_counter() - start
-    return {"chunks": len(ups), "tree_nodes": len(nodes) - len(ups), "tiles": sum(map(sum, tiles.values())),
+    return {"chunks": len(chunks), "tree_nodes": len(nodes) - len(chunks), "tiles": sum(map(sum, tiles.values())),
             "graph_s": round(graph_s, 2), "header_s": round(header_s, 2)}
 
 
@@ -199,8 +200,8 @@ def amdahl(mosaic: Path, workdir: Path, n: int) -> dict[str, Any]:
             t = r["stages_s"]
             stages = {
                 "start-up": r["seconds"] - t["total"], "open": t["open"], "sample": t["sample"], "fit": t["fit"],
-                "label_write": t["label_write"], "place": t["place"], "finalise_client": t["finalise"] - t["place"],
-                "sidecars": t["total"] - sum(t[k] for k in ("open", "sample", "fit", "label_write", "finalise")),
+                "label_write": t["label_write"], "place": t["place"], "finalise_client": t["finalise"],
+                "sidecars": t["total"] - sum(t[k] for k in ("open", "sample", "fit", "label_write", "place", "finalise")),
                 "wall": r["seconds"],
             }
             # The machine is shared: the fastest of the repeats is the least disturbed.
