@@ -147,8 +147,11 @@ class ModelConfig(_Section):
     k: int = Field(default=7, ge=2, le=254)
     """Number of classes; labels are 1..k and 0 is nodata, so k fits in uint8."""
     init: Literal["k-means||"] = "k-means||"
-    n_init: int = Field(default=3, ge=1, le=100)
-    """Restarts on the sample, each from its own seed; the lowest inertia wins."""
+    """The only value accepted so far, and it does not choose the seeding: the restarts are
+    seeded by k-means++ on the in-memory sample (see ``fit.py``)."""
+    n_init: int = Field(default=20, ge=1, le=100)
+    """k-means++ restarts on 100 000 pixels of the sample, each from its own seed; the two best
+    different maps are run to convergence on the whole sample and the lower inertia wins."""
     max_iter: int = Field(default=300, ge=1)
     tol: float = Field(default=1e-4, ge=0)
     """Relative to the sample's mean band variance, as in scikit-learn."""
@@ -335,7 +338,7 @@ _HINTS = {
     "sample.seed": "use a non-negative integer",
     "model.k": "use an integer from 2 to 254",
     "model.init": 'use "k-means||"',
-    "model.n_init": "use an integer from 1 to 100, e.g. 3",
+    "model.n_init": "use an integer from 1 to 100, e.g. 20",
     "model.max_iter": "use a positive integer",
     "model.tol": "use a non-negative number such as 1.0e-4",
     "model.order_by": 'use "brightness", "ndvi" or "none"',

@@ -339,6 +339,12 @@ def _page(
     config = report.get("config")
     config_text = yaml.safe_dump(config, sort_keys=False) if config else "(not recorded by the run that wrote this output)"
     fit = model.get("fit", {})
+    restarts = fit.get("restarts")
+    stability = "" if not restarts else f"{restarts['reached_best']} of {restarts['count']} reached the best inertia; "
+    unstable = "" if not fit.get("unstable") else (
+        '<div class="warn"><p>Unstable fit: few restarts reached the best inertia, so a run with another seed could '
+        "find another optimum (another map). Raise <code>model.n_init</code> and compare.</p></div>"
+    )
     versions = ", ".join(f"{k} {v}" for k, v in model.get("versions", {}).items())
 
     return f"""<!DOCTYPE html>
@@ -381,7 +387,8 @@ water, shadow and dense forest) are the ones most likely mixed up. Check these p
 <tr><th>stage</th><th>seconds</th></tr>
 {timing_rows}
 </table>
-<p class="note">Fit: {_e(fit.get('init', ''))}, {_e(fit.get('n_init', ''))} restart(s), {_e(fit.get('n_iter', ''))} iteration(s);
+{unstable}
+<p class="note">Fit: {_e(fit.get('seeding', fit.get('init', '')))}, {_e(fit.get('n_init', ''))} restart(s), {_e(stability)}{_e(fit.get('n_iter', ''))} iteration(s);
 inertia on the sample {model.get('inertia', float('nan')):.6g}. Versions: {_e(versions)}.</p>
 <pre>{_e(config_text)}</pre>
 <p class="note">Written {_e(generated)} by landcover.</p>

@@ -3,41 +3,43 @@
 The mosaic is a float32 dask array (band, y, x) in which invalid pixels are NaN. A pixel is
 invalid where the file's alpha band or internal mask says so, otherwise only where *every* band
 equals nodata: real NAIP water reads 0 in NIR alone. (rasterio's ``dataset_mask()`` uses band 4's
-mask alone for RGB-tagged 4-band files, which would drop that water, so we compute it ourselves.) Each chunk
-is one task that reads the windows of the tiles it overlaps; later tiles are drawn on top, as
-``gdalbuildvrt`` does. Tiles must share CRS, resolution, band count and dtype: mixing them is
-refused, never silently dropped.
+mask alone for RGB-tagged 4-band files, which would drop that water, so we compute it ourselves.)
+Later tiles are drawn on top, as ``gdalbuildvrt`` does. Tiles must share CRS, resolution, band
+count and dtype unless ``input.crs`` reprojects them: mixing them is refused, never silently dropped.
+
+A state is thousands of tiles, so nothing per window may cost O(all tiles): a ``TileIndex`` maps
+each cell of a regular grid over the mosaic to the few tiles that overlap it, and each read task
+carries only a ``WindowRead`` (its window and its own tiles, as plain data), never the mosaic.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
+import pickle
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cached_property
 
 import dask.array as da
 import numpy as np
 import rasterio
 import xarray as xr
 from affine import Affine
+from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
-from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from .config import InputConfig
 from .errors import InputError
+from .reproject import source_positions, source_window, warp_nearest
+from .sources import OPEN_OPTIONS, Header, expand_paths, first_line, read_headers
 
 log = logging.getLogger(__name__)
-
-_GLOB_CHARS = set("*?[")
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,59 @@ class Tile:
     """Per-band nodata of the file (or the config override), for the "nodata" mask."""
     warp: tuple[str, Affine] | None = None
     """(CRS, transform) of the tile's footprint on the mosaic grid when it is reprojected onto it
-    (nearest neighbour, through a WarpedVRT); None = read as it is."""
+    (nearest neighbour, see ``reproject.py``); None = read as it is."""
+
+    def overlaps(self, window: Window) -> bool:
+        return (
+            self.row_off < window.row_off + window.height
+            and window.row_off < self.row_off + self.height
+            and self.col_off < window.col_off + window.width
+            and window.col_off < self.col_off + self.width
+        )
+
+
+@dataclass(frozen=True)
+class WindowRead:
+    """Everything one task needs to decode one window of the mosaic: small, plain data."""
+
+    window: Window
+    tiles: tuple[Tile, ...]
+    """The tiles overlapping the window, in drawing order (later on top)."""
+    bands: tuple[int, ...]
+
+
+class TileIndex:
+    """Which tiles overlap each ``cell`` x ``cell`` square of the mosaic grid.
+
+    Built once in O(tiles x cells per tile); a lookup costs O(cells the window spans + tiles
+    found), whatever the number of tiles in the mosaic.
+    """
+
+    def __init__(self, tiles: tuple[Tile, ...], *, cell: int, height: int, width: int) -> None:
+        self.cell = cell
+        self.shape = (-(-height // cell), -(-width // cell))
+        self._cells: dict[tuple[int, int], list[int]] = {}
+        for number, tile in enumerate(tiles):
+            for key in self._cells_of(tile.row_off, tile.col_off, tile.height, tile.width):
+                self._cells.setdefault(key, []).append(number)
+
+    def _cells_of(self, row: int, col: int, height: int, width: int) -> list[tuple[int, int]]:
+        rows, cols = self.shape
+        r0, r1 = max(0, row // self.cell), min(rows - 1, (row + height - 1) // self.cell)
+        c0, c1 = max(0, col // self.cell), min(cols - 1, (col + width - 1) // self.cell)
+        return [(r, c) for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)]
+
+    def candidates(self, window: Window) -> list[int]:
+        """Numbers of the tiles in the cells the window spans, ascending (a superset)."""
+        found: set[int] = set()
+        for key in self._cells_of(int(window.row_off), int(window.col_off), int(window.height), int(window.width)):
+            found.update(self._cells.get(key, ()))
+        return sorted(found)
 
 
 @dataclass(frozen=True)
 class Mosaic:
-    """The grid, the tiles on it, and the feature bands; everything needed to read any chunk."""
+    """The grid, the tiles on it, and the feature bands; everything needed to read any window."""
 
     tiles: tuple[Tile, ...]
     crs: str
@@ -79,6 +128,15 @@ class Mosaic:
     def chunks(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         return (len(self.bands),), _split(self.height, self.chunk), _split(self.width, self.chunk)
 
+    @cached_property
+    def index(self) -> TileIndex:
+        return TileIndex(self.tiles, cell=self.chunk, height=self.height, width=self.width)
+
+    @cached_property
+    def token(self) -> str:
+        # Pickled bytes hash in milliseconds; dask's tokenize walks thousands of tile dataclasses.
+        return tokenize(pickle.dumps((self.tiles, self.bands, self.chunk, self.height, self.width)))
+
     def windows(self) -> list[tuple[tuple[int, int], Window]]:
         """(block index, window in the mosaic) of every chunk, row-major."""
         out = []
@@ -88,20 +146,35 @@ class Mosaic:
                 out.append(((i, j), Window(col, row, w, h)))
         return out
 
+    def tiles_in(self, window: Window) -> tuple[Tile, ...]:
+        """The tiles sharing at least one pixel with ``window`` (a single corner pixel is enough), in drawing order."""
+        return tuple(self.tiles[n] for n in self.index.candidates(window) if self.tiles[n].overlaps(window))
+
+    def plan(self, window: Window) -> WindowRead:
+        return WindowRead(window, self.tiles_in(window), self.bands)
+
+    def covered(self, size: int) -> np.ndarray:
+        """(rows, cols) booleans: which ``size``-wide windows of the grid overlap some tile's footprint."""
+        rows, cols = -(-self.height // size), -(-self.width // size)
+        out = np.zeros((rows, cols), dtype=bool)
+        for t in self.tiles:
+            out[t.row_off // size : (t.row_off + t.height - 1) // size + 1, t.col_off // size : (t.col_off + t.width - 1) // size + 1] = True
+        return out
+
     def pixel_area(self) -> float:
         return abs(self.transform.a * self.transform.e)
 
     def to_dask(self) -> da.Array:
         """Lazy float32 (band, y, x) array; NaN marks invalid pixels."""
-        name = f"read-mosaic-{_token(self)}"
-        graph = {
-            (name, 0, i, j): (read_window, self, window) for (i, j), window in self.windows()
-        }
+        name = f"read-mosaic-{self.token}"
+        graph = {(name, 0, i, j): (read, self.plan(window)) for (i, j), window in self.windows()}
         hlg = HighLevelGraph.from_collections(name, graph, dependencies=())
         return da.Array(hlg, name, chunks=self.chunks, dtype=np.float32)
 
     def to_xarray(self) -> xr.DataArray:
         """The mosaic with coordinates and CRS, for users who want to explore it."""
+        import rioxarray  # noqa: F401  (registers the .rio accessor)
+
         xs = self.transform.c + self.transform.a * (np.arange(self.width) + 0.5)
         ys = self.transform.f + self.transform.e * (np.arange(self.height) + 0.5)
         array = xr.DataArray(
@@ -114,36 +187,7 @@ def _split(length: int, chunk: int) -> tuple[int, ...]:
     return tuple(min(chunk, length - start) for start in range(0, length, chunk))
 
 
-def _token(mosaic: Mosaic) -> str:
-    from dask.base import tokenize
-
-    return tokenize(mosaic.tiles, mosaic.bands, mosaic.chunk, mosaic.height, mosaic.width)
-
-
 # --- opening -------------------------------------------------------------------------------------
-
-
-def expand_paths(patterns: tuple[str, ...]) -> list[str]:
-    """Files from paths and globs, in the order given (each glob sorted); errors name the entry."""
-    files: list[str] = []
-    for pattern in patterns:
-        if _GLOB_CHARS & set(pattern):
-            matches = sorted(glob.glob(pattern))
-            if not matches:
-                raise InputError(f"input.paths: '{pattern}' matches no file; check the folder and pattern")
-            files.extend(m for m in matches if Path(m).is_file())
-            continue
-        path = Path(pattern)
-        if path.is_dir():
-            raise InputError(f"{pattern}: is a directory; give its files, e.g. '{pattern}/*.tif'")
-        if not path.exists():
-            raise InputError(f"{pattern}: file not found; check input.paths")
-        files.append(pattern)
-    unique = list(dict.fromkeys(files))
-    if not unique:
-        raise InputError(f"input.paths: {list(patterns)} names no raster file")
-    return unique
-
 
 _MUST_MATCH = (
     ("crs", "CRS", "set input.crs (e.g. {crs}) to reproject them on the fly, or reproject the tiles first (gdalwarp -t_srs)"),
@@ -154,59 +198,65 @@ _MUST_MATCH = (
 
 
 def open_mosaic(spec: InputConfig, *, chunk: int) -> Mosaic:
-    """Read the metadata of every input file and plan the mosaic; no pixel is read."""
-    files = expand_paths(spec.paths)
-    metas = [_describe(path, spec) for path in files]
-    first = metas[0]
+    """Read the header of every input file and plan the mosaic; no pixel is read."""
+    headers = read_headers(expand_paths(spec.paths), spec)
+    return plan_mosaic(headers, spec, chunk=chunk)
+
+
+def plan_mosaic(headers: list[Header], spec: InputConfig, *, chunk: int) -> Mosaic:
+    """The mosaic grid over the tiles described by ``headers`` (pure: no file is opened)."""
+    first = headers[0]
     # With input.crs, tiles of another CRS or resolution are reprojected instead of refused.
     must_match = _MUST_MATCH if spec.crs is None else _MUST_MATCH[2:]
-    for meta in metas[1:]:
+    for header in headers[1:]:
         for key, label, fix in must_match:
-            if meta[key] != first[key]:
+            value, expected = getattr(header, key), getattr(first, key)
+            if value != expected:
                 raise InputError(
-                    f"{meta['path']}: {label} {meta[key]} differs from {first['path']} ({first[key]}); {fix.format(crs=first['crs'])}"
+                    f"{header.path}: {label} {value} differs from {first.path} ({expected}); {fix.format(crs=first.crs)}"
                 )
     bands = _feature_bands(spec.bands, first)
-    names = tuple(first["names"][b - 1] for b in bands)
+    names = tuple(first.names[b - 1] for b in bands)
     if spec.band_names is not None:
         if len(spec.band_names) != len(bands):
             raise InputError(
                 f"input.band_names: {len(spec.band_names)} name(s) for the {len(bands)} band(s) read from "
-                f"{first['path']} (bands {list(bands)}); give one name per band"
+                f"{first.path} (bands {list(bands)}); give one name per band"
             )
         names = spec.band_names
     if spec.crs is not None:
-        return _reprojected_mosaic(metas, spec, bands=bands, names=names, chunk=chunk)
-    res_x, res_y = first["res"]
-    left = min(m["bounds"].left for m in metas)
-    top = max(m["bounds"].top for m in metas)
-    right = max(m["bounds"].right for m in metas)
-    bottom = min(m["bounds"].bottom for m in metas)
+        return _reprojected_mosaic(headers, spec, bands=bands, names=names, chunk=chunk)
+    res_x, res_y = first.res
+    all_bounds = [h.bounds for h in headers]
+    left = min(b.left for b in all_bounds)
+    top = max(b.top for b in all_bounds)
+    right = max(b.right for b in all_bounds)
+    bottom = min(b.bottom for b in all_bounds)
     width, height = round((right - left) / res_x), round((top - bottom) / res_y)
     transform = Affine(res_x, 0.0, left, 0.0, -res_y, top)
 
     tiles = tuple(
         Tile(
-            path=m["path"],
-            row_off=round((top - m["bounds"].top) / res_y),
-            col_off=round((m["bounds"].left - left) / res_x),
-            height=m["height"],
-            width=m["width"],
-            mask=m["mask"],
-            alpha=m["alpha"],
-            nodata=m["nodata"],
+            path=h.path,
+            row_off=round((top - b.top) / res_y),
+            col_off=round((b.left - left) / res_x),
+            height=h.height,
+            width=h.width,
+            mask=h.mask,
+            alpha=h.alpha,
+            nodata=h.nodata,
         )
-        for m in metas
+        for h, b in zip(headers, all_bounds)
     )
-    log.info("mosaic: %d file(s), %d x %d pixels, bands %s", len(files), width, height, list(bands))
-    return Mosaic(tiles, first["crs"], transform, height, width, bands, names, first["dtype"], chunk, first["count"])
+    log.info("mosaic: %d file(s), %d x %d pixels, bands %s", len(headers), width, height, list(bands))
+    return Mosaic(tiles, first.crs, transform, height, width, bands, names, first.dtype, chunk, first.count)
 
 
 _EPS = 1e-6  # pixels: bounds within this of a grid line are on it (float noise of transforms)
 
 
 def _reprojected_mosaic(
-    metas: list[dict], spec: InputConfig, *, bands: tuple[int, ...], names: tuple[str, ...], chunk: int
+    headers: list[Header], spec: InputConfig, *, bands: tuple[int, ...], names: tuple[str, ...], chunk: int
 ) -> Mosaic:
     """The grid of ``input.crs`` covering every tile's reprojected bounds.
 
@@ -215,19 +265,23 @@ def _reprojected_mosaic(
     copied, never blended. The grid is aligned to the first tile read as it is, if any.
     """
     crs = CRS.from_user_input(spec.crs)
-    bounds = [transform_bounds(m["crs"], crs, *m["bounds"], densify_pts=21) for m in metas]
-    same_crs = [CRS.from_user_input(m["crs"]) == crs for m in metas]
+    # A state has thousands of tiles in two or three CRSs: parse each CRS once.
+    is_target = {name: CRS.from_user_input(name) == crs for name in {h.crs for h in headers}}
+    bounds = [
+        tuple(h.bounds) if is_target[h.crs] else transform_bounds(h.crs, crs, *h.bounds, densify_pts=21) for h in headers
+    ]
+    same_crs = [is_target[h.crs] for h in headers]
     # Tiles already in input.crs set the resolution; an estimate after reprojection (GDAL's, as
     # gdalwarp's default) is used only when there are none: it is rarely a round number.
     if spec.resolution is not None:
         res, source = spec.resolution, "input.resolution"
     elif any(same_crs):
-        res = min(min(m["res"]) for m, same in zip(metas, same_crs) if same)
+        res = min(min(h.res) for h, same in zip(headers, same_crs) if same)
         source = f"the finest of the tiles in {spec.crs}"
     else:
-        res = min(_resolution_in(m, crs) for m in metas)
+        res = min(_resolution_in(h, crs) for h in headers)
         source = f"no tile is in {spec.crs}: the finest estimated after reprojection; set input.resolution to choose"
-    direct = [same and m["res"] == (res, res) for m, same in zip(metas, same_crs)]
+    direct = [same and h.res == (res, res) for h, same in zip(headers, same_crs)]
 
     left, bottom = min(b[0] for b in bounds), min(b[1] for b in bounds)
     right, top = max(b[2] for b in bounds), max(b[3] for b in bounds)
@@ -238,11 +292,11 @@ def _reprojected_mosaic(
     transform = Affine(res, 0.0, left, 0.0, -res, top)
 
     tiles = []
-    for m, b, as_is in zip(metas, bounds, direct):
-        common = {"path": m["path"], "mask": m["mask"], "alpha": m["alpha"], "nodata": m["nodata"]}
+    for h, b, as_is in zip(headers, bounds, direct):
+        common = {"path": h.path, "mask": h.mask, "alpha": h.alpha, "nodata": h.nodata}
         if as_is:
             row_off, col_off = round((top - b[3]) / res), round((b[0] - left) / res)
-            tiles.append(Tile(row_off=row_off, col_off=col_off, height=m["height"], width=m["width"], **common))
+            tiles.append(Tile(row_off=row_off, col_off=col_off, height=h.height, width=h.width, **common))
             continue
         col_off, row_off = math.floor((b[0] - left) / res + _EPS), math.floor((top - b[3]) / res + _EPS)
         tile_width = math.ceil((b[2] - left) / res - _EPS) - col_off
@@ -251,96 +305,33 @@ def _reprojected_mosaic(
         tiles.append(Tile(row_off=row_off, col_off=col_off, height=tile_height, width=tile_width, warp=warp, **common))
     log.info(
         "mosaic: %d file(s) on %s at %g (%s), %d reprojected, %d x %d pixels, bands %s",
-        len(metas), spec.crs, res, source, direct.count(False), width, height, list(bands),
+        len(headers), spec.crs, res, source, direct.count(False), width, height, list(bands),
     )
-    first = metas[0]
-    return Mosaic(tuple(tiles), crs.to_string(), transform, height, width, bands, names, first["dtype"], chunk, first["count"])
+    first = headers[0]
+    return Mosaic(tuple(tiles), crs.to_string(), transform, height, width, bands, names, first.dtype, chunk, first.count)
 
 
-def _resolution_in(meta: dict, crs: CRS) -> float:
+def _resolution_in(header: Header, crs: CRS) -> float:
     """The pixel size GDAL would choose for the tile reprojected into ``crs``."""
-    transform, _, _ = calculate_default_transform(meta["crs"], crs, meta["width"], meta["height"], *meta["bounds"])
+    transform, _, _ = calculate_default_transform(header.crs, crs, header.width, header.height, *header.bounds)
     return min(abs(transform.a), abs(transform.e))
 
 
-def _feature_bands(requested: tuple[int, ...] | None, meta: dict) -> tuple[int, ...]:
-    alpha = meta["alpha"]
+def _feature_bands(requested: tuple[int, ...] | None, header: Header) -> tuple[int, ...]:
+    alpha = header.alpha
     if requested is None:
-        return tuple(b for b in range(1, meta["count"] + 1) if b != alpha)
+        return tuple(b for b in range(1, header.count + 1) if b != alpha)
     for band in requested:
-        if band > meta["count"]:
+        if band > header.count:
             raise InputError(
-                f"input.bands: band {band} does not exist in {meta['path']}, which has {meta['count']} band(s)"
+                f"input.bands: band {band} does not exist in {header.path}, which has {header.count} band(s)"
             )
         if band == alpha:
             raise InputError(
-                f"input.bands: band {band} of {meta['path']} is its alpha band (a mask, never a feature); "
+                f"input.bands: band {band} of {header.path} is its alpha band (a mask, never a feature); "
                 "remove it from input.bands"
             )
     return requested
-
-
-def _describe(path: str, spec: InputConfig) -> dict:
-    try:
-        with rasterio.open(path) as src:
-            if src.crs is None:
-                raise InputError(f"{path}: has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx) and retry")
-            t = src.transform
-            if t.b != 0 or t.d != 0:
-                raise InputError(f"{path}: has a rotated geotransform; warp it north-up (gdalwarp) first")
-            alpha = _alpha_band(src, spec.alpha)
-            flags = src.mask_flag_enums[0] if src.count else []
-            if spec.nodata is not None:
-                mask = "nodata"
-                nodata: tuple[float | None, ...] = (spec.nodata,) * src.count
-            elif alpha is not None:
-                mask, nodata = "alpha", src.nodatavals
-            elif MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
-                mask, nodata = "mask", src.nodatavals
-            elif any(v is not None for v in src.nodatavals):
-                mask, nodata = "nodata", src.nodatavals
-            else:
-                mask, nodata = "none", src.nodatavals
-            return {
-                "path": path,
-                "crs": src.crs.to_string(),
-                "res": (round(abs(t.a), 9), round(abs(t.e), 9)),
-                "count": src.count,
-                "dtype": src.dtypes[0],
-                "bounds": src.bounds,
-                "height": src.height,
-                "width": src.width,
-                "alpha": alpha,
-                "mask": mask,
-                "nodata": tuple(nodata),
-                "names": tuple(d or f"band{i + 1}" for i, d in enumerate(src.descriptions)),
-            }
-    except InputError:
-        raise
-    except RasterioError as exc:
-        raise InputError(f"{path}: not a readable raster ({_first_line(exc)}); check the file") from None
-
-
-def _alpha_band(src: rasterio.DatasetReader, setting: str | int) -> int | None:
-    if setting == "none":
-        return None
-    if isinstance(setting, int):
-        if setting > src.count:
-            raise InputError(f"input.alpha: band {setting} does not exist in {src.name}, which has {src.count} band(s)")
-        return setting
-    alpha = next((i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha), None)
-    if alpha is not None:
-        log.warning(
-            "%s: band %d is marked alpha, so it masks pixels and is not a feature; "
-            "if it holds data (e.g. NIR), set input.alpha: none",
-            src.name,
-            alpha,
-        )
-    return alpha
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -349,69 +340,61 @@ _OPEN_PER_THREAD = 32  # datasets kept open per thread; a state has thousands of
 _local = threading.local()
 
 
-def _dataset(tile: Tile) -> rasterio.DatasetReader | WarpedVRT:
+def _dataset(tile: Tile) -> rasterio.DatasetReader:
     """One open dataset per thread and tile (GDAL handles are not thread-safe), LRU-bounded."""
-    cache: OrderedDict[tuple, rasterio.DatasetReader | WarpedVRT] = getattr(_local, "datasets", None) or OrderedDict()
+    cache: OrderedDict[str, rasterio.DatasetReader] = getattr(_local, "datasets", None) or OrderedDict()
     _local.datasets = cache
-    key = (tile.path, tile.warp)
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    src = rasterio.open(tile.path)
-    if tile.warp is not None:
-        crs, transform = tile.warp
-        # GDAL's warped alpha is 0 outside the tile's footprint and where the source is masked
-        # (every band nodata, its internal mask or its own alpha band, which is warped as alpha).
-        nodata = {"src_nodata": tile.nodata[0]} if tile.mask == "nodata" else {}
-        src = WarpedVRT(
-            src, crs=crs, transform=transform, width=tile.width, height=tile.height,
-            resampling=Resampling.nearest, add_alpha=tile.mask != "alpha", **nodata,
-        )
-    cache[key] = src
+    if tile.path in cache:
+        cache.move_to_end(tile.path)
+        return cache[tile.path]
+    with rasterio.Env(**OPEN_OPTIONS):
+        src = rasterio.open(tile.path)
+    cache[tile.path] = src
     if len(cache) > _OPEN_PER_THREAD:
-        _close(cache.popitem(last=False)[1])
+        cache.popitem(last=False)[1].close()
     return src
 
 
-def _close(dataset: rasterio.DatasetReader | WarpedVRT) -> None:
-    dataset.close()
-    if isinstance(dataset, WarpedVRT):
-        dataset.src_dataset.close()
-
-
-def read_window(mosaic: Mosaic, window: Window) -> np.ndarray:
+def read(job: WindowRead) -> np.ndarray:
     """Decode one mosaic window: float32 (band, h, w), NaN where no tile has a valid pixel."""
+    window, bands = job.window, job.bands
     h, w = int(window.height), int(window.width)
     parts = []
-    for tile in mosaic.tiles:
+    for tile in job.tiles:
         top = max(window.row_off, tile.row_off)
         left = max(window.col_off, tile.col_off)
         bottom = min(window.row_off + h, tile.row_off + tile.height)
         right = min(window.col_off + w, tile.col_off + tile.width)
-        if top < bottom and left < right:
-            parts.append((tile, top, left, bottom, right))
+        parts.append((tile, top, left, bottom, right))
     if len(parts) == 1 and (parts[0][3] - parts[0][1], parts[0][4] - parts[0][2]) == (h, w):
         # One tile covers the window (most windows of most mosaics): no compositing needed.
-        data, valid = _read_part(mosaic, *parts[0])
+        data, valid = _read_part(bands, *parts[0])
         out = data.astype(np.float32)
         if not valid.all():
             out[:, ~valid] = np.nan
         return out
-    out = np.full((len(mosaic.bands), h, w), np.nan, dtype=np.float32)
+    out = np.full((len(bands), h, w), np.nan, dtype=np.float32)
     for tile, top, left, bottom, right in parts:
-        data, valid = _read_part(mosaic, tile, top, left, bottom, right)
+        data, valid = _read_part(bands, tile, top, left, bottom, right)
         dst = out[:, top - window.row_off : bottom - window.row_off, left - window.col_off : right - window.col_off]
         np.copyto(dst, data, where=valid, casting="unsafe")
     return out
 
 
-def _read_part(mosaic: Mosaic, tile: Tile, top: int, left: int, bottom: int, right: int) -> tuple[np.ndarray, np.ndarray]:
+def read_window(mosaic: Mosaic, window: Window) -> np.ndarray:
+    """``read`` of one window of ``mosaic``, planned through its tile index."""
+    return read(mosaic.plan(window))
+
+
+def _read_part(
+    bands: tuple[int, ...], tile: Tile, top: int, left: int, bottom: int, right: int
+) -> tuple[np.ndarray, np.ndarray]:
     src_window = Window(left - tile.col_off, top - tile.row_off, right - left, bottom - top)
     try:
-        return _read_tile(tile, mosaic.bands, src_window)
+        return _read_tile(tile, bands, src_window)
     except RasterioError as exc:
         # rasterio's own message only says "see previous exception": GDAL's cause names the block.
-        reason = _first_line(exc.__cause__ or exc).removeprefix(f"{tile.path}, ")
+        reason = first_line(exc.__cause__ or exc).removeprefix(f"{tile.path}, ")
         raise InputError(
             f"{tile.path}: cannot decode window {src_window.flatten()} ({reason}); "
             "the file is damaged, replace or remove it"
@@ -419,12 +402,25 @@ def _read_part(mosaic: Mosaic, tile: Tile, top: int, left: int, bottom: int, rig
 
 
 def _read_tile(tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Feature bands of one tile window, in the file's dtype, and its validity mask."""
+    """Feature bands of one window of the tile's footprint, in the file's dtype, and its validity."""
     src = _dataset(tile)
-    if tile.warp is not None:
-        alpha = tile.alpha if tile.mask == "alpha" else src.count
-        data, valid = src.read(list(bands), window=window), src.read(alpha, window=window) > 0
-    elif tile.mask == "nodata":
+    if tile.warp is None:
+        return _read_source(src, tile, bands, window)
+    crs, footprint = tile.warp
+    rows, cols, lattice_origin = source_positions(window, footprint, crs, src.crs, src.transform)
+    data = np.zeros((len(bands), int(window.height), int(window.width)), dtype=src.dtypes[0])
+    valid = np.zeros(data.shape[1:], dtype=bool)
+    needed = source_window(rows, cols, src.height, src.width)
+    if needed is not None:
+        source, source_valid = _read_source(src, tile, bands, needed)
+        origin = (int(needed.row_off), int(needed.col_off))
+        warp_nearest(source, source_valid, origin, rows, cols, lattice_origin, (int(window.row_off), int(window.col_off)), data, valid)
+    return data, valid
+
+
+def _read_source(src: rasterio.DatasetReader, tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Feature bands of one window of the file itself and its validity mask."""
+    if tile.mask == "nodata":
         # Every band takes part in the mask (dataset-mask semantics), not only the features.
         everything = src.read(window=window)
         valid = np.zeros(everything.shape[1:], dtype=bool)

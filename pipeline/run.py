@@ -139,6 +139,7 @@ def _classify(
             "fit": {
                 "init": m.init, "n_init": m.n_init, "max_iter": m.max_iter, "n_iter": fit.n_iter, "tol": m.tol,
                 "tol_absolute": fit.tol_absolute, "order_by": m.order_by,
+                "seeding": "k-means++", "unstable": fit.restarts.unstable, "restarts": fit.restarts.to_json(),
             },
             "input": {
                 "paths": [t.path for t in mosaic.tiles], "crs": mosaic.crs, "dtype": mosaic.dtype, "count": mosaic.count,

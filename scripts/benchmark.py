@@ -117,15 +117,16 @@ def read_floor(path: Path) -> float:
     return seconds
 
 
-def timed_run(cmd: list[str]) -> dict[str, float]:
-    """Wall seconds and peak RSS (GB) of a command under /usr/bin/time -v."""
+def timed_run(cmd: list[str], *, keep_stderr: bool = False) -> dict[str, Any]:
+    """Wall seconds and peak RSS (GB) of a command under /usr/bin/time -v (and its stderr)."""
     start = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"error: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     kbytes = re.findall(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)[-1]
-    return {"seconds": round(seconds, 2), "peak_rss_gb": round(int(kbytes) / 2**20, 3)}
+    result: dict[str, Any] = {"seconds": round(seconds, 2), "peak_rss_gb": round(int(kbytes) / 2**20, 3)}
+    return {**result, "stderr": proc.stderr} if keep_stderr else result
 
 
 def run_pipeline(mosaic: Path, workdir: Path, n: int, *, dask_options: dict[str, Any] | None = None, name: str = "") -> dict[str, Any]:
@@ -375,7 +376,18 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=REPO / "benchmark-data")
     parser.add_argument("--out", type=Path, default=Path("benchmark.json"))
     parser.add_argument("--amdahl", action="store_true", help="also run the largest size on local-cluster with 1 and 2 workers (Amdahl table)")
+    parser.add_argument("--state", action="store_true", help="the state-scale rehearsal instead (scripts/state_rehearsal.py; ~1 h)")
+    parser.add_argument("--tiles", default="64x80", help="--state: rows x columns of tile files (2.08 MP each)")
+    parser.add_argument("--skip-cluster", action="store_true", help="--state: no local-cluster run")
+    parser.add_argument("--skip-spread", action="store_true", help="--state: no 5-seed sample spread")
+    parser.add_argument("--steps", default="", help="--state: comma-separated subset of graph,open,sample,floor,threads,cluster,small,identity,spread")
+    parser.add_argument("--state-out", type=Path, default=Path("benchmark-state.json"))
     args = parser.parse_args()
+    if args.state:
+        import state_rehearsal
+
+        state_rehearsal.main(args)
+        return
     ns = [QUICK_SIZE] if args.quick else [int(s) for s in args.sizes.split(",")]
     with_daskml = args.with_daskml_full and not args.quick
     notes = [f"quick: {QUICK_SIZE}x{QUICK_SIZE} mosaic instead of 10x10 so the run stays under 2 min"] if args.quick else []

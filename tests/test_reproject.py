@@ -95,3 +95,32 @@ def test_naip_scene_reprojected_to_the_next_zone_joins_the_mosaic(naip_scenes, m
         assert from_moved.sum() == pytest.approx((src.read() != 0).any(axis=0).sum(), rel=0.01)
     labels = read_labels(run(config).output)
     assert labels.shape == from_moved.shape and (labels[from_moved] > 0).all()
+
+
+def test_reprojection_is_exact_and_does_not_depend_on_the_window(naip_scenes, tmp_path):
+    from rasterio.warp import transform as transform_points
+    from rasterio.windows import Window
+
+    from pipeline.config import InputConfig
+    from pipeline.mosaic import read
+
+    moved = to_crs(naip_scenes[0], tmp_path / "naip_z15.tif", "EPSG:32615")
+    mosaic = open_mosaic(InputConfig(paths=str(moved), crs="EPSG:26914"), chunk=256)
+    whole = read(mosaic.plan(Window(0, 0, mosaic.width, mosaic.height)))
+    # Any chunking gives the same pixels (the source positions hang on a lattice of the footprint).
+    np.testing.assert_array_equal(mosaic.to_dask().compute(), whole)
+    with rasterio.open(moved) as src:
+        source, inverse, source_crs = src.read(), ~src.transform, src.crs
+        gdal = np.zeros((src.count, mosaic.height, mosaic.width), np.uint8)
+        reproject(source, gdal, src_transform=src.transform, src_crs=src.crs, dst_transform=mosaic.transform,
+                  dst_crs=mosaic.crs, resampling=Resampling.nearest, src_nodata=0, dst_nodata=0, tolerance=0)
+    ours = np.nan_to_num(whole, nan=0).astype(np.uint8)
+    # Every pixel takes the source pixel that contains its centre, projected exactly by PROJ.
+    rows, cols = np.unravel_index(np.random.default_rng(0).choice(whole[0].size, 5000, replace=False), whole[0].shape)
+    xs, ys = mosaic.transform * (cols + 0.5, rows + 0.5)
+    sx, sy = (np.asarray(v) for v in transform_points(mosaic.crs, source_crs, xs, ys))
+    src_cols, src_rows = (np.floor(v).astype(int) for v in inverse * (sx, sy))
+    inside = (src_rows >= 0) & (src_rows < source.shape[1]) & (src_cols >= 0) & (src_cols < source.shape[2])
+    np.testing.assert_array_equal(ours[:, rows[inside], cols[inside]], source[:, src_rows[inside], src_cols[inside]])
+    # GDAL's warper picks a neighbour where a centre falls within ~0.01 pixel of an edge.
+    assert (ours == gdal).all(axis=0).mean() > 0.99

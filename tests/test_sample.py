@@ -1,4 +1,4 @@
-"""The two-stage sample: a seeded subset of windows, then seeded keys per pixel, on real GeoTIFFs."""
+"""The two-stage sample: stratified seeded windows, then seeded keys per pixel, on real GeoTIFFs."""
 
 import logging
 import re
@@ -10,15 +10,16 @@ from pipeline.config import InputConfig
 from pipeline.label import nearest
 from pipeline.mosaic import open_mosaic
 from pipeline.sample import draw_sample
-from rasters import class_centres, planted_classes, planted_image, write_raster
+from rasters import ORIGIN, RESOLUTION, class_centres, planted_classes, planted_image, write_raster
 
 K = 4
 
 
-def windows_read(caplog) -> tuple[int, int]:
+def windows_read(caplog) -> tuple[int, int, int]:
+    """(windows read, windows covered, rounds) from the sample's log line."""
     message = [r.getMessage() for r in caplog.records if r.name == "pipeline.sample"][-1]
-    read, total = re.search(r"from (\d+) of (\d+) windows", message).groups()
-    return int(read), int(total)
+    read, total, rounds = re.search(r"from (\d+) of (\d+) windows \(\d+ strata, (\d+) round", message).groups()
+    return int(read), int(total), int(rounds)
 
 
 @pytest.fixture
@@ -37,14 +38,14 @@ def test_reads_a_fraction_of_the_windows_and_stays_unbiased(planted_mosaic, capl
     for seed in range(32):
         sample = draw_sample(mosaic, size=2000, seed=seed, window=64, min_windows=32)
         assert len(sample) == 2000 and not np.isnan(sample).any()
-        assert windows_read(caplog) == (32, 256)  # one round: an eighth of the mosaic decoded
+        assert windows_read(caplog) == (32, 256, 1)  # one round: an eighth of the mosaic decoded
         classes.append(nearest(sample.T, centres)[0] - 1)
     # Every pixel is equally likely to be drawn, so class shares match the truth map's.
     drawn = np.bincount(np.concatenate(classes), minlength=K) / (32 * 2000)
     np.testing.assert_allclose(drawn, np.bincount(truth.ravel(), minlength=K) / truth.size, atol=0.03)
 
 
-def test_nodata_heavy_mosaic_reads_more_windows_until_the_sample_is_full(tmp_path, caplog):
+def test_nodata_heavy_mosaic_raises_the_rate_until_the_sample_is_full(tmp_path, caplog):
     truth = planted_classes(1024, 1024, K, seed=12)
     image = planted_image(truth, class_centres(K, 4, low=20, high=240, seed=12), noise=2.0, dtype="uint8", seed=12)
     image[:, 128:] = 0  # seven eighths nodata
@@ -52,5 +53,26 @@ def test_nodata_heavy_mosaic_reads_more_windows_until_the_sample_is_full(tmp_pat
     caplog.set_level(logging.INFO, logger="pipeline.sample")
     sample = draw_sample(mosaic, size=4000, seed=0, window=64, min_windows=32)
     assert len(sample) == 4000 and not np.isnan(sample).any() and (sample > 0).any(axis=1).all()
-    read, total = windows_read(caplog)
-    assert 32 < read <= total == 256
+    read, total, rounds = windows_read(caplog)
+    assert rounds > 1 and 32 <= read <= total == 256
+
+
+def test_strata_of_an_irregular_mosaic_keep_every_pixel_equally_likely(tmp_path):
+    # Three tiles in an L (a quarter of the bounding box empty), each its own classes, and strata
+    # that straddle tiles: class shares of the sample still match the mosaic's.
+    centres = class_centres(K, 4, low=20, high=240, seed=13)
+    half = np.kron(np.array([[2, 3]]), np.ones((256, 128), dtype=int))
+    truths = [np.zeros((256, 256), int), np.ones((256, 256), int), half]
+    origins = [(0, 0), (0, 256), (256, 0)]  # (row, col) in pixels
+    paths = []
+    for n, (truth, (row, col)) in enumerate(zip(truths, origins)):
+        image = planted_image(truth, centres, noise=2.0, dtype="uint8", seed=n)
+        origin = (ORIGIN[0] + col * RESOLUTION, ORIGIN[1] - row * RESOLUTION)
+        paths.append(str(write_raster(tmp_path / f"tile{n}.tif", image, origin=origin)))
+    mosaic = open_mosaic(InputConfig(paths=paths), chunk=512)
+    drawn = []
+    for seed in range(40):
+        sample = draw_sample(mosaic, size=600, seed=seed, window=64, min_windows=7)
+        drawn.append(nearest(sample.T, centres)[0] - 1)
+    shares = np.bincount(np.concatenate(drawn), minlength=K) / (40 * 600)
+    np.testing.assert_allclose(shares, [1 / 3, 1 / 3, 1 / 6, 1 / 6], atol=0.03)
