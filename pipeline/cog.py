@@ -54,10 +54,15 @@ Node = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class Layer:
+    """One COG the label pass writes."""
+
     name: str
+    """Prefix of its part files."""
     dtype: str
     nodata: float
+    """Also fills the edge tiles past the mosaic."""
     resampling: Literal["nearest", "average"]
+    """How each overview level is made from the one before."""
 
 
 LABELS = Layer("labels", "uint8", 0, "nearest")
