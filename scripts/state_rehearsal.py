@@ -389,12 +389,14 @@ def main(args) -> None:
 def ratios(r: dict[str, Any]) -> dict[str, Any]:
     t = r["threads"]
     stages = t["stages_s"]
-    fixed = t["seconds"] - stages["label_write"] - stages["finalise"]
+    fixed = t["seconds"] - stages["label_write"] - stages.get("place", 0.0) - stages["finalise"]
+    after_workers = stages["finalise"] + stages["total"] - sum(v for k, v in stages.items() if k != "total")
     out = {
         "wall_over_floor": round(t["seconds"] / r["floor_s"], 2),
         "label_write_over_floor": round(stages["label_write"] / r["floor_s"], 2),
         "not_label_write_finalise_share": round(fixed / t["seconds"], 3),
         "client_alone_share": round(t["client_alone_s"] / t["seconds"], 3),
+        "client_after_last_worker_task_share": round(after_workers / t["seconds"], 3),
         "rss_over_small": round(t["peak_rss_gb"] / r["small"]["peak_rss_gb"], 2),
         "sample_tiles_over_one_file": round(r["sample_stage_s"]["tiles"] / r["sample_stage_s"]["one_file"], 2),
         "per_gp_floor_s": round(r["floor_s"] / (r["graph"]["megapixels"] / 1000), 2),
@@ -412,12 +414,12 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"read floor {r['floor_s']} s ({ra['per_gp_floor_s']} s/GP); open 10,240 files {r['open_10k']['seconds']} s")
     print(f"graph: {g['read_graph_bytes'] / 1e6:.2f} MB pickled, max task {g['read_task_bytes_max']} B (all tiles {g['all_tiles_bytes'] / 1e6:.2f} MB), built in {g['read_graph_s']} s")
     print(f"sample: {g['sample_windows']} windows from {g['sample_tiles']} tiles; stage {r['sample_stage_s']['tiles']} s on tiles, {r['sample_stage_s']['one_file']} s on one file ({ra['sample_tiles_over_one_file']}x)")
-    stages = ("open", "sample", "fit", "label_write", "finalise")
+    stages = ("open", "sample", "fit", "label_write", "place", "finalise")
     print(f"{'run':>14} {'wall s':>8} {'RSS GB':>7} {'client s':>8} " + " ".join(f"{s:>11}" for s in stages))
     for name in ("threads", "local_cluster", "small"):
         if name in r:
             t = r[name]
-            print(f"{name:>14} {t['seconds']:>8.1f} {t['peak_rss_gb']:>7.2f} {t['client_alone_s']:>8.1f} " + " ".join(f"{t['stages_s'][s]:>11.1f}" for s in stages))
+            print(f"{name:>14} {t['seconds']:>8.1f} {t['peak_rss_gb']:>7.2f} {t['client_alone_s']:>8.1f} " + " ".join(f"{t['stages_s'].get(s, 0.0):>11.1f}" for s in stages))
     print(json.dumps(ra, indent=2))
     for size, spread in r.get("spread", {}).items():
         for design, s in spread.items():
