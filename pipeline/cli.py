@@ -28,16 +28,17 @@ def main() -> None:
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a YAML key, e.g. --set model.k=5.")
 @click.option("--show-config", is_flag=True, help="Print the resolved config and exit without running.")
+@click.option("--resume", is_flag=True, help="Reuse the finished parts an interrupted run of this config left beside the output.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; errors only.")
-def run(config_path: str, overrides: tuple[str, ...], show_config: bool, quiet: bool) -> None:
+def run(config_path: str, overrides: tuple[str, ...], show_config: bool, resume: bool, quiet: bool) -> None:
     """Cluster the imagery named in CONFIG and write a COG of class labels."""
     _log_to_terminal(logging.WARNING if quiet else logging.INFO)
-    with _user_errors():
+    with _user_errors(interrupted="nothing was written at the output path; run again with --resume to reuse the finished parts"):
         config = load_config(config_path, overrides)
         if show_config:
             click.echo(config.to_yaml(), nl=False)
             return
-        result = run_pipeline(config, progress=None if quiet else _progress_bar)
+        result = run_pipeline(config, progress=None if quiet else _progress_bar, resume=resume)
     if not quiet:
         _echo_paths(result)
 

@@ -187,6 +187,9 @@ class FeaturesConfig(_Section):
     scaling: Literal["none", "standard"] = "none"
     """"standard" subtracts each feature's mean and divides by its standard deviation, both
     measured on the sample, so that no feature dominates the distances by its units alone."""
+    balance: Literal["none", "overlaps"] = "none"
+    """"overlaps": a gain and offset per tile and band, solved from where tiles overlap (the
+    same ground seen twice) and applied to every pixel before the features; see balance.py."""
 
     @field_validator("bands", "indices", mode="before")
     @classmethod
@@ -212,8 +215,11 @@ class ModelConfig(_Section):
     k: int = Field(default=7, ge=2, le=254)
     """Number of classes; labels are 1..k and 0 is nodata, so k fits in uint8."""
     init: Literal["k-means||"] = "k-means||"
-    n_init: int = Field(default=3, ge=1, le=100)
-    """Restarts on the sample, each from its own seed; the lowest inertia wins."""
+    """The only value accepted so far, and it does not choose the seeding: the restarts are
+    seeded by k-means++ on the in-memory sample (see ``fit.py``)."""
+    n_init: int = Field(default=20, ge=1, le=100)
+    """k-means++ restarts on 100 000 pixels of the sample, each from its own seed; the two best
+    different maps are run to convergence on the whole sample and the lower inertia wins."""
     max_iter: int = Field(default=300, ge=1)
     tol: float = Field(default=1e-4, ge=0)
     """Relative to the sample's mean band variance, as in scikit-learn."""
@@ -409,13 +415,14 @@ _HINTS = {
     "features.bands": "use a list of band names, e.g. [red, green, blue, nir], or null for all",
     "features.indices": 'use a list of "ndvi" or {name: ..., a: <band>, b: <band>}',
     "features.scaling": 'use "none" or "standard"',
+    "features.balance": 'use "none" or "overlaps"',
     "input.crs": 'use an EPSG code such as "EPSG:26914", or null when all tiles share one CRS',
     "input.resolution": "use a positive pixel size in the units of input.crs, e.g. 1.0, or null",
     "sample.size": 'use a positive integer, or "all"',
     "sample.seed": "use a non-negative integer",
     "model.k": "use an integer from 2 to 254",
     "model.init": 'use "k-means||"',
-    "model.n_init": "use an integer from 1 to 100, e.g. 3",
+    "model.n_init": "use an integer from 1 to 100, e.g. 20",
     "model.max_iter": "use a positive integer",
     "model.tol": "use a non-negative number such as 1.0e-4",
     "model.order_by": 'use "brightness", "ndvi" or "none"',

@@ -1,20 +1,37 @@
-"""One global K-Means with dask-ml, wrapped so its known defects cannot reach users.
+"""One global K-Means that finds the same optimum whatever the seed.
 
-dask-ml's KMeans (k-means||) is the fitting engine, but: its ``tol`` is an absolute squared shift
-(scaled here by the sample's mean band variance, as scikit-learn does), it keeps the input dtype
-for the centres (we always pass float32 and return float64), and its ``inertia_`` is a sum of
-unsquared distances (we compute the real sum of squared errors ourselves). Centroids come back
-in the order dask-ml found them; ``class_order`` numbers the classes deterministically.
+Lloyd's algorithm stops in a local minimum that depends on its start. The fit this replaces
+(dask-ml's k-means||, 8 rounds, 3 restarts on 100 000 pixels, stopped at ``tol``) gave maps that
+changed with the seed on every real NAIP scene (lowest adjusted Rand index between the maps of 5
+seeds, over k = 5, 7, 10: 0.64 to 0.76 per scene), for two reasons. Too few starts: a k-means++
+start reaches the best optimum in 5 to 50 % of tries, so 3 restarts often missed it (inertia up
+to 6 % higher). And stopping at ``tol``: seeds whose inertias were within 0.05 % of each other
+still gave maps at ARI 0.82, because Lloyd crawls along flat valleys and stops part-way.
+Restarts are cheap on the in-memory sample, so the fit now makes many of them there, in numpy:
 
-Lloyd's algorithm stops in a local minimum that depends on the start: on one NAIP-like sample,
-three seeds gave inertias 20 % apart. So we restart ``n_init`` times on a small in-memory sample,
-keep the lowest inertia and refine it on the whole sample, which costs far less than one more
-pass over the mosaic.
+1. ``n_init`` restarts on the first ``RESTART_ROWS`` rows of the sample (which is in random
+   order), each seeded by greedy k-means++ (``kmeans_plusplus``) and run to convergence by
+   ``lloyd`` (the numba labelling kernel, then per-class means);
+2. the ``REFINED`` best of them that are different maps are run on the whole sample until no
+   label changes (not to ``tol``) and the lowest inertia there wins: near-ties between optima
+   are decided on all the sample, not on 100 000 pixels of it;
+3. how many restarts reached the best inertia (within ``SAME_OPTIMUM``) is recorded: when few did,
+   or when the two refined maps tie, a run with another seed may well find another map
+   (``Restarts.unstable``), and the run says so.
+
+Everything runs in one thread on in-memory arrays, with sums in a fixed order, so the same sample
+and seed give identical centroids on any scheduler. With ``sample.size: all`` the matrix is
+chunked over the mosaic: the winner of the sample is then refined on it by dask-ml's Lloyd
+(``init=`` the centroids), which reads the mosaic once or twice per iteration. dask-ml's ``tol`` is
+an absolute squared shift, so ``tol`` is scaled by the sample's mean band variance (as
+scikit-learn does); its ``inertia_`` sums unsquared distances, so inertia is computed here.
+Centroids come back in the order found; ``class_order`` numbers the classes deterministically.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -24,20 +41,53 @@ from dask_ml.cluster import KMeans
 
 from .errors import DataError
 from .features import ndvi_bands, normalized_difference
-from .label import nearest
+from .label import nearest, nearest_all
 
 log = logging.getLogger(__name__)
-# dask-ml warns when k-means|| seeds fewer than k centres; _fill_empty_classes mends exactly that,
-# and the warning would otherwise reach users' terminals through logging's last-resort handler.
-logging.getLogger("dask_ml.cluster.k_means").addFilter(lambda record: not record.getMessage().startswith("Found fewer than"))
 
-ROWS_PER_CHUNK = 262_144  # sample matrix chunks: several per core for dask-ml's reductions
-# Restarts on 100 k rows, then refined on 1 M, did as well on a NAIP mosaic as restarts on all
-# 1 M rows (inertia 1.00019 vs 1.00016-1.00039 x scikit-learn's full-data fit) at a fifth the time.
 RESTART_ROWS = 100_000
-# k-means|| rounds. dask-ml's default, ln(initial cost), is ~21 on imagery; Bahmani et al. found 5
-# rounds enough. On NAIP, 8 rounds halved the fit time with the same inertia.
-INIT_ROUNDS = 8
+REFINED = 2
+SAME_OPTIMUM = 1e-3  # a restart within 0.1 % of the best inertia reached the best optimum
+SAME_MAP = 0.01  # two labellings that differ on at most 1 % of the pixels (up to numbering) are one map
+# Unstable: at the rate this fit's restarts reached the best, as many restarts again (a run with
+# another seed) would miss it with a probability above this.
+MISS_RISK = 0.05
+
+
+@dataclass(frozen=True)
+class Restarts:
+    """The inertias the restarts reached on the restart rows, in restart order."""
+
+    inertias: tuple[float, ...]
+    rows: int
+    tied: bool = False
+    """The two best optima, refined on the whole sample, are different maps whose inertias are
+    within ``SAME_OPTIMUM``: another sample (another seed) may well rank them the other way."""
+
+    @property
+    def reached_best(self) -> int:
+        best = min(self.inertias)
+        return sum(i <= best * (1 + SAME_OPTIMUM) for i in self.inertias)
+
+    @property
+    def miss_risk(self) -> float:
+        """(1 - p)^n, with p the share of the n restarts that reached the best: the chance that n
+        restarts from another seed miss the best optimum, estimated from this fit's restarts."""
+        n = len(self.inertias)
+        return (1 - self.reached_best / n) ** n
+
+    @property
+    def unstable(self) -> bool | None:
+        """True when restarts from another seed could well miss the optimum this fit found (or a
+        better one: this fit may have missed it too), or when it is tied with another; None when
+        one restart cannot tell."""
+        return None if len(self.inertias) < 2 else self.miss_risk > MISS_RISK or self.tied
+
+    def to_json(self) -> dict:
+        return {
+            "count": len(self.inertias), "rows": self.rows, "reached_best": self.reached_best, "within": SAME_OPTIMUM,
+            "miss_risk": self.miss_risk, "tied": self.tied, "inertias": list(self.inertias),
+        }
 
 
 @dataclass(frozen=True)
@@ -49,6 +99,7 @@ class Fit:
     inertia: float
     """Sum of squared distances of the fitted pixels to their nearest centroid."""
     n_pixels: int
+    restarts: Restarts
 
 
 def class_order(spectra: np.ndarray, band_names: tuple[str, ...], order_by: str) -> np.ndarray:
@@ -77,86 +128,150 @@ def sum_squared_errors(matrix: np.ndarray | da.Array, centroids: np.ndarray) -> 
     return float(matrix.map_blocks(block_sse, chunks=(1, 1), dtype=np.float64).sum().compute())
 
 
+def kmeans_plusplus(pixels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k starting centres drawn from (n, band) pixels by greedy k-means++ (Arthur and
+    Vassilvitskii; scikit-learn's variant): each next centre is the best, by the inertia it leaves,
+    of 2 + ln k candidates drawn with probability proportional to the squared distance to the
+    nearest centre so far. Written in numpy rather than taken from scikit-learn, whose distances
+    go through BLAS, so that the draw does not depend on the machine's thread count."""
+    x = pixels.astype(np.float64)
+    trials = 2 + int(math.log(k))
+    centres = np.empty((k, x.shape[1]))
+    centres[0] = x[rng.integers(len(x))]
+    closest = ((x - centres[0]) ** 2).sum(axis=1)
+    for c in range(1, k):
+        cumulative = np.cumsum(closest)
+        if cumulative[-1] == 0:  # fewer distinct pixels than k: any pixel is as good
+            centres[c:] = centres[0]
+            break
+        picks = np.minimum(np.searchsorted(cumulative, rng.random(trials) * cumulative[-1], side="right"), len(x) - 1)
+        candidates = np.minimum(closest, ((x[None, :, :] - x[picks][:, None, :]) ** 2).sum(axis=2))
+        best = int(np.argmin(candidates.sum(axis=1)))
+        centres[c], closest = x[picks[best]], candidates[best]
+    return centres
+
+
+def lloyd(bands_first: np.ndarray, centroids: np.ndarray, *, max_iter: int, tol: float) -> tuple[np.ndarray, int, float]:
+    """Lloyd's algorithm on (band, n) float32 pixels in memory: (centroids, iterations, inertia).
+
+    Stops when the centres move by at most ``tol`` (summed squared shift; 0 once no label changes).
+    A class left empty takes the pixel farthest from its centre, as in scikit-learn; fewer
+    distinct pixels than classes is an error. Sums run in a fixed order: deterministic.
+    """
+    k = len(centroids)
+    for iteration in range(1, max_iter + 1):
+        _, dist, _, stats = nearest_all(bands_first, centroids)
+        counts = stats[1:, 0]
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):
+            farthest = np.argsort(dist, kind="stable")[::-1][: len(empty)]
+            if dist[farthest[-1]] == 0:
+                raise DataError(
+                    f"the valid pixels form only {k - len(empty)} distinct spectral group(s) but model.k is {k}; "
+                    f"lower model.k to {k - len(empty)}"
+                )
+            centroids = centroids.copy()
+            centroids[empty] = bands_first[:, farthest].T
+            continue
+        moved = stats[1:, 1:] / counts[:, None]
+        shift = float(((moved - centroids) ** 2).sum())  # 0 once no label changes
+        centroids = moved
+        if shift <= tol:
+            break
+    _, dist = nearest(bands_first, centroids)
+    return centroids, iteration, float(dist.sum(dtype=np.float64))
+
+
 def fit_kmeans(
     matrix: np.ndarray | da.Array, *, seeds_from: np.ndarray, k: int, n_init: int, max_iter: int, tol: float, seed: int
 ) -> Fit:
     """Fit k centroids on an (n, band) float32 matrix (a sample in memory, or chunked).
 
-    k-means|| costs a pass over the data per round (``INIT_ROUNDS``), so the
-    ``n_init`` restarts run on at most ``RESTART_ROWS`` rows of ``seeds_from``, an in-memory
-    sample in random order; the restart with the lowest inertia there is then refined by Lloyd on
-    the whole matrix.
+    ``seeds_from`` is an in-memory sample in random order (the matrix itself when it is in
+    memory): the ``n_init`` restarts run on its first ``RESTART_ROWS`` rows, the ``REFINED`` best
+    distinct ones on all of it, and the winner is refined on ``matrix`` when that is chunked.
     """
     n = matrix.shape[0]
     if n < k:
         raise DataError(
             f"only {n} valid pixel(s) were found but model.k is {k}; lower model.k or check the nodata settings"
         )
-    chunked = _chunked(matrix)
-    tol_absolute = tol * float(chunked.var(axis=0, dtype=np.float64).mean().compute())
-    head = np.ascontiguousarray(seeds_from[:RESTART_ROWS], dtype=np.float32)
-    head_chunked = _chunked(head)
-    best: tuple[float, np.ndarray] | None = None
-    n_iter = 0
+    sample = np.ascontiguousarray(seeds_from.T, dtype=np.float32)  # (band, n): the labelling kernel's layout
+    tol_absolute = tol * float(_variance(matrix).mean())
+    head = np.ascontiguousarray(sample[:, :RESTART_ROWS])
+    candidates, inertias, n_iter = [], [], 0
     for restart in range(n_init):
-        seed_r = int(np.random.SeedSequence([seed, restart]).generate_state(1)[0])
-        centroids, iterations = _lloyd(head_chunked, "k-means||", k=k, max_iter=max_iter, tol=tol_absolute, seed=seed_r)
-        centroids, iterations = _fill_empty_classes(head, head_chunked, centroids, iterations, max_iter=max_iter, tol=tol_absolute)
-        inertia = sum_squared_errors(head, centroids)
+        start = kmeans_plusplus(head.T, k, np.random.default_rng([seed, restart]))
+        centroids, iterations, inertia = lloyd(head, start, max_iter=max_iter, tol=tol_absolute)
+        candidates.append(centroids)
+        inertias.append(inertia)
         n_iter += iterations
-        log.info("fit: restart %d of %d on %d pixels, %d iteration(s), inertia %.6g", restart + 1, n_init, len(head), iterations, inertia)
-        if best is None or inertia < best[0]:
-            best = (inertia, centroids)
-    assert best is not None  # n_init >= 1
-    centroids, iterations = _lloyd(chunked, best[1], k=k, max_iter=max_iter, tol=tol_absolute)
-    if isinstance(matrix, np.ndarray):
-        centroids, iterations = _fill_empty_classes(matrix, chunked, centroids, iterations, max_iter=max_iter, tol=tol_absolute)
-    inertia = sum_squared_errors(matrix, centroids)
-    log.info("fit: refined on %d pixels, %d iteration(s), inertia %.6g", n, iterations, inertia)
-    return Fit(centroids, n_iter + iterations, tol_absolute, inertia, n)
-
-
-def _chunked(matrix: np.ndarray | da.Array) -> da.Array:
+    refined = []
+    for i in _distinct_optima(head, candidates, inertias):
+        # Until no label changes, not to ``tol``: two seeds that reach one optimum then give one
+        # map (stopped at tol / 100, their maps were at ARI 0.96 on a NAIP scene at k = 10).
+        centroids, iterations, inertia = lloyd(sample, candidates[i], max_iter=max_iter, tol=0.0)
+        n_iter += iterations
+        refined.append((inertia, centroids))
+    refined.sort(key=lambda r: r[0])
+    tied = len(refined) > 1 and refined[1][0] <= refined[0][0] * (1 + SAME_OPTIMUM) and not same_map(
+        nearest(sample, refined[0][1])[0], nearest(sample, refined[1][1])[0], k
+    )
+    restarts = Restarts(tuple(inertias), head.shape[1], tied)
+    log.info(
+        "fit: %d restart(s) on %d pixels, %d within %.1f %% of the best inertia %.6g",
+        n_init, head.shape[1], restarts.reached_best, 100 * SAME_OPTIMUM, min(inertias),
+    )
+    if tied:
+        log.warning(
+            "fit: two different maps are within %.1f %% of the best inertia on the sample: another seed (another "
+            "sample) may choose the other; a larger sample.size decides between them better", 100 * SAME_OPTIMUM,
+        )
+    elif restarts.unstable:
+        log.warning(
+            "fit: only %d of %d restarts reached the best inertia: another seed may find another optimum "
+            "(another map); raise model.n_init (now %d)", restarts.reached_best, n_init, n_init,
+        )
+    centroids = refined[0][1]
     if isinstance(matrix, da.Array):
-        return matrix.astype(np.float32)
-    # Under distributed, an in-memory sample embedded in the graph is sent to the workers again
-    # with every Lloyd iteration (10 MB per iteration for a 0.7 MP sample): send it once.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
-        return da.from_array(matrix, chunks=(ROWS_PER_CHUNK, -1)).astype(np.float32).persist()
+        centroids, iterations = _dask_lloyd(matrix, centroids, max_iter=max_iter, tol=tol_absolute)
+        n_iter += iterations
+    inertia = sum_squared_errors(matrix, centroids)
+    log.info("fit: refined on %d pixels, inertia %.6g", n, inertia)
+    return Fit(centroids, n_iter, tol_absolute, inertia, n, restarts)
 
 
-def _lloyd(chunked: da.Array, init: str | np.ndarray, *, k: int, max_iter: int, tol: float, seed: int = 0) -> tuple[np.ndarray, int]:
-    model = KMeans(n_clusters=k, init=init, max_iter=max_iter, tol=tol, random_state=seed, init_max_iter=INIT_ROUNDS)
-    with warnings.catch_warnings():  # empty clusters divide by zero; _fill_empty_classes mends them
+def same_map(a: np.ndarray, b: np.ndarray, k: int) -> bool:
+    """Whether two labellings (1..k) of the same pixels agree on all but ``SAME_MAP`` of them,
+    whatever the class numbers: each class of one is matched with its commonest class in the
+    other, both ways."""
+    table = np.bincount(a.astype(np.intp) * (k + 1) + b, minlength=(k + 1) ** 2).reshape(k + 1, k + 1)
+    return min(table.max(axis=0).sum(), table.max(axis=1).sum()) >= (1 - SAME_MAP) * len(a)
+
+
+def _distinct_optima(head: np.ndarray, candidates: list[np.ndarray], inertias: list[float]) -> list[int]:
+    """The ``REFINED`` best restarts that are different maps of the restart pixels: refining two
+    restarts of one optimum would decide nothing."""
+    chosen: list[tuple[int, np.ndarray]] = []
+    for i in np.argsort(inertias, kind="stable"):
+        labels = nearest(head, candidates[i])[0]
+        if not any(same_map(labels, other, len(candidates[i])) for _, other in chosen):
+            chosen.append((int(i), labels))
+        if len(chosen) == REFINED:
+            break
+    return [i for i, _ in chosen]
+
+
+def _variance(matrix: np.ndarray | da.Array) -> np.ndarray:
+    if isinstance(matrix, np.ndarray):
+        return matrix.var(axis=0, dtype=np.float64)
+    return matrix.astype(np.float32).var(axis=0, dtype=np.float64).compute()
+
+
+def _dask_lloyd(matrix: da.Array, init: np.ndarray, *, max_iter: int, tol: float) -> tuple[np.ndarray, int]:
+    """dask-ml's Lloyd from ``init`` on a chunked matrix (float32: dask-ml keeps the input dtype)."""
+    model = KMeans(n_clusters=len(init), init=init, max_iter=max_iter, tol=tol)
+    with warnings.catch_warnings():  # dask-ml divides by zero for a class the full data leaves empty
         warnings.simplefilter("ignore", RuntimeWarning)
-        model.fit(chunked)
+        model.fit(matrix.astype(np.float32))
     return np.asarray(model.cluster_centers_, dtype=np.float64), int(model.n_iter_)
-
-
-def _fill_empty_classes(
-    sample: np.ndarray, chunked: da.Array, centroids: np.ndarray, n_iter: int, *, max_iter: int, tol: float
-) -> tuple[np.ndarray, int]:
-    """Give every class pixels, as scikit-learn does for empty clusters.
-
-    dask-ml's k-means|| often seeds fewer than k centres for large k and pads with made-up ones,
-    which end up empty. Each empty centre moves to the sample pixel farthest from its centroid,
-    and Lloyd continues from there. No pixel at a distance left means too few distinct values.
-    """
-    k = len(centroids)
-    for _ in range(k):
-        labels, dist = nearest(sample.T, centroids, dtype=np.float64)
-        empty = np.flatnonzero(np.bincount(labels, minlength=k + 1)[1:] == 0)
-        if not len(empty):
-            return centroids, n_iter
-        farthest = np.argsort(dist, kind="stable")[::-1][: len(empty)]
-        if dist[farthest[-1]] == 0:
-            used = k - len(empty)
-            raise DataError(
-                f"the valid pixels form only {used} distinct spectral group(s) but model.k is {k}; lower model.k to {used}"
-            )
-        centroids = centroids.copy()
-        centroids[empty] = sample[farthest]
-        centroids, more = _lloyd(chunked, centroids, k=k, max_iter=max_iter, tol=tol)
-        n_iter += more
-    return centroids, n_iter

@@ -8,8 +8,10 @@ offline and can be zipped and mailed with its PNGs.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import html
+import io
 import json
 import logging
 import os
@@ -93,6 +95,7 @@ def write_report(
         distances=np.sqrt(((centroids[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)),
         images={key: paths[key].name for key in ("map", "spectra")},
         rgb_note=rgb_note,
+        balance=_balance_section(model.get("balance"), model["band_names"]),
     )
     paths["html"].write_text(page, encoding="utf-8")
 
@@ -219,6 +222,73 @@ def _spectra_png(classes: list[dict], band_names: list[str], palette: dict[int, 
     plt.close(fig)
 
 
+def _balance_png(record: dict[str, Any], band_names: list[str]) -> bytes:
+    """A small figure: each tile's mean gain and offset on its footprint (later tiles drawn on
+    top, as in the mosaic), and the seam RMS difference per band before and after
+    (object-oriented matplotlib: no global pyplot state)."""
+    import matplotlib
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    tiles = record["tiles"]
+    fig = Figure(figsize=(9.0, 3.2))
+    ax_gain, ax_offset, ax_seam = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 0.9]})
+    for ax, key, label, centre in ((ax_gain, "gains", "mean gain", 1.0), (ax_offset, "offsets", "mean offset (DN)", 0.0)):
+        values = np.array([np.mean(t[key]) for t in tiles])
+        spread = max(float(np.abs(values - centre).max()), 1e-6)
+        norm = TwoSlopeNorm(vcenter=centre, vmin=centre - spread, vmax=centre + spread)
+        cmap = matplotlib.colormaps["RdBu_r"]
+        for t, v in zip(tiles, values):
+            row, col, h, w = t["window"]
+            ax.add_patch(Rectangle((col, row), w, h, facecolor=cmap(norm(v)), edgecolor="black", linewidth=0.6))
+        rows = [t["window"][0] for t in tiles] + [t["window"][0] + t["window"][2] for t in tiles]
+        cols = [t["window"][1] for t in tiles] + [t["window"][1] + t["window"][3] for t in tiles]
+        ax.set_xlim(min(cols), max(cols))
+        ax.set_ylim(max(rows), min(rows))
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(label, fontsize=9)
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, shrink=0.8)
+    x = np.arange(len(band_names))
+    before, after = record.get("seam_rms_before") or [], record.get("seam_rms_after") or []
+    if before:
+        ax_seam.bar(x - 0.2, before, 0.4, label="before", color="#c0392b")
+        ax_seam.bar(x + 0.2, after, 0.4, label="after", color="#2e86c1")
+        ax_seam.set_ylim(0, 1.3 * max(max(before), max(after), 1e-6))  # room for the legend
+        ax_seam.legend(fontsize=8, frameon=False, ncol=2, loc="upper center")
+    ax_seam.set_xticks(x, band_names, fontsize=8)
+    ax_seam.set_title("seam RMS difference (DN)", fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
+    return buffer.getvalue()
+
+
+def _balance_section(record: dict[str, Any] | None, band_names: list[str]) -> str:
+    """The page's "Tile balance" section (empty without balance): the figure inline, so the
+    page's set of files is the same with and without it."""
+    if not record:
+        return ""
+    png = base64.b64encode(_balance_png(record, band_names)).decode("ascii")
+    before, after = record.get("seam_rms_before") or [], record.get("seam_rms_after") or []
+    seam = (
+        f"seam RMS difference {np.mean(before):.2f} DN before, {np.mean(after):.2f} after "
+        "(mean over bands, at the sampled overlap pixels)"
+        if before
+        else "no overlap was measured"
+    )
+    known = f", {record['known_tiles']} from the model" if "known_tiles" in record else ""
+    return f"""<h2>Tile balance</h2>
+<p>features.balance: {_e(record['method'])} ({_e(record.get('estimator', ''))}): {len(record['tiles'])} tile(s){_e(known)},
+{record['pairs']} overlapping pair(s), {record['isolated_tiles']} tile(s) left as read; {_e(seam)}.</p>
+<img src="data:image/png;base64,{png}" alt="per-tile gain and offset, seam difference before and after">
+<p class="note">Each tile's value v is read as gain &times; v + offset, per band (here averaged over bands);
+the per-tile values are in the model JSON.</p>
+"""
+
+
 # --- numbers -------------------------------------------------------------------------------------
 
 
@@ -274,7 +344,7 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 
 def _page(
-    *, name: str, model: dict, report: dict, distances: np.ndarray, images: dict[str, str], rgb_note: str
+    *, name: str, model: dict, report: dict, distances: np.ndarray, images: dict[str, str], rgb_note: str, balance: str = ""
 ) -> str:
     classes, totals, bands = report["classes"], report["totals"], model["band_names"]
     names = {c["class"]: c["name"] for c in classes}
@@ -339,6 +409,12 @@ def _page(
     config = report.get("config")
     config_text = yaml.safe_dump(config, sort_keys=False) if config else "(not recorded by the run that wrote this output)"
     fit = model.get("fit", {})
+    restarts = fit.get("restarts")
+    stability = "" if not restarts else f"{restarts['reached_best']} of {restarts['count']} reached the best inertia; "
+    unstable = "" if not fit.get("unstable") else (
+        '<div class="warn"><p>Unstable fit: few restarts reached the best inertia, so a run with another seed could '
+        "find another optimum (another map). Raise <code>model.n_init</code> and compare.</p></div>"
+    )
     versions = ", ".join(f"{k} {v}" for k, v in model.get("versions", {}).items())
 
     return f"""<!DOCTYPE html>
@@ -376,12 +452,14 @@ water, shadow and dense forest) are the ones most likely mixed up. Check these p
 {''.join(matrix_rows)}
 </table>
 
+{balance}
 <h2>Run</h2>
 <table>
 <tr><th>stage</th><th>seconds</th></tr>
 {timing_rows}
 </table>
-<p class="note">Fit: {_e(fit.get('init', ''))}, {_e(fit.get('n_init', ''))} restart(s), {_e(fit.get('n_iter', ''))} iteration(s);
+{unstable}
+<p class="note">Fit: {_e(fit.get('seeding', fit.get('init', '')))}, {_e(fit.get('n_init', ''))} restart(s), {_e(stability)}{_e(fit.get('n_iter', ''))} iteration(s);
 inertia on the sample {model.get('inertia', float('nan')):.6g}. Versions: {_e(versions)}.</p>
 <pre>{_e(config_text)}</pre>
 <p class="note">Written {_e(generated)} by landcover.</p>

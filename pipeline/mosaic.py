@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -61,6 +62,10 @@ class Tile:
     (nearest neighbour, see ``reproject.py``); None = read as it is."""
     item: str | None = None
     """The STAC item the file is an asset of, to name it in messages."""
+    gains: tuple[float, ...] | None = None
+    """Radiometric correction per feature band (``features.balance``, see ``balance.py``):
+    value * gain + offset, applied to the tile's own pixels before compositing; None = as read."""
+    offsets: tuple[float, ...] | None = None
 
     def overlaps(self, window: Window) -> bool:
         return (
@@ -136,7 +141,8 @@ class Mosaic:
 
     @cached_property
     def token(self) -> str:
-        return tokenize(self.tiles, self.bands, self.chunk, self.height, self.width)
+        # Pickled bytes hash in milliseconds; dask's tokenize walks thousands of tile dataclasses.
+        return tokenize(pickle.dumps((self.tiles, self.bands, self.chunk, self.height, self.width)))
 
     def windows(self) -> list[tuple[tuple[int, int], Window]]:
         """(block index, window in the mosaic) of every chunk, row-major."""
@@ -384,15 +390,27 @@ def _read(job: WindowRead) -> np.ndarray:
     if len(parts) == 1 and (parts[0][3] - parts[0][1], parts[0][4] - parts[0][2]) == (h, w):
         # One tile covers the window (most windows of most mosaics): no compositing needed.
         data, valid = _read_part(bands, *parts[0])
-        out = data.astype(np.float32)
+        out = _corrected(parts[0][0], data)
         if not valid.all():
             out[:, ~valid] = np.nan
         return out
     out = np.full((len(bands), h, w), np.nan, dtype=np.float32)
     for tile, top, left, bottom, right in parts:
         data, valid = _read_part(bands, tile, top, left, bottom, right)
+        if tile.gains is not None:
+            data = _corrected(tile, data)
         dst = out[:, top - window.row_off : bottom - window.row_off, left - window.col_off : right - window.col_off]
         np.copyto(dst, data, where=valid, casting="unsafe")
+    return out
+
+
+def _corrected(tile: Tile, data: np.ndarray) -> np.ndarray:
+    """The tile's pixels in float32 with its correction applied, per tile part, so a pixel gets
+    the same value in any window, chunking or scheduler (float32 arithmetic throughout)."""
+    out = data.astype(np.float32)
+    if tile.gains is not None:
+        out *= np.asarray(tile.gains, dtype=np.float32)[:, None, None]
+        out += np.asarray(tile.offsets, dtype=np.float32)[:, None, None]
     return out
 
 

@@ -4,7 +4,8 @@ The model JSON carries the centroids (in label order), the features with their s
 and the input settings (bands, alpha, nodata). The new imagery is opened with those settings and
 refused, before any pixel is read, when its band count, dtype or band names differ from the
 model's; labelling and writing are ``run``'s own stage, so a run's model applied to the run's
-input gives the run's labels.
+input gives the run's labels. A model fitted with ``features.balance: overlaps`` carries each
+tile's correction: tiles it knows (by path) get theirs, new tiles are balanced among themselves.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
+from .balance import balance_for_predict
 from .config import DaskConfig, InputConfig
 from .errors import InputError
 from .mosaic import Mosaic, open_mosaic
@@ -48,6 +50,10 @@ def predict(
         spec = InputConfig(paths=tuple(inputs), nodata=source.get("nodata"), alpha=source.get("alpha", "auto"))
         mosaic = matching_mosaic(open_mosaic(spec, chunk=chunk), model, model_path)
         output = check_output(Path(out), mosaic, overwrite=overwrite, key="--out", overwrite_hint="pass --overwrite")
+    if model.extra.get("balance"):
+        with _timed(timings, "balance"), progress("balance"):
+            mosaic, balanced = balance_for_predict(mosaic, model.extra["balance"], seed=model.seed)
+        model = replace(model, extra={**model.extra, "balance": balanced.to_json()})
     return write_products(
         mosaic,
         model,

@@ -199,10 +199,7 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 def write_quicklook(cog: Path, png: Path, palette: dict[int, tuple[int, int, int]]) -> None:
     """A small PNG of the labels in palette colours, read from the COG's overviews."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.image import imsave  # no pyplot, so no backend to choose for the process
 
     with rasterio.open(cog) as src:
         scale = max(src.width, src.height) / QUICKLOOK_SIDE
@@ -211,4 +208,4 @@ def write_quicklook(cog: Path, png: Path, palette: dict[int, tuple[int, int, int
     lut = np.zeros((256, 3), dtype=np.uint8)
     for label, rgb in palette.items():
         lut[label] = rgb
-    plt.imsave(png, lut[labels], format="png")
+    imsave(png, lut[labels], format="png")

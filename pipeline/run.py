@@ -6,23 +6,26 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
+from functools import partial
+from operator import getitem
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import rasterio
-from affine import Affine
-from rasterio.windows import transform as window_transform
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 from rio_cogeo.cogeo import cog_validate
 
+from .balance import balance, summary
+from .cog import LABELS, MARGIN, Layer, Node, Pyramid, place_parts, tree, write_header, write_levels, write_template
 from .config import Config
 from .errors import DataError, OutputError
 from .features import Features, features_from_config, ndvi_bands
@@ -35,13 +38,18 @@ from .remote import is_remote, redact, where
 from .report import Model, class_report, class_tags, palette_from_centroids, rgb_bands, write_json, write_quicklook
 from .sample import draw_sample, full_matrix
 from .scheduler import for_in_memory_data, use_scheduler
-from .write import build_vrt, chunk_path, publish, sidecar_paths, staging_dir, translate_to_cog, write_chunk
+from .write import (
+    fingerprint, fresh_dir, load_record, parts_dir, publish, record_path, refuse_leftover_parts, save_record, sidecar_paths,
+)
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], AbstractContextManager[Any]]
 PALETTE_SAMPLE = 100_000  # pixels for scaling statistics, class order and palette when fitting on "all"
 GDAL_CACHE_MB = 256
+RESUME_HINT = "run again with --resume to finish it, or delete the folder to start again"
+LABELS_DESCRIPTION = "land-cover class (1..{k}, 0 = nodata)"
+MARGIN_DESCRIPTION = "distance to the second-nearest centroid minus distance to the nearest (feature units)"
 
 
 @dataclass(frozen=True)
@@ -56,15 +64,16 @@ class RunResult:
     confidence_path: Path | None = None
 
 
-def run(config: Config, *, progress: Progress | None = None) -> RunResult:
-    """Cluster the configured imagery and write the COG, model, report and quicklook."""
+def run(config: Config, *, progress: Progress | None = None, resume: bool = False) -> RunResult:
+    """Cluster the configured imagery and write the COG, model, report and quicklook; with
+    ``resume``, reuse the parts an interrupted run of the same config left beside the output."""
     # GDAL's block cache defaults to 5 % of RAM per process, unseen by dask. Each block is
     # decoded about once here, so a small cache holds what overlapping windows share.
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        return _run(config, progress or (lambda stage: nullcontext()))
+        return _run(config, progress or (lambda stage: nullcontext()), resume=resume)
 
 
-def _run(config: Config, progress: Progress) -> RunResult:
+def _run(config: Config, progress: Progress, *, resume: bool) -> RunResult:
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -74,10 +83,14 @@ def _run(config: Config, progress: Progress) -> RunResult:
         if config.model.order_by == "ndvi":  # refused here, before any pixel is read
             ndvi_bands(mosaic.band_names, "model.order_by: ndvi")
         output = check_output(config.output_path, mosaic, overwrite=config.output.overwrite)
+        known = parts_fingerprint(mosaic, config.model_dump(mode="json"))  # all but the model
+        refuse_leftover_parts(output, known, resume=resume, hint=RESUME_HINT)
         data = mosaic.to_dask()
 
     with use_scheduler(config.dask):
-        return _classify(config, mosaic, features, output, data, progress=progress, timings=timings, started=started)
+        return _classify(
+            config, mosaic, features, output, data, progress=progress, timings=timings, started=started, resume=resume
+        )
 
 
 def _classify(
@@ -90,8 +103,14 @@ def _classify(
     progress: Progress,
     timings: dict[str, float],
     started: float,
+    resume: bool,
 ) -> RunResult:
     """Sample, fit, label and write, publish: the stages that compute on the scheduler."""
+    balanced = None
+    if config.features.balance != "none":
+        with _timed(timings, "balance"), progress("balance"):
+            mosaic, balanced = balance(mosaic, method=config.features.balance, seed=config.sample.seed)
+            data = mosaic.to_dask()  # reads the corrected tiles
     with _timed(timings, "sample"), progress("sample"):
         fit_on_all = config.sample.size == "all"
         sample = draw_sample(mosaic, size=PALETTE_SAMPLE if fit_on_all else config.sample.size, seed=config.sample.seed)
@@ -127,12 +146,14 @@ def _classify(
             "fit": {
                 "init": m.init, "n_init": m.n_init, "max_iter": m.max_iter, "n_iter": fit.n_iter, "tol": m.tol,
                 "tol_absolute": fit.tol_absolute, "order_by": m.order_by,
+                "seeding": "k-means++", "unstable": fit.restarts.unstable, "restarts": fit.restarts.to_json(),
             },
             "input": {
                 **_input_record(config, mosaic), "crs": mosaic.crs, "dtype": mosaic.dtype, "count": mosaic.count,
                 "nodata": config.input.nodata, "alpha": config.input.alpha,
             },
             "class_names": list(config.class_names()),
+            **({} if balanced is None else {"balance": balanced.to_json()}),
         },
     )
     return write_products(
@@ -144,6 +165,8 @@ def _classify(
         started=started,
         progress=progress,
         config_record=config.model_dump(mode="json"),
+        resume=resume,
+        resume_hint=RESUME_HINT,
     )
 
 
@@ -165,25 +188,39 @@ def write_products(
     started: float,
     progress: Progress,
     config_record: dict[str, Any] | None = None,
+    resume: bool = False,
+    resume_hint: str = "delete the folder to start again",
 ) -> RunResult:
     """Label the mosaic with a model and write the COG and its sidecars (shared by run and predict)."""
     sidecars = sidecar_paths(output)
     if not confidence:
         del sidecars["confidence"]
     pages = report_paths(output)
-    with staging_dir(output) as staging:
+    layers = (LABELS, MARGIN) if confidence else (LABELS,)
+    pyramid = Pyramid(mosaic.height, mosaic.width, mosaic.chunk)
+    labeller = {"centroids": model.centroids.tolist(), "features": model.features.to_json(), "layers": [la.name for la in layers]}
+    prints = parts_fingerprint(mosaic, config_record, model=labeller)
+    with parts_dir(output, prints, resume=resume, hint=resume_hint) as parts:
+        staging = fresh_dir(parts / "staged")  # the COG and sidecars until published
         with _timed(timings, "label_write"), progress("label and write"):
-            stats, true_colour = _label_and_write(mosaic, model, staging, confidence=confidence)
+            stats, true_colour, sizes = _label_and_write(mosaic, model, parts, pyramid, layers)
         features = model.features
         if features.mean is not None:  # report feature means in the features' own units
             sums = stats[:, 1 + len(mosaic.bands) :]
             sums[:] = sums * np.asarray(features.std) + stats[:, :1] * np.asarray(features.mean)
         with _timed(timings, "finalise"):
             staged_cog = staging / output.name
-            _finalise_cog(mosaic, model, staging, staged_cog)
+            tags = class_tags(features.unscale(model.centroids), features.names, class_names(model))
+            common = {"mosaic": mosaic, "pyramid": pyramid, "parts": parts, "sizes": sizes, "timings": timings}
+            description = LABELS_DESCRIPTION.format(k=model.k)
+            _finalise(LABELS, staged_cog, palette=model.palette, tags=tags, description=description, **common)
             if confidence:
-                _finalise_confidence(mosaic, staging / "confidence", staging / sidecars["confidence"].name)
+                # float32 keeps the margin exact and in feature units, comparable across runs and
+                # predicts of one model; continuous, so its overviews are averaged.
+                margin = staging / sidecars["confidence"].name
+                _finalise(MARGIN, margin, palette=None, tags={}, description=MARGIN_DESCRIPTION, **common)
             write_quicklook(staged_cog, staging / sidecars["quicklook"].name, model.palette)
+        timings["finalise"] -= timings["place"]  # stages are disjoint: "finalise" is the client's share
         timings["total"] = time.perf_counter() - started
         report = class_report(
             stats,
@@ -195,6 +232,8 @@ def write_products(
             timings=timings,
             names=class_names(model),
         )
+        if "balance" in model.extra:  # the per-tile corrections are in the model JSON
+            report["balance"] = summary(model.extra["balance"])
         if config_record is not None:
             report["config"] = config_record  # for the HTML page and to re-run
         _write_sidecars(staging, staged_cog, output, sidecars, pages, model, report, true_colour)
@@ -205,6 +244,17 @@ def write_products(
     return RunResult(
         output, sidecars["model"], sidecars["report"], sidecars["quicklook"], model, report, pages["html"], sidecars.get("confidence")
     )
+
+
+def parts_fingerprint(
+    mosaic: Mosaic, config_record: dict[str, Any] | None, *, model: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the bytes of the COG's parts depend on (without ``model``: what is known before the fit)."""
+    grid = {
+        "crs": mosaic.crs, "transform": list(mosaic.transform)[:6], "height": mosaic.height, "width": mosaic.width,
+        "chunk": mosaic.chunk, "band_names": list(mosaic.band_names),
+    }
+    return fingerprint(config_record, grid=grid, inputs=[t.path for t in mosaic.tiles], model=model)
 
 
 def class_names(model: Model) -> tuple[str, ...]:
@@ -275,100 +325,108 @@ def _feature_rows(matrix: da.Array, features: Features) -> da.Array:
 def _label_chunk(
     block: np.ndarray,
     *,
-    model: Model,
-    transform: Affine,
-    label_path: Path,
-    confidence_path: Path | None,
+    labeller: tuple[Features, np.ndarray],
+    index: tuple[int, int],
+    folder: Path,
+    pyramid: Pyramid,
+    layers: tuple[Layer, ...],
     true_colour: tuple[list[int], int, int, int],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Label one block (and write its margin), write it; return its statistics per input band
-    and feature, and its share of the report's true-colour thumbnail."""
-    features = model.features.apply(block)
-    labels, feature_stats, margin = label_block(features, model.centroids, with_margin=confidence_path is not None)
-    if confidence_path is not None:
-        write_chunk(margin, confidence_path, transform)
-    write_chunk(labels, label_path, transform)
-    stats = feature_stats if features is block else class_statistics(block, labels, model.k)
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Label one block (and its margin), write their tiles and in-chunk overviews as parts, and
+    record the chunk; return its summary (statistics per input band and feature, share of the
+    report's true-colour thumbnail, tile byte counts) and the decimated arrays for the tree."""
+    features_of, centroids = labeller
+    features = features_of.apply(block)
+    with_margin = MARGIN.name in {layer.name for layer in layers}  # by name: NaN != NaN once unpickled
+    labels, feature_stats, margin = label_block(features, centroids, with_margin=with_margin)
+    stats = feature_stats if features is block else class_statistics(block, labels, len(centroids))
     bands, row_off, col_off, step = true_colour
-    return np.concatenate([stats, feature_stats[:, 1:]], axis=1), thumbnail(block, row_off, col_off, step)[bands]
+    summary: dict[str, Any] = {
+        "stats": np.concatenate([stats, feature_stats[:, 1:]], axis=1),
+        "thumbnail": thumbnail(block, row_off, col_off, step)[bands],
+    }
+    ups = {}
+    for layer, array in zip(layers, (labels, margin)):
+        summary[layer.name], up = write_levels(folder, layer, pyramid, (0, *index), array)
+        if up is not None:
+            ups[layer.name] = up
+    save_record(record_path(folder, index), summary, ups)
+    return summary, ups
 
 
-def _label_and_write(mosaic: Mosaic, model: Model, staging: Path, *, confidence: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One streaming pass: label every block, write it as a chunk file; return the class
-    statistics and a (3, y, x) true-colour thumbnail of the mosaic for the report."""
-    margins = staging / "confidence"
-    if confidence:
-        margins.mkdir()
-    blocks = mosaic.to_dask().to_delayed()[0]
+def _label_and_write(
+    mosaic: Mosaic, model: Model, folder: Path, pyramid: Pyramid, layers: tuple[Layer, ...]
+) -> tuple[np.ndarray, np.ndarray, dict[str, dict[Node, list[list[int]]]]]:
+    """One streaming pass: label every block into the COG's tiles (chunks finished by an earlier
+    run are read from their records), then the tree of coarse levels; return the class
+    statistics, a (3, y, x) true-colour thumbnail of the mosaic and every node's tile byte counts."""
+    data = mosaic.to_dask()
+    name = f"label_chunk-{tokenize(data.name, str(folder), layers, model.centroids)}"
     rgb = list(rgb_bands(mosaic.band_names))
     step = thumbnail_step(mosaic.height, mosaic.width)
     windows = mosaic.windows()
-    tasks = [
-        dask.delayed(_label_chunk)(
-            blocks[i, j],
-            model=model,
-            transform=window_transform(window, mosaic.transform),
-            label_path=chunk_path(staging, (i, j)),
-            confidence_path=chunk_path(margins, (i, j)) if confidence else None,
-            true_colour=(rgb, int(window.row_off), int(window.col_off), step),
-        )
-        for (i, j), window in windows
-    ]
-    results = dask.compute(*tasks)
+    # A plain graph: building a dask.delayed call costs ~0.5 ms, and a state has ~10^5 chunks.
+    graph: dict = {}
+    chunks = {}
+    for (i, j), window in windows:
+        record = record_path(folder, (i, j))
+        if record.exists():  # finished by an interrupted run: no read, no labelling
+            graph[name, i, j] = (load_record, record)
+        else:
+            label = partial(
+                _label_chunk,
+                labeller=(model.features, model.centroids),  # not the model: its extra lists every input file
+                index=(i, j),
+                folder=folder,
+                pyramid=pyramid,
+                layers=layers,
+                true_colour=(rgb, int(window.row_off), int(window.col_off), step),
+            )
+            graph[name, i, j] = (label, (data.name, 0, i, j))
+        graph[f"summary-{name}", i, j] = (getitem, (name, i, j), 0)
+        chunks[i, j] = (name, i, j)
+    nodes, tree_sizes = tree(pyramid, layers, folder, chunks, name)
+    graph.update(nodes)
+    graph[name] = (tuple, [[(f"summary-{name}", i, j) for i, j in chunks], list(tree_sizes.values())])
+    summaries, node_sizes = Delayed(name, HighLevelGraph.from_collections(name, graph, dependencies=[data])).compute()
+    tree_sizes = dict(zip(tree_sizes, node_sizes))
     preview = np.full((3, -(-mosaic.height // step), -(-mosaic.width // step)), np.nan, dtype=np.float32)
-    for (_, window), (_, part) in zip(windows, results):
+    sizes: dict[str, dict[Node, list[list[int]]]] = {layer.name: {} for layer in layers}
+    for ((i, j), window), summary in zip(windows, summaries):
+        part = summary["thumbnail"]
         top, left = -(-int(window.row_off) // step), -(-int(window.col_off) // step)
         preview[:, top : top + part.shape[1], left : left + part.shape[2]] = part
-    return np.sum([stats for stats, _ in results], axis=0), preview
+        for layer in layers:
+            sizes[layer.name][0, i, j] = summary[layer.name]
+    for node, node_sizes in tree_sizes.items():
+        for layer in layers:
+            sizes[layer.name][node] = node_sizes[layer.name]
+    return np.sum([summary["stats"] for summary in summaries], axis=0), preview, sizes
 
 
-def _chunks_vrt(mosaic: Mosaic, folder: Path, name: str, **band: Any) -> Path:
-    """A VRT placing the chunk files of ``folder`` on the mosaic's grid."""
-    vrt = folder / name
-    build_vrt(
-        vrt,
-        [(chunk_path(folder, index), window) for index, window in mosaic.windows()],
-        width=mosaic.width,
-        height=mosaic.height,
-        crs=mosaic.crs,
-        transform=tuple(mosaic.transform)[:6],
-        **band,
-    )
-    return vrt
-
-
-def _finalise_cog(mosaic: Mosaic, model: Model, staging: Path, destination: Path) -> None:
-    vrt = _chunks_vrt(
-        mosaic,
-        staging,
-        "labels.vrt",
-        palette=model.palette,
-        tags=class_tags(model.features.unscale(model.centroids), model.features.names, class_names(model)),
-        description=f"land-cover class (1..{model.k}, 0 = nodata)",
-    )
-    translate_to_cog(vrt, destination)
-    _validate(destination)
-
-
-def _finalise_confidence(mosaic: Mosaic, folder: Path, destination: Path) -> None:
-    vrt = _chunks_vrt(
-        mosaic,
-        folder,
-        "confidence.vrt",
-        palette=None,
-        tags={},
-        description="distance to the second-nearest centroid minus distance to the nearest (feature units)",
-        data_type="Float32",
-        nodata=math.nan,
-    )
-    # float32 keeps the margin exact and in feature units, comparable across runs and predicts of
-    # one model (a uint8 scale would differ per run). Continuous, so overviews are averaged.
-    # PREDICTOR=3 made the NAIP margin larger (2.76 MB against 2.66 MB), so plain DEFLATE.
-    translate_to_cog(vrt, destination, OVERVIEW_RESAMPLING="AVERAGE")
+def _finalise(
+    layer: Layer,
+    destination: Path,
+    *,
+    mosaic: Mosaic,
+    pyramid: Pyramid,
+    parts: Path,
+    sizes: dict[str, dict[Node, list[list[int]]]],
+    timings: dict[str, float],
+    **band: Any,
+) -> None:
+    """The client writes the header for the parts' tiles, tasks place the parts behind it
+    (timed as "place"), the client validates the COG."""
+    template = destination.with_name(f"{layer.name}.template.tif")
+    write_template(template, layer=layer, crs=mosaic.crs, transform=mosaic.transform, **band)
+    placements = write_header(destination, layer=layer, pyramid=pyramid, sizes=sizes[layer.name], template=template)
+    start = time.perf_counter()
+    place_parts(destination, folder=parts, layer=layer, pyramid=pyramid, placements=placements)
+    timings["place"] = timings.get("place", 0.0) + time.perf_counter() - start  # workers' share
     _validate(destination)
 
 
 def _validate(cog: Path) -> None:
     valid, errors, _ = cog_validate(str(cog), quiet=True)
     if not valid:
-        raise OutputError(f"{cog}: GDAL wrote an invalid COG ({'; '.join(errors)}); please report this")
+        raise OutputError(f"{cog}: the COG written is invalid ({'; '.join(errors)}); please report this")

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 from rasterio.windows import Window
 
 from .errors import DataError
@@ -86,8 +89,11 @@ def morton(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return spread(rows) | (spread(cols) << np.uint64(1))
 
 
-def plan_sample(mosaic: Mosaic, *, size: int, seed: int, window: int = WINDOW, min_windows: int = MIN_WINDOWS, pi: float | None = None) -> SamplePlan:
-    """The stratified windows and key rates for a ``size``-pixel sample (see the module docstring)."""
+def plan_sample(
+    mosaic: Mosaic, *, size: int, seed: int, window: int = WINDOW, min_windows: int = MIN_WINDOWS, pi: float | None = None
+) -> SamplePlan:
+    """The stratified windows and key rates for a ``size``-pixel sample (see the module docstring);
+    ``pi`` overrides the candidate probability (raised when nodata left too few candidates)."""
     covered = mosaic.covered(window)
     grid_cols = covered.shape[1]
     rows, cols = np.nonzero(covered)
@@ -119,8 +125,20 @@ def window_of(mosaic: Mosaic, number: int, size: int = WINDOW) -> Window:
     return Window(col, row, min(size, mosaic.width - col), min(size, mosaic.height - row))
 
 
-def _sample_window(job: WindowRead, *, seed: int, index: int, rate: float) -> tuple[np.ndarray, np.ndarray]:
+def _sample_window(job: WindowRead, seed: int, index: int, rate: float) -> tuple[np.ndarray, np.ndarray]:
     return sample_block(read(job), seed=seed, index=index, rate=rate)
+
+
+def _sample_tasks(jobs: list[WindowRead], plan: SamplePlan, *, seed: int) -> list[Delayed]:
+    """One task per window, built as a plain graph: ``dask.delayed`` would walk every job's tiles
+    looking for collections (1.7 ms a task at 5,000 tiles)."""
+    token = tokenize(seed, plan)
+    tasks = []
+    for job, number, rate in zip(jobs, plan.windows, plan.rates):
+        key = f"sample-{number}-{token}"
+        graph = HighLevelGraph.from_collections(key, {key: (_sample_window, job, seed, number, rate)}, dependencies=())
+        tasks.append(Delayed(key, graph))
+    return tasks
 
 
 def draw_sample(
@@ -132,12 +150,7 @@ def draw_sample(
     while True:
         rounds += 1
         jobs = [mosaic.plan(window_of(mosaic, number, window)) for number in plan.windows]
-        parts = dask.compute(
-            *[
-                dask.delayed(_sample_window)(job, seed=seed, index=number, rate=rate)
-                for job, number, rate in zip(jobs, plan.windows, plan.rates)
-            ]
-        )
+        parts = dask.compute(*_sample_tasks(jobs, plan, seed=seed))
         found = sum(len(keys) for keys, _ in parts)
         if found >= size or plan.pi >= 1.0:
             break

@@ -4,7 +4,7 @@
 a distributed ``LocalCluster`` of worker processes on this machine; an address such as
 ``tcp://10.0.0.5:8786`` connects to a cluster that is already running. Every task is seeded by its
 block index and every reduction has a fixed shape, so the labels do not depend on the choice.
-Under distributed, workers write the label chunks into the staging folder beside the output, so
+Under distributed, workers write the COG's parts into the parts folder beside the output, so
 every worker must see that folder at the same path (a shared filesystem).
 """
 

@@ -11,11 +11,13 @@ import glob
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import rasterio
 from affine import Affine
 from rasterio.coords import BoundingBox
+from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import RasterioError
 
@@ -154,7 +156,7 @@ def read_header(path: str, spec: InputConfig, *, item: str | None = None) -> Hea
                 mask, nodata = "none", src.nodatavals
             return Header(
                 path=path,
-                crs=src.crs.to_string(),
+                crs=_crs_name(src.crs.to_wkt()),
                 transform=t,
                 height=src.height,
                 width=src.width,
@@ -173,6 +175,13 @@ def read_header(path: str, spec: InputConfig, *, item: str | None = None) -> Hea
         if is_remote(path):
             raise InputError(f"{name}: cannot open ({reason}); {remote_fix(reason)}") from None
         raise InputError(f"{name}: not a readable raster ({reason}); check the file") from None
+
+
+@lru_cache(maxsize=64)
+def _crs_name(wkt: str) -> str:
+    """"EPSG:26914" where PROJ knows the code, else the WKT: identifying a CRS costs milliseconds,
+    and a state's thousands of tiles share two or three."""
+    return CRS.from_wkt(wkt).to_string()
 
 
 def _alpha_band(src: rasterio.DatasetReader, setting: str | int, name: str) -> int | None:

@@ -56,6 +56,9 @@ class Score:
     davies_bouldin: float
     n_iter: int
     seconds: float
+    unstable: bool | None
+    """As in the model of a run: few restarts reached this k's best inertia, or two maps tie, so
+    its point on the inertia curve (and the knee) may move with the seed."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,7 @@ def sweep(
                 davies_bouldin=float(davies_bouldin_score(sample, labels)),
                 n_iter=fit.n_iter,
                 seconds=time.perf_counter() - began,
+                unstable=fit.restarts.unstable,
             )
         )
         s = scores[-1]

@@ -1,51 +1,37 @@
-"""Labels to disk: one small GeoTIFF per chunk, a VRT over them, then one COG.
+"""Where products are written before they are published: the staging and parts folders.
 
-Per-chunk files need no lock, so writing is safe from threads and from processes alike (a thread
-lock does not protect a shared GeoTIFF across processes). GDAL's COG driver then encodes the
-full-resolution data once more, builds NEAREST overviews and copies palette, nodata and tags from
-the VRT. Everything is written inside a staging folder beside the output and only renamed into
-place when complete, so an interrupted run never leaves a file at the output path.
+Everything is written inside folders beside the output (same filesystem, so renames are atomic)
+and only renamed into place when complete, so an interrupted run never leaves a file at the
+output path. The COG's compressed tiles go to a parts folder with a fixed name, kept when a run
+is interrupted: ``--resume`` reuses every chunk whose record is there, once the fingerprint of
+what determines the bytes (config, model, inputs, grid, codec) matches the one saved with them.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
-from xml.sax.saxutils import escape
+from typing import Any
 
 import numpy as np
-import rasterio
-import rasterio.shutil
-from affine import Affine
-from rasterio.windows import Window
 
-from .label import NODATA_LABEL
+from .errors import LandcoverError, OutputError
 
-BLOCK = 512
-COG_OPTIONS = {
-    "BLOCKSIZE": BLOCK,
-    "COMPRESS": "DEFLATE",  # no PREDICTOR: it hurts label rasters
-    "LEVEL": 1,  # on NAIP labels: 2.7x faster to encode than the default 6, file 17 % larger
-    "OVERVIEW_RESAMPLING": "NEAREST",  # the default for a paletted band would invent classes
-    "BIGTIFF": "IF_SAFER",
-    "NUM_THREADS": "ALL_CPUS",
-}
-_CHUNK_PROFILE = {
-    "driver": "GTiff",
-    "count": 1,
-    "dtype": "uint8",
-    "tiled": True,
-    "blockxsize": BLOCK,
-    "blockysize": BLOCK,
-    "compress": "ZSTD",  # staging only: level 1 encodes 5-20x faster than DEFLATE and decodes faster too
-    "zstd_level": 1,
-    "sparse_ok": True,
-}
+log = logging.getLogger(__name__)
+
+PARTS_FORMAT = "landcover-parts/1"
+FINGERPRINT = "fingerprint.json"
+# Config sections that change the bytes of the parts (palette, names and tags are in the header).
+FINGERPRINTED = ("input", "features", "sample", "model")
 
 
 @contextmanager
@@ -55,13 +41,120 @@ def staging_dir(output: Path) -> Iterator[Path]:
     try:
         yield path
     finally:
-        # After Ctrl-C a task still running may add a chunk file while the folder is being
-        # removed (rmtree then fails on the non-empty folder): remove until it is gone.
-        for _ in range(50):
-            shutil.rmtree(path, ignore_errors=True)
-            if not path.exists():
-                break
-            time.sleep(0.1)
+        _remove(path)
+
+
+def fresh_dir(path: Path) -> Path:
+    """``path`` as an empty folder (what an interrupted run left there is dropped)."""
+    _remove(path)
+    path.mkdir()
+    return path
+
+
+def parts_folder(output: Path) -> Path:
+    return output.with_name(f".{output.name}.parts")
+
+
+def refuse_leftover_parts(output: Path, fingerprint: dict[str, Any], *, resume: bool, hint: str) -> None:
+    """Before any pixel is read: parts of an interrupted run are reused only with ``resume``, and
+    only if what they were written for matches (the keys ``fingerprint`` holds so far)."""
+    folder = parts_folder(output)
+    if not folder.exists():
+        return
+    if not resume:
+        raise OutputError(f"{folder}: an interrupted run left its finished parts here; {hint}")
+    try:
+        saved = json.loads((folder / FINGERPRINT).read_text())
+    except (OSError, json.JSONDecodeError):
+        saved = {}
+    differs = next((key for key in fingerprint if saved.get(key) != fingerprint[key]), None)
+    if differs is not None:
+        raise OutputError(
+            f"{folder}: its parts were written for a different {differs.replace('_', ' ')}; "
+            "run with the config and inputs that wrote them, or delete the folder to start again"
+        )
+
+
+@contextmanager
+def parts_dir(output: Path, fingerprint: dict[str, Any], *, resume: bool, hint: str) -> Iterator[Path]:
+    """The parts folder beside ``output``: removed once the products are published or the run is
+    refused, kept when it is interrupted (Ctrl-C, a crash) so that ``resume`` can finish it."""
+    folder = parts_folder(output)
+    refuse_leftover_parts(output, fingerprint, resume=resume, hint=hint)
+    if folder.exists():
+        log.info("resuming from %s (%d finished chunk(s))", folder, len(list(folder.glob("chunk-*.npz"))))
+    else:
+        # Created complete under another name: a folder at this name always has its fingerprint.
+        fresh = Path(tempfile.mkdtemp(prefix=folder.name, suffix=".new", dir=output.parent))
+        (fresh / FINGERPRINT).write_text(json.dumps(fingerprint, indent=1) + "\n")
+        os.replace(fresh, folder)
+    try:
+        yield folder
+    except LandcoverError:
+        _remove(folder)
+        raise
+    except BaseException:
+        log.warning("stopped: finished parts kept in %s; run again with --resume to reuse them", folder)
+        raise
+    _remove(folder)
+
+
+def fingerprint(
+    config: dict[str, Any] | None, *, grid: dict[str, Any], inputs: list[str], model: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What determines the bytes of the parts, as plain JSON: the config sections that change
+    labels, the grid, each input's size and modification time, the model, the codec."""
+    stamps = []
+    for path in inputs:
+        try:
+            stat = os.stat(path)
+            stamps.append([path, stat.st_size, stat.st_mtime_ns])
+        except OSError:  # a URL: its name stands for it
+            stamps.append([path])
+    doc = {
+        "format": PARTS_FORMAT,
+        "codec": f"imagecodecs {metadata.version('imagecodecs')}",
+        "config": {key: (config or {}).get(key) for key in FINGERPRINTED},
+        "grid": grid,
+        "input_files": stamps,
+    }
+    if model is not None:
+        doc["model"] = model
+    return json.loads(json.dumps(doc))  # tuples as lists, as read back from the file
+
+
+def record_path(folder: Path, index: tuple[int, int]) -> Path:
+    return folder / f"chunk-{index[0]:05d}-{index[1]:05d}.npz"
+
+
+def save_record(path: Path, summary: dict[str, Any], ups: dict[str, np.ndarray]) -> None:
+    """A finished chunk's summary (statistics, thumbnail and, per layer, its tile byte counts per
+    level) and decimated arrays, renamed into place last: a record means its parts are complete."""
+    arrays = {"stats": summary["stats"], "thumbnail": summary["thumbnail"]}
+    for layer, levels in summary.items():
+        if layer not in arrays:
+            arrays.update({f"sizes:{layer}:{n:03d}": np.asarray(s, dtype=np.int64) for n, s in enumerate(levels)})
+    arrays.update({f"up:{layer}": up for layer, up in ups.items()})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def load_record(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """What ``save_record`` saved: the chunk's summary and decimated arrays."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in sorted(data.files)}
+    summary: dict[str, Any] = {"stats": arrays["stats"], "thumbnail": arrays["thumbnail"]}
+    ups = {}
+    for key, array in arrays.items():
+        kind, _, rest = key.partition(":")
+        if kind == "sizes":
+            summary.setdefault(rest.partition(":")[0], []).append(array.tolist())
+        elif kind == "up":
+            ups[rest] = array
+    return summary, ups
 
 
 def beside(output: Path, suffix: str) -> Path:
@@ -83,78 +176,16 @@ def sidecar_paths(output: Path) -> dict[str, Path]:
     return {key: beside(output, suffix) for key, suffix in suffixes.items()}
 
 
-def chunk_path(folder: Path, index: tuple[int, int]) -> Path:
-    return folder / f"chunk_{index[0]:05d}_{index[1]:05d}.tif"
-
-
-def write_chunk(labels: np.ndarray, path: Path, transform: Affine) -> None:
-    """One chunk of labels (or of another layer) as a small tiled GeoTIFF, georeferenced so it
-    can be inspected alone."""
-    height, width = labels.shape
-    profile = {**_CHUNK_PROFILE, "dtype": labels.dtype}
-    with rasterio.open(path, "w", height=height, width=width, transform=transform, **profile) as dst:
-        dst.write(labels, 1)
-
-
-def build_vrt(
-    path: Path,
-    chunks: Sequence[tuple[Path, Window]],
-    *,
-    width: int,
-    height: int,
-    crs: str,
-    transform: Sequence[float],
-    palette: dict[int, tuple[int, int, int]] | None,
-    tags: dict[str, str],
-    description: str,
-    data_type: str = "Byte",
-    nodata: float = NODATA_LABEL,
-) -> None:
-    """A one-band VRT placing each chunk file at its window; paletted unless ``palette`` is None."""
-    wkt = escape(rasterio.crs.CRS.from_user_input(crs).to_wkt())
-    a, b, c, d, e, f = transform[:6]
-    colour = "<ColorInterp>Gray</ColorInterp>"
-    if palette is not None:
-        colours = [palette.get(i, (0, 0, 0)) for i in range(max(palette, default=0) + 1)]
-        entries = "\n".join(
-            f'      <Entry c1="{r}" c2="{g}" c3="{bl}" c4="{0 if i == NODATA_LABEL else 255}"/>'
-            for i, (r, g, bl) in enumerate(colours)
-        )
-        colour = f"<ColorInterp>Palette</ColorInterp>\n    <ColorTable>\n{entries}\n    </ColorTable>"
-    metadata = "\n".join(f'    <MDI key="{escape(k)}">{escape(v)}</MDI>' for k, v in tags.items())
-    sources = "\n".join(
-        f"""    <SimpleSource>
-      <SourceFilename relativeToVRT="1">{escape(chunk.name)}</SourceFilename>
-      <SourceBand>1</SourceBand>
-      <SrcRect xOff="0" yOff="0" xSize="{int(w.width)}" ySize="{int(w.height)}"/>
-      <DstRect xOff="{int(w.col_off)}" yOff="{int(w.row_off)}" xSize="{int(w.width)}" ySize="{int(w.height)}"/>
-    </SimpleSource>"""
-        for chunk, w in chunks
-    )
-    path.write_text(
-        f"""<VRTDataset rasterXSize="{width}" rasterYSize="{height}">
-  <SRS>{wkt}</SRS>
-  <GeoTransform>{c!r}, {a!r}, {b!r}, {f!r}, {d!r}, {e!r}</GeoTransform>
-  <Metadata>
-{metadata}
-  </Metadata>
-  <VRTRasterBand dataType="{data_type}" band="1" blockXSize="{BLOCK}" blockYSize="{BLOCK}">
-    <Description>{escape(description)}</Description>
-    <NoDataValue>{nodata}</NoDataValue>
-    {colour}
-{sources}
-  </VRTRasterBand>
-</VRTDataset>
-"""
-    )
-
-
-def translate_to_cog(vrt: Path, destination: Path, **options: str | int) -> None:
-    """Encode the VRT once into a COG with overviews (GDAL's COG driver, outside dask);
-    ``options`` override the COG creation options."""
-    rasterio.shutil.copy(vrt, destination, driver="COG", **{**COG_OPTIONS, **options})
-
-
 def publish(staged: Path, destination: Path) -> None:
     """Move a finished file into place atomically (same folder, so same filesystem)."""
     os.replace(staged, destination)
+
+
+def _remove(path: Path) -> None:
+    # After Ctrl-C a task still running may add a file while the folder is being removed
+    # (rmtree then fails on the non-empty folder): remove until it is gone.
+    for _ in range(50):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            break
+        time.sleep(0.1)

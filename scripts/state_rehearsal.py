@@ -1,20 +1,24 @@
 """State-scale rehearsal: thousands of tiles, > 10 gigapixels, two UTM zones (``benchmark.py --state``).
 
-    python scripts/benchmark.py --state [--tiles 64x80] [--skip-cluster] [--skip-spread]
+    python scripts/benchmark.py --state [--tiles 64x80] [--steps graph,open,...] [--skip-cluster] [--skip-spread]
 
-Built once and cached in ``--workdir``/state (a few MB: the tiles are VRTs):
-- 16 source GeoTIFFs of 1600 x 1300 px (2.08 MP; DEFLATE, 512 tiles), each four of the shared NAIP
-  scenes (cropped, flipped, rotated) side by side;
-- ``tiles/``: a grid of tile VRTs, each one source placed on the map, laid edge to edge at 5 m; the eastern fifth of the columns is in UTM zone 15 (EPSG:26915),
-  the rest in zone 14, so the run reprojects them through ``input.crs: EPSG:26914``;
-- ``one.vrt``: the same zone-14 layout as one file, for the sample stage's one-file comparison;
-- ``open10k/``: 10,240 small GeoTIFFs (64 x 64), to time opening ten thousand headers.
+Built once and cached in ``--workdir``/state (~100 MB: the tiles are VRTs):
+- 16 source GeoTIFFs of 1600 x 1300 px (2.08 MP; DEFLATE, 512 tiles), each four of the shared
+  NAIP scenes (cropped, flipped, rotated) side by side;
+- ``tiles-RxC/``: a grid of tile VRTs, each one source placed on the map, edge to edge at 5 m
+  (64 x 80 = 5,120 files, 10.7 GP); the eastern fifth of the columns is in UTM zone 15
+  (EPSG:26915), the rest in zone 14, so the run reprojects them through ``input.crs: EPSG:26914``;
+- ``one-RxC.vrt``: the same zone-14 layout as one file, for the sample stage's one-file comparison;
+- ``open10k/``: 10,240 small GeoTIFFs (64 x 64), to time opening ten thousand headers and to run
+  threads against local-cluster on more than 5,000 files.
 
-Measured: the read floor of the tiles (every 512 block decoded once, one thread per core);
-``landcover run`` on threads and on ``local-cluster`` (wall, peak RSS, stages, same bytes); the
-graph (tasks, pickled bytes, seconds to build); the sample stage on the tiles and on one file;
-opening 10,240 files; and the sample's spread over 5 seeds, stratified against the earlier design
-(a random subset of all windows), here and at 0.6 GP.
+Steps (``--steps``, all by default): ``graph`` (tasks, pickled bytes, seconds to build),
+``open`` (10,240 headers), ``sample`` (the sample stage on the tiles and on one file, alternating),
+``floor`` (every 512 block of the tiles decoded once, one thread per core), ``threads`` and
+``cluster`` (``landcover run``: wall, peak RSS, stages, a hash of the labels), ``small`` (the same
+run at 0.6 GP, for memory), ``identity`` (threads and local-cluster on the 10,240 files: same
+labels, no large-graph warning), ``spread`` (the sample over 5 seeds, stratified against the
+earlier design, a random subset of all windows, at 0.6 GP and here).
 """
 
 from __future__ import annotations
@@ -215,6 +219,22 @@ def graph_size(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def same_bytes_on_many_files(state: Path, paths: list[Path]) -> dict[str, Any]:
+    """threads and local-cluster on the 10,240 small files: the same labels, no large-graph warning."""
+    out = state / "out"
+    config = {
+        "input": {"paths": [str(paths[0].parent / "*.tif")]},
+        "sample": {"size": 1_000_000, "seed": 0},
+        "model": {"k": 7},
+        "output": {"path": str(out / "labels-10k.tif"), "overwrite": True},
+        "dask": {"chunk": 2048},
+    }
+    threads = run_landcover(config, state / "run-10k-threads.json")
+    cluster_config = {**config, "output": {**config["output"], "path": str(out / "labels-10k-cluster.tif")}, "dask": {"chunk": 2048, "scheduler": "local-cluster"}}
+    cluster = run_landcover(cluster_config, state / "run-10k-cluster.json")
+    return {"files": len(paths), "threads": threads, "local_cluster": cluster, "same_bytes": threads["labels_sha256"] == cluster["labels_sha256"]}
+
+
 def time_open(paths: list[Path]) -> dict[str, Any]:
     code = (
         "import time, sys, json; from pipeline.config import InputConfig; from pipeline.mosaic import open_mosaic\n"
@@ -225,8 +245,18 @@ def time_open(paths: list[Path]) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def time_sample(config: dict[str, Any], seeds=(0,)) -> float:
-    """Median seconds of the sample stage (plan, read, select) in a fresh process per call."""
+def time_samples(configs: dict[str, dict[str, Any]], seeds=(0, 1, 2)) -> dict[str, float]:
+    """Median seconds of the sample stage (plan, read, select) for each config, in a fresh
+    process per call, the configs alternating so that both see the same load."""
+    runs: dict[str, list[float]] = {name: [] for name in configs}
+    for seed in seeds:
+        for name, config in configs.items():
+            runs[name].append(time_sample(config, seed))
+    return {name: round(float(np.median(r)), 2) for name, r in runs.items()}
+
+
+def time_sample(config: dict[str, Any], seed: int) -> float:
+    """Seconds of the sample stage (plan, read, select) in a fresh process."""
     code = (
         "import time, sys, json; from pipeline.config import InputConfig; from pipeline.mosaic import open_mosaic\n"
         "from pipeline.sample import draw_sample\n"
@@ -234,11 +264,8 @@ def time_sample(config: dict[str, Any], seeds=(0,)) -> float:
         "start = time.perf_counter(); draw_sample(m, size=cfg['sample']['size'], seed=int(sys.argv[2]))\n"
         "print(time.perf_counter() - start)"
     )
-    runs = [
-        float(subprocess.run([sys.executable, "-c", code, json.dumps(config), str(s)], capture_output=True, text=True, check=True).stdout)
-        for s in seeds
-    ]
-    return round(float(np.median(runs)), 2)
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(config), str(seed)], capture_output=True, text=True, check=True)
+    return float(proc.stdout)
 
 
 def sample_spread(spec_input: dict[str, Any], *, size: int, k: int) -> dict[str, Any]:
@@ -247,7 +274,7 @@ def sample_spread(spec_input: dict[str, Any], *, size: int, k: int) -> dict[str,
     import dask
     from scipy.optimize import linear_sum_assignment
 
-    from pipeline.config import InputConfig
+    from pipeline.config import InputConfig, ModelConfig
     from pipeline.fit import fit_kmeans
     from pipeline.mosaic import open_mosaic
     from pipeline.sample import draw_sample, sample_block, window_of
@@ -282,7 +309,7 @@ def sample_spread(spec_input: dict[str, Any], *, size: int, k: int) -> dict[str,
             start = time.perf_counter()
             sample, windows, tiles = draw(seed)
             seconds.append(time.perf_counter() - start)
-            fit = fit_kmeans(sample, seeds_from=sample, k=k, n_init=3, max_iter=300, tol=1e-4, seed=0)
+            fit = fit_kmeans(sample, seeds_from=sample, k=k, n_init=ModelConfig().n_init, max_iter=300, tol=1e-4, seed=0)
             centroids.append(fit.centroids)
         # Match every seed's classes to seed 0's, then measure distances to the matched mean (DN).
         matched = [centroids[0]]
@@ -304,17 +331,23 @@ def sample_spread(spec_input: dict[str, Any], *, size: int, k: int) -> dict[str,
 # --- main ----------------------------------------------------------------------------------------
 
 
+STEPS = ("graph", "open", "sample", "floor", "threads", "cluster", "small", "identity", "spread")
+
+
 def main(args) -> None:
     import os
 
+    steps = set(args.steps.split(",")) if args.steps else set(STEPS)
+    if args.skip_cluster:
+        steps.discard("cluster")
+    if args.skip_spread:
+        steps.discard("spread")
     state = args.workdir / "state"
     grid = tuple(int(v) for v in args.tiles.split("x"))
     sources = build_sources(args.scenes, state)
     tiles, one = build_tiles(state, grid)
-    threads = os.cpu_count() or 2
     out_dir = state / "out"
     result: dict[str, Any] = {"grid": f"{grid[0]}x{grid[1]}", "files": len(tiles)}
-
     base = {
         "input": {"paths": [str(tiles[0].parent / "*.vrt")], "crs": ZONE},
         "sample": {"size": 1_000_000, "seed": 0},
@@ -322,56 +355,48 @@ def main(args) -> None:
         "output": {"path": str(out_dir / "labels.tif"), "overwrite": True},
         "dask": {"chunk": 2048},
     }
-    print("graph ...", flush=True)
-    result["graph"] = graph_size(base)
-    print(json.dumps(result["graph"]), flush=True)
-    print("open 10,240 files ...", flush=True)
-    result["open_10k"] = time_open(build_open_set(state, sources))
-    print(json.dumps(result["open_10k"]), flush=True)
-    print("sample stage: tiles against one file ...", flush=True)
-    one_config = {**base, "input": {"paths": [str(one)]}}
-    result["sample_stage_s"] = {"tiles": time_sample(base, (0, 1, 2)), "one_file": time_sample(one_config, (0, 1, 2))}
-    print(json.dumps(result["sample_stage_s"]), flush=True)
-    print("read floor ...", flush=True)
-    result["floor_s"] = round(read_floor(tiles, threads), 2)
-    print(result["floor_s"], flush=True)
-
-    print("landcover run (threads) ...", flush=True)
-    result["threads"] = run_landcover(base, state / "run-threads.json")
-    print(json.dumps(result["threads"]), flush=True)
-    if not args.skip_cluster:
-        print("landcover run (local-cluster) ...", flush=True)
-        cluster = {**base, "output": {**base["output"], "path": str(out_dir / "labels-cluster.tif")}, "dask": {**base["dask"], "scheduler": "local-cluster"}}
-        result["local_cluster"] = run_landcover(cluster, state / "run-cluster.json")
-        print(json.dumps(result["local_cluster"]), flush=True)
-
-    print("0.6 GP for comparison ...", flush=True)
     small = build_mosaic(30, args.scenes, args.workdir)
     small_config = {**base, "input": {"paths": [str(small)]}, "output": {"path": str(artefact(args.workdir, "labels", 30)), "overwrite": True}}
-    result["small"] = run_landcover(small_config, state / "run-small.json")
-    print(json.dumps(result["small"]), flush=True)
-
-    if not args.skip_spread:
-        print("sample spread over 5 seeds ...", flush=True)
-        result["spread"] = {
+    cluster = {**base, "output": {**base["output"], "path": str(out_dir / "labels-cluster.tif")}, "dask": {**base["dask"], "scheduler": "local-cluster"}}
+    measures = {
+        "graph": lambda: graph_size(base),
+        "open": lambda: time_open(build_open_set(state, sources)),
+        "sample": lambda: time_samples({"tiles": base, "one_file": {**base, "input": {"paths": [str(one)]}}}),
+        "floor": lambda: round(read_floor(tiles, os.cpu_count() or 2), 2),
+        "threads": lambda: run_landcover(base, state / "run-threads.json"),
+        "cluster": lambda: run_landcover(cluster, state / "run-cluster.json"),
+        "small": lambda: run_landcover(small_config, state / "run-small.json"),
+        "identity": lambda: same_bytes_on_many_files(state, build_open_set(state, sources)),
+        "spread": lambda: {
             "0.6 GP": sample_spread(small_config["input"], size=1_000_000, k=7),
             "state": sample_spread(base["input"], size=1_000_000, k=7),
-        }
-    result["ratios"] = ratios(result)
+        },
+    }
+    keys = {"open": "open_10k", "sample": "sample_stage_s", "floor": "floor_s", "cluster": "local_cluster"}
+    for step in STEPS:
+        if step in steps:
+            print(f"{step} ...", flush=True)
+            result[keys.get(step, step)] = measures[step]()
+            print(json.dumps(result[keys.get(step, step)]), flush=True)
     args.state_out.write_text(json.dumps(result, indent=2) + "\n")
-    print_table(result)
+    if set(STEPS) - {"cluster", "spread"} <= steps:
+        result["ratios"] = ratios(result)
+        args.state_out.write_text(json.dumps(result, indent=2) + "\n")
+        print_table(result)
     print(f"\nwrote {args.state_out}")
 
 
 def ratios(r: dict[str, Any]) -> dict[str, Any]:
     t = r["threads"]
     stages = t["stages_s"]
-    fixed = t["seconds"] - stages["label_write"] - stages["finalise"]
+    fixed = t["seconds"] - stages["label_write"] - stages.get("place", 0.0) - stages["finalise"]
+    after_workers = stages["finalise"] + stages["total"] - sum(v for k, v in stages.items() if k != "total")
     out = {
         "wall_over_floor": round(t["seconds"] / r["floor_s"], 2),
         "label_write_over_floor": round(stages["label_write"] / r["floor_s"], 2),
         "not_label_write_finalise_share": round(fixed / t["seconds"], 3),
         "client_alone_share": round(t["client_alone_s"] / t["seconds"], 3),
+        "client_after_last_worker_task_share": round(after_workers / t["seconds"], 3),
         "rss_over_small": round(t["peak_rss_gb"] / r["small"]["peak_rss_gb"], 2),
         "sample_tiles_over_one_file": round(r["sample_stage_s"]["tiles"] / r["sample_stage_s"]["one_file"], 2),
         "per_gp_floor_s": round(r["floor_s"] / (r["graph"]["megapixels"] / 1000), 2),
@@ -389,12 +414,12 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"read floor {r['floor_s']} s ({ra['per_gp_floor_s']} s/GP); open 10,240 files {r['open_10k']['seconds']} s")
     print(f"graph: {g['read_graph_bytes'] / 1e6:.2f} MB pickled, max task {g['read_task_bytes_max']} B (all tiles {g['all_tiles_bytes'] / 1e6:.2f} MB), built in {g['read_graph_s']} s")
     print(f"sample: {g['sample_windows']} windows from {g['sample_tiles']} tiles; stage {r['sample_stage_s']['tiles']} s on tiles, {r['sample_stage_s']['one_file']} s on one file ({ra['sample_tiles_over_one_file']}x)")
-    stages = ("open", "sample", "fit", "label_write", "finalise")
+    stages = ("open", "sample", "fit", "label_write", "place", "finalise")
     print(f"{'run':>14} {'wall s':>8} {'RSS GB':>7} {'client s':>8} " + " ".join(f"{s:>11}" for s in stages))
     for name in ("threads", "local_cluster", "small"):
         if name in r:
             t = r[name]
-            print(f"{name:>14} {t['seconds']:>8.1f} {t['peak_rss_gb']:>7.2f} {t['client_alone_s']:>8.1f} " + " ".join(f"{t['stages_s'][s]:>11.1f}" for s in stages))
+            print(f"{name:>14} {t['seconds']:>8.1f} {t['peak_rss_gb']:>7.2f} {t['client_alone_s']:>8.1f} " + " ".join(f"{t['stages_s'].get(s, 0.0):>11.1f}" for s in stages))
     print(json.dumps(ra, indent=2))
     for size, spread in r.get("spread", {}).items():
         for design, s in spread.items():

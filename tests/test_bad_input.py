@@ -68,6 +68,15 @@ def _two_tiles(folder: Path, second: np.ndarray) -> dict:
     return _doc(input={"paths": ["a.tif", "b.tif"]})
 
 
+def _nan_overlaps(folder: Path) -> dict:
+    """Two float tiles overlapping by 50 columns where one of them is NaN."""
+    image = np.random.default_rng(0).uniform(0, 1, (4, 100, 100)).astype(np.float32)
+    write_raster(folder / "a.tif", image)
+    image[:, :, :50] = np.nan
+    write_raster(folder / "b.tif", image, origin=(500_100.0, 5_200_000.0))
+    return _doc(input={"paths": ["a.tif", "b.tif"]}, features={"balance": "overlaps"})
+
+
 def _two_zones(folder: Path) -> dict:
     image = np.full((4, 100, 100), 9, dtype=np.uint8)
     write_raster(folder / "a.tif", image)
@@ -149,6 +158,8 @@ CASES = {
     "different band counts": Case(lambda f: _two_tiles(f, np.full((3, 100, 100), 9, np.uint8)), "b.tif: band count 3 differs from {dir}/a.tif (4)"),
     "different dtypes": Case(lambda f: _two_tiles(f, np.full((4, 100, 100), 9, np.uint16)), "b.tif: dtype uint16 differs from {dir}/a.tif (uint8)"),
     "different CRSs": Case(_two_zones, "b.tif: CRS EPSG:32615 differs from {dir}/a.tif (EPSG:32614); set input.crs (e.g. EPSG:32614)"),
+    "balance on a single tile": Case(_with_scene(features={"balance": "overlaps"}), "features.balance: overlaps needs two or more overlapping tiles, but {dir}/scene.tif is the only one"),
+    "balance with NaN overlaps": Case(_nan_overlaps, "features.balance: no valid pixel where the tiles overlap (1 overlapping pair(s), e.g. {dir}/a.tif and {dir}/b.tif)"),
     "no CRS": Case(_no_crs, "scene.tif: has no CRS; assign one"),
     "rotated transform": Case(_rotated, "rotated.tif: has a rotated geotransform"),
     "band not in file": Case(_with_scene(input={"bands": [9]}), "input.bands: band 9 does not exist in {dir}/scene.tif"),
@@ -231,14 +242,16 @@ def test_ctrl_c_while_writing_leaves_nothing(tmp_path):
         [str(LANDCOVER), "run", "run.yaml", "--quiet"], cwd=tmp_path, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("out/.labels.tif.*.partial/chunk_*.tif")):
+    while not list(tmp_path.glob("out/.labels.tif.parts/chunk-*.npz")):
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before writing started"
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGINT)
     stderr = process.communicate(timeout=120)[1]
     assert process.returncode == 130, stderr
     # The last line (libraries may warn earlier, e.g. dask-ml's "Found fewer than k clusters in init").
-    assert stderr.endswith("\ninterrupted: nothing was written at the output path\n") or stderr == "interrupted: nothing was written at the output path\n"
+    message = "interrupted: nothing was written at the output path; run again with --resume to reuse the finished parts\n"
+    assert stderr.endswith("\n" + message) or stderr == message
     assert "Traceback" not in stderr
-    assert list((tmp_path / "out").iterdir()) == []  # no output, no sidecar, no staging folder
-    assert _checksums(tmp_path) == before
+    # No output, no sidecar: only the finished parts, for --resume (tests/test_resume.py).
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [".labels.tif.parts"]
+    assert {name: sha for name, sha in _checksums(tmp_path).items() if not name.startswith("out/")} == before

@@ -18,7 +18,9 @@ def landcover(*args, cwd=None):
 
 def scene(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
-    image = np.where(rng.random((1, 300, 400)) < 0.5, 40, 200) + rng.integers(0, 5, (4, 300, 400))
+    # Three groups for the k = 3 of config(): with two, the third class splits noise differently
+    # for every seed, and the run rightly warns that the fit is unstable.
+    image = rng.choice(np.array([40, 120, 200]), (1, 300, 400)) + rng.integers(0, 5, (4, 300, 400))
     return write_raster(tmp_path / "scene.tif", image.astype(np.uint8))
 
 

@@ -200,9 +200,9 @@ def test_cog_report_and_sidecars(tmp_path, make_config):
     counts = np.bincount(truth.ravel(), minlength=4)
     assert sorted(c["pixels"] for c in report["classes"]) == sorted(counts)
     assert report["totals"]["area_m2"] == pytest.approx(1300 * 1100 * 4.0)
-    assert set(report["timings_s"]) == {"open", "sample", "fit", "label_write", "finalise", "total"}
+    assert set(report["timings_s"]) == {"open", "sample", "fit", "label_write", "finalise", "place", "total"}
     assert result.quicklook_path.stat().st_size > 0
-    assert [p.name for p in result.output.parent.iterdir() if "partial" in p.name] == []
+    assert [p.name for p in result.output.parent.iterdir() if p.name.startswith(".")] == []  # no staging, no parts
 
 
 def test_existing_output_refused_and_left_untouched(tmp_path, make_config):

@@ -10,7 +10,7 @@ from pipeline.config import InputConfig
 from pipeline.label import nearest
 from pipeline.mosaic import open_mosaic
 from pipeline.sample import draw_sample
-from rasters import class_centres, planted_classes, planted_image, write_raster
+from rasters import ORIGIN, RESOLUTION, class_centres, planted_classes, planted_image, write_raster
 
 K = 4
 
@@ -55,3 +55,24 @@ def test_nodata_heavy_mosaic_raises_the_rate_until_the_sample_is_full(tmp_path, 
     assert len(sample) == 4000 and not np.isnan(sample).any() and (sample > 0).any(axis=1).all()
     read, total, rounds = windows_read(caplog)
     assert rounds > 1 and 32 <= read <= total == 256
+
+
+def test_strata_of_an_irregular_mosaic_keep_every_pixel_equally_likely(tmp_path):
+    # Three tiles in an L (a quarter of the bounding box empty), each its own classes, and strata
+    # that straddle tiles: class shares of the sample still match the mosaic's.
+    centres = class_centres(K, 4, low=20, high=240, seed=13)
+    half = np.kron(np.array([[2, 3]]), np.ones((256, 128), dtype=int))
+    truths = [np.zeros((256, 256), int), np.ones((256, 256), int), half]
+    origins = [(0, 0), (0, 256), (256, 0)]  # (row, col) in pixels
+    paths = []
+    for n, (truth, (row, col)) in enumerate(zip(truths, origins)):
+        image = planted_image(truth, centres, noise=2.0, dtype="uint8", seed=n)
+        origin = (ORIGIN[0] + col * RESOLUTION, ORIGIN[1] - row * RESOLUTION)
+        paths.append(str(write_raster(tmp_path / f"tile{n}.tif", image, origin=origin)))
+    mosaic = open_mosaic(InputConfig(paths=paths), chunk=512)
+    drawn = []
+    for seed in range(40):
+        sample = draw_sample(mosaic, size=600, seed=seed, window=64, min_windows=7)
+        drawn.append(nearest(sample.T, centres)[0] - 1)
+    shares = np.bincount(np.concatenate(drawn), minlength=K) / (40 * 600)
+    np.testing.assert_allclose(shares, [1 / 3, 1 / 3, 1 / 6, 1 / 6], atol=0.03)

@@ -34,7 +34,7 @@ def run_with(scene: Path, folder: Path, **dask_options):
         "input": {"paths": [str(scene)]},
         "model": {"k": 5, "n_init": 1},
         "sample": {"size": 200_000},
-        "output": {"path": str(folder / "labels.tif")},
+        "output": {"path": str(folder / "labels.tif"), "confidence": True},
         "dask": {"chunk": 512, **dask_options},
     }
     (folder / "run.yaml").write_text(yaml.safe_dump(doc))
@@ -51,11 +51,18 @@ def test_local_cluster_gives_the_threaded_bytes(scene, threaded, tmp_path, caplo
     cluster = run_with(scene, tmp_path, scheduler="local-cluster", workers=2, threads_per_worker=1)
     assert "2 worker(s), 2 thread(s)" in caplog.text
     np.testing.assert_array_equal(read_labels(cluster.output), read_labels(threaded.output))
-    # GDAL writes no timestamp into the COG and the model sidecar holds no timing, so the whole
+    # The COG holds no timestamp and the model sidecar holds no timing, so the whole
     # files can be compared; the report's timings differ and its class table must not.
     assert cluster.output.read_bytes() == threaded.output.read_bytes()
+    assert cluster.confidence_path.read_bytes() == threaded.confidence_path.read_bytes()
     assert cluster.model_path.read_bytes() == threaded.model_path.read_bytes()
     assert cluster.report["classes"] == threaded.report["classes"]
+
+
+def test_processes_give_the_threaded_bytes(scene, threaded, tmp_path):
+    processes = run_with(scene, tmp_path, scheduler="processes", workers=2)
+    assert processes.output.read_bytes() == threaded.output.read_bytes()
+    assert processes.confidence_path.read_bytes() == threaded.confidence_path.read_bytes()
 
 
 class KillOneWorkerWhileLabelling(SchedulerPlugin):
@@ -82,3 +89,4 @@ def test_a_worker_killed_while_labelling_changes_nothing(scene, threaded, tmp_pa
         assert plugin.killed not in {w.pid for w in cluster.scheduler.workers.values()}
     np.testing.assert_array_equal(read_labels(result.output), read_labels(threaded.output))
     assert result.output.read_bytes() == threaded.output.read_bytes()
+    assert result.confidence_path.read_bytes() == threaded.confidence_path.read_bytes()

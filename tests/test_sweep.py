@@ -45,6 +45,7 @@ def test_sweep_suggests_the_planted_k(tmp_path):
     assert result["sample"]["size"] == 20_000 and result["silhouette_sample"] == 10_000
     scores = {s["k"]: s for s in result["scores"]}
     assert scores[k]["inertia"] < 0.1 * scores[k - 1]["inertia"]  # the planted classes are well separated
+    assert scores[k]["unstable"] is None  # n_init: 1, and one restart cannot tell
     assert max(scores.values(), key=lambda s: s["silhouette"])["k"] == result["suggested"]["best_silhouette"]
     assert (tmp_path / "sweeps" / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"suggested k = {k} " in done.stdout and not (tmp_path / "out").exists()

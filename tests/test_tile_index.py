@@ -117,3 +117,11 @@ def test_strata_follow_the_covered_area_not_the_bounding_box():
     for number in plan.windows:
         window = window_of(mosaic, number, 512)
         assert mosaic.tiles_in(window), window
+
+
+def test_the_mosaic_as_xarray_keeps_its_grid_and_crs(tmp_path):
+    image = np.random.default_rng(5).integers(1, 255, (3, 90, 70), dtype=np.uint8)
+    mosaic = open_mosaic(InputConfig(paths=str(write_raster(tmp_path / "one.tif", image, nodata=0))), chunk=64)
+    array = mosaic.to_xarray()
+    assert array.rio.crs.to_string() == mosaic.crs and array.rio.transform() == mosaic.transform
+    np.testing.assert_array_equal(array.values, image.astype(np.float32))

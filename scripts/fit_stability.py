@@ -1,0 +1,142 @@
+"""Does the fit find the same optimum whatever the seed? The measure of issue 12.
+
+For each scene (the real NAIP scenes in ../shared/data/naip, one at a time, and the demo scene)
+and each k, the sample is drawn and fitted with seeds 0..4 as ``landcover run`` does (default
+config otherwise), every pixel of the scene is labelled with each seed's centroids, and the script
+prints the lowest adjusted Rand index between any two seeds' maps, the spread of the inertias over
+all pixels ((max - min) / min) and the median fit time. Each fit is timed back to back with the
+fit as it was before issue 12 (dask-ml's k-means||, 8 rounds, 3 restarts on 100 000 pixels, the
+best refined on the sample), which is measured the same way. Targets: ARI >= 0.98, spread <= 0.5 %,
+fit time <= 2x the old one.
+
+    python scripts/fit_stability.py [--k 5,7,10] [--seeds 5] [--scenes 2009,demo] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+from dask_ml.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+from pipeline.config import Config
+from pipeline.fit import fit_kmeans, sum_squared_errors
+from pipeline.label import nearest
+from pipeline.mosaic import open_mosaic
+from pipeline.sample import draw_sample, full_matrix
+
+ROOT = Path(__file__).resolve().parent.parent
+NAIP = ROOT.parent / "shared" / "data" / "naip"
+DEMO = ROOT / "data" / "demo" / "naip_like.tif"
+TARGET_ARI, TARGET_SPREAD, TARGET_RATIO = 0.98, 0.5, 2.0
+
+
+def fit_before_issue_12(sample: np.ndarray, *, k: int, max_iter: int, tol: float, seed: int) -> np.ndarray:
+    """The fit before issue 12, as the reference: 3 dask-ml k-means|| restarts (8 rounds) on the
+    first 100 000 rows of the sample, the lowest inertia refined by dask-ml's Lloyd on all of it."""
+    tol_absolute = tol * float(sample.var(axis=0, dtype=np.float64).mean())
+
+    def lloyd(matrix: da.Array, init, restart_seed: int = 0) -> np.ndarray:
+        model = KMeans(n_clusters=k, init=init, max_iter=max_iter, tol=tol_absolute, random_state=restart_seed, init_max_iter=8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(matrix)
+        return np.asarray(model.cluster_centers_, dtype=np.float64)
+
+    head = sample[:100_000]
+    chunked = [da.from_array(m, chunks=(262_144, -1)).persist() for m in (head, sample)]
+    restarts = [lloyd(chunked[0], "k-means||", int(np.random.SeedSequence([seed, r]).generate_state(1)[0])) for r in range(3)]
+    best = min(restarts, key=lambda c: sum_squared_errors(head, c))
+    return lloyd(chunked[1], best)
+
+
+def scenes(wanted: list[str] | None) -> dict[str, Path]:
+    found = {p.stem.rsplit("_", 1)[-1][:4]: p for p in sorted(NAIP.glob("*.tif"))}
+    if not found:
+        print(f"note: no NAIP scenes at {NAIP}; measuring the demo only", file=sys.stderr)
+    if not DEMO.exists():
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_demo.py")], check=True)
+    found["demo"] = DEMO
+    return {name: path for name, path in found.items() if not wanted or name in wanted}
+
+
+def measure(path: Path, ks: list[int], seeds: int) -> list[dict]:
+    config = Config.model_validate({"input": {"paths": [str(path)]}})
+    m = config.model
+    mosaic = open_mosaic(config.input, chunk=config.dask.chunk)
+    pixels = full_matrix(mosaic.to_dask()).compute()
+    samples = [draw_sample(mosaic, size=config.sample.size, seed=s) for s in range(seeds)]
+    rows = []
+    for k in ks:
+        found: dict[str, list] = {"new": [], "old": []}
+        seconds: dict[str, list] = {"new": [], "old": []}
+        unstable = 0
+        for seed, sample in enumerate(samples):
+            began = time.perf_counter()
+            fit = fit_kmeans(sample, seeds_from=sample, k=k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed)
+            seconds["new"].append(time.perf_counter() - began)
+            found["new"].append(fit.centroids)
+            unstable += bool(fit.restarts.unstable)
+            began = time.perf_counter()
+            found["old"].append(fit_before_issue_12(sample, k=k, max_iter=m.max_iter, tol=m.tol, seed=seed))
+            seconds["old"].append(time.perf_counter() - began)
+        row = {"k": k, "pixels": len(pixels), "sample": len(samples[0]), "seeds": seeds, "unstable_fits": unstable}
+        for which, centroids in found.items():
+            maps = [nearest(pixels.T, c)[0] for c in centroids]
+            inertias = np.array([sum_squared_errors(pixels, c) for c in centroids])
+            row[which] = {
+                "min_ari": min(adjusted_rand_score(a, b) for a, b in itertools.combinations(maps, 2)),
+                "inertia_spread_pct": 100 * (inertias.max() / inertias.min() - 1),
+                "fit_s": float(np.median(seconds[which])),
+            }
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--k", default="5,7,10", help="comma-separated k (default 5,7,10)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    p.add_argument("--scenes", default=None, help="comma-separated: 2009, 2012, 2016, 2020, demo (default all)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args()
+    ks = [int(k) for k in args.k.split(",")]
+    results = {}
+    print(f"{'scene':>6} {'k':>3} {'min ARI':>8} {'(old)':>6} {'spread %':>9} {'(old)':>7} {'fit s':>6} {'old s':>6} {'new/old':>7}  unstable")
+    with dask.config.set(scheduler="threads"):
+        for name, path in scenes(args.scenes.split(",") if args.scenes else None).items():
+            results[name] = measure(path, ks, args.seeds)
+            for r in results[name]:
+                new, old = r["new"], r["old"]
+                print(
+                    f"{name:>6} {r['k']:>3} {new['min_ari']:>8.3f} {old['min_ari']:>6.3f} {new['inertia_spread_pct']:>9.3f} "
+                    f"{old['inertia_spread_pct']:>7.3f} {new['fit_s']:>6.2f} {old['fit_s']:>6.2f} {new['fit_s'] / old['fit_s']:>7.2f}  "
+                    f"{r['unstable_fits']} of {r['seeds']}",
+                    flush=True,
+                )
+    rows = [r for rs in results.values() for r in rs]
+    met = {  # plain bools for JSON
+        f"min ARI >= {TARGET_ARI}": bool(min(r["new"]["min_ari"] for r in rows) >= TARGET_ARI),
+        f"inertia spread <= {TARGET_SPREAD} %": bool(max(r["new"]["inertia_spread_pct"] for r in rows) <= TARGET_SPREAD),
+        f"fit time <= {TARGET_RATIO}x the old": bool(sum(r["new"]["fit_s"] for r in rows) <= TARGET_RATIO * sum(r["old"]["fit_s"] for r in rows)),
+    }
+    ratio = sum(r["new"]["fit_s"] for r in rows) / sum(r["old"]["fit_s"] for r in rows)
+    print(f"fit time, new / old, summed over the table: {ratio:.2f}")
+    for target, ok in met.items():
+        print(f"{'met' if ok else 'NOT met'}: {target}")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "targets": met, "time_ratio": ratio}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
