@@ -117,9 +117,11 @@ def test_reprojection_is_exact_and_does_not_depend_on_the_window(naip_scenes, tm
     ours = np.nan_to_num(whole, nan=0).astype(np.uint8)
     # Every pixel takes the source pixel that contains its centre, projected exactly by PROJ.
     rows, cols = np.unravel_index(np.random.default_rng(0).choice(whole[0].size, 5000, replace=False), whole[0].shape)
-    xs, ys = mosaic.transform * (cols + 0.5, rows + 0.5)
+    t = mosaic.transform
+    xs, ys = t.c + (cols + 0.5) * t.a, t.f + (rows + 0.5) * t.e
     sx, sy = (np.asarray(v) for v in transform_points(mosaic.crs, source_crs, xs, ys))
-    src_cols, src_rows = (np.floor(v).astype(int) for v in inverse * (sx, sy))
+    src_cols = np.floor(inverse.a * sx + inverse.b * sy + inverse.c).astype(int)
+    src_rows = np.floor(inverse.d * sx + inverse.e * sy + inverse.f).astype(int)
     inside = (src_rows >= 0) & (src_rows < source.shape[1]) & (src_cols >= 0) & (src_cols < source.shape[2])
     np.testing.assert_array_equal(ours[:, rows[inside], cols[inside]], source[:, src_rows[inside], src_cols[inside]])
     # GDAL's warper picks a neighbour where a centre falls within ~0.01 pixel of an edge.
