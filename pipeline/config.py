@@ -28,6 +28,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+def _one_or_many(value: Any) -> Any:
+    """A YAML string or list as a tuple (one entry, or many)."""
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value) if isinstance(value, list) else value
+
+
 class StacConfig(_Section):
     """A STAC search (or a static catalog) whose items' asset become the mosaic's tiles."""
 
@@ -52,9 +59,7 @@ class StacConfig(_Section):
     @field_validator("collections", mode="before")
     @classmethod
     def _collections_as_tuple(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return (value,)
-        return tuple(value) if isinstance(value, list) else value
+        return _one_or_many(value)
 
     @field_validator("bbox", mode="before")
     @classmethod
@@ -109,9 +114,7 @@ class InputConfig(_Section):
     @field_validator("paths", mode="before")
     @classmethod
     def _paths_as_tuple(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return (value,)
-        return tuple(value) if isinstance(value, list) else value
+        return _one_or_many(value)
 
     @field_serializer("paths", when_used="json")
     def _paths_redacted(self, value: tuple[str, ...] | None) -> list[str] | None:
