@@ -36,9 +36,9 @@ from rasterio.windows import Window
 
 from .config import InputConfig
 from .errors import InputError
-from .remote import is_remote, read_options, remote_fix, scrub, where
+from .remote import is_remote, remote_fix, scrub, where
 from .reproject import source_positions, source_window, warp_nearest
-from .sources import OPEN_OPTIONS, Header, expand_paths, first_line, read_headers
+from .sources import Header, expand_paths, first_line, gdal_options, read_headers
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +373,7 @@ def read(job: WindowRead) -> np.ndarray:
     """Decode one mosaic window: float32 (band, h, w), NaN where no tile has a valid pixel."""
     # Set here, in the task, not by the client: a distributed worker does not inherit the
     # client's rasterio.Env, and the HTTP settings are read when a file is opened and read.
-    with rasterio.Env(**{**OPEN_OPTIONS, **read_options(t.path for t in job.tiles)}):
+    with rasterio.Env(**gdal_options(t.path for t in job.tiles)):
         return _read(job)
 
 
