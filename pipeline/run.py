@@ -85,12 +85,9 @@ def _run(config: Config, progress: Progress, *, resume: bool) -> RunResult:
         output = check_output(config.output_path, mosaic, overwrite=config.output.overwrite)
         known = parts_fingerprint(mosaic, config.model_dump(mode="json"))  # all but the model
         refuse_leftover_parts(output, known, resume=resume, hint=RESUME_HINT)
-        data = mosaic.to_dask()
 
     with use_scheduler(config.dask):
-        return _classify(
-            config, mosaic, features, output, data, progress=progress, timings=timings, started=started, resume=resume
-        )
+        return _classify(config, mosaic, features, output, progress=progress, timings=timings, started=started, resume=resume)
 
 
 def _classify(
@@ -98,7 +95,6 @@ def _classify(
     mosaic: Mosaic,
     features: Features,
     output: Path,
-    data: da.Array,
     *,
     progress: Progress,
     timings: dict[str, float],
@@ -110,7 +106,6 @@ def _classify(
     if config.features.balance != "none":
         with _timed(timings, "balance"), progress("balance"):
             mosaic, balanced = balance(mosaic, method=config.features.balance, seed=config.sample.seed)
-            data = mosaic.to_dask()  # reads the corrected tiles
     with _timed(timings, "sample"), progress("sample"):
         fit_on_all = config.sample.size == "all"
         sample = draw_sample(mosaic, size=PALETTE_SAMPLE if fit_on_all else config.sample.size, seed=config.sample.seed)
@@ -120,7 +115,7 @@ def _classify(
             )
         features = features.fitted(sample)  # scaling statistics come from the sample
         sample_features = features.apply(sample.T).T
-        matrix: np.ndarray | da.Array = _feature_rows(full_matrix(data), features) if fit_on_all else sample_features
+        matrix: np.ndarray | da.Array = _feature_rows(full_matrix(mosaic.to_dask()), features) if fit_on_all else sample_features
 
     with _timed(timings, "fit"), for_in_memory_data(config.dask):
         m = config.model
