@@ -3,7 +3,7 @@
 from .config import Config, load_config
 from .errors import ConfigError, DataError, InputError, LandcoverError, OutputError
 from .predict import predict
-from .report import Model, load_model
+from .model import Model, load_model
 from .run import RunResult, run
 
 __all__ = [

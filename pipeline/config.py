@@ -219,7 +219,7 @@ class ModelConfig(_Section):
     """Number of classes; labels are 1..k and 0 is nodata, so k fits in uint8."""
     init: Literal["k-means||"] = "k-means||"
     """The only value accepted so far, and it does not choose the seeding: the restarts are
-    seeded by k-means++ on the in-memory sample (see ``fit.py``)."""
+    seeded by k-means++ on the in-memory sample (see ``kmeans.py``)."""
     n_init: int = Field(default=20, ge=1, le=100)
     """k-means++ restarts on 100 000 pixels of the sample, each from its own seed; the two best
     different maps are run to convergence on the whole sample and the lower inertia wins."""

@@ -22,7 +22,7 @@ from .config import DaskConfig, InputConfig
 from .errors import InputError
 from .mosaic import Mosaic, open_mosaic
 from .remote import where
-from .report import Model, load_model
+from .model import Model, load_model
 from .run import Progress, RunResult, _timed, check_output, write_products
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,14 @@ def predict(
     with _timed(timings, "open"):
         model_path = Path(model_path)
         model = load_model(model_path)
-        source = model.extra.get("input", {})
-        spec = InputConfig(paths=tuple(inputs), nodata=source.get("nodata"), alpha=source.get("alpha", "auto"))
+        source = model.source
+        spec = InputConfig(paths=tuple(inputs), nodata=source and source.nodata, alpha=source.alpha if source else "auto")
         mosaic = matching_mosaic(open_mosaic(spec, chunk=chunk), model, model_path)
         output = check_output(Path(out), mosaic, overwrite=overwrite, key="--out", overwrite_hint="pass --overwrite")
-    if model.extra.get("balance"):
+    if model.balance:
         with _timed(timings, "balance"), progress("balance"):
-            mosaic, balanced = balance_for_predict(mosaic, model.extra["balance"], seed=model.seed)
-        model = replace(model, extra={**model.extra, "balance": balanced.to_json()})
+            mosaic, balanced = balance_for_predict(mosaic, model.balance, seed=model.seed)
+        model = replace(model, balance=balanced.to_json())
     return write_products(
         mosaic,
         model,
@@ -70,12 +70,12 @@ def matching_mosaic(mosaic: Mosaic, model: Model, model_path: Path) -> Mosaic:
     """The mosaic reading the model's bands under the model's names, or an error naming the
     first input file and what differs from the model."""
     first = where(mosaic.tiles[0].path, mosaic.tiles[0].item)
-    source = model.extra.get("input", {})
+    source = model.source
     fix = f"predict needs imagery with the bands of the model's imagery ({model_path.name})"
-    count = source.get("count")
+    count = source and source.count
     if count is not None and mosaic.count != count:
         raise InputError(f"{first}: has {mosaic.count} band(s) but the model was fitted on {count}-band imagery; {fix}")
-    dtype = source.get("dtype")
+    dtype = source and source.dtype
     if dtype is not None and mosaic.dtype != dtype:
         raise InputError(f"{first}: dtype {mosaic.dtype} differs from the model's {dtype}; {fix} (convert it first)")
     for band, expected in zip(model.bands, model.band_names):

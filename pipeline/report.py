@@ -1,4 +1,4 @@
-"""What sits beside the COG: the model JSON, the class report JSON and a quicklook PNG.
+"""What sits beside the COG: the class report JSON and a quicklook PNG (the model JSON: ``model.py``).
 
 Palette colours come from each class's centroid in approximate true colour, stretched by the
 sample's 2nd-98th percentiles, so a user opening the COG in QGIS sees water dark and fields green.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -17,91 +15,7 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
-from .errors import InputError
-from .features import Features
-
-MODEL_FORMAT = "landcover-model/2"
-_FORMAT_1 = "landcover-model/1"  # centroids in input bands, no features section
 QUICKLOOK_SIDE = 1024
-_VERSIONED = ("landcover-pipeline", "dask", "distributed", "dask-ml", "scikit-learn", "numpy", "rasterio", "xarray", "rioxarray")
-
-
-@dataclass(frozen=True)
-class Model:
-    """A fitted model as saved to ``<output>.model.json``: enough to label new imagery."""
-
-    centroids: np.ndarray
-    """(k, feature): in feature space, in label order."""
-    bands: tuple[int, ...]
-    band_names: tuple[str, ...]
-    features: Features
-    palette: dict[int, tuple[int, int, int]]
-    sample_size: int
-    seed: int
-    inertia: float
-    extra: dict[str, Any]
-
-    @property
-    def k(self) -> int:
-        return len(self.centroids)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": MODEL_FORMAT,
-            "k": self.k,
-            "bands": list(self.bands),
-            "band_names": list(self.band_names),
-            "features": self.features.to_json(),
-            "centroids": self.centroids.tolist(),
-            "palette": {str(c): list(rgb) for c, rgb in self.palette.items()},
-            "sample": {"size": self.sample_size, "seed": self.seed},
-            "inertia": self.inertia,
-            **self.extra,
-            "versions": library_versions(),
-        }
-
-
-def load_model(path: str | Path) -> Model:
-    """Read a model JSON written by ``run``; errors name the file and what is wrong."""
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the model JSON ({exc.__class__.__name__}); give a .model.json file") from None
-    if not isinstance(doc, dict) or doc.get("format") not in (MODEL_FORMAT, _FORMAT_1):
-        raise InputError(f"{path}: not a {MODEL_FORMAT} file; give the .model.json written by 'landcover run'")
-    known = {"format", "k", "bands", "band_names", "features", "centroids", "palette", "sample", "inertia", "versions"}
-    try:
-        band_names = tuple(doc["band_names"])
-        model = Model(
-            centroids=np.asarray(doc["centroids"], dtype=np.float64),
-            bands=tuple(doc["bands"]),
-            band_names=band_names,
-            features=Features.from_json(doc["features"], band_names)
-            if doc["format"] == MODEL_FORMAT
-            else Features(band_names, band_names),
-            palette={int(c): tuple(rgb) for c, rgb in doc["palette"].items()},
-            sample_size=int(doc["sample"]["size"]),
-            seed=int(doc["sample"]["seed"]),
-            inertia=float(doc["inertia"]),
-            extra={k: v for k, v in doc.items() if k not in known},
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InputError(f"{path}: the model JSON is incomplete or damaged ({exc.__class__.__name__}: {exc}); write it again with 'landcover run'") from None
-    if model.centroids.ndim != 2 or model.centroids.shape[1] != len(model.features.names):
-        raise InputError(f"{path}: the centroids do not match the features {list(model.features.names)}; write it again with 'landcover run'")
-    return model
-
-
-def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    versions["gdal"] = rasterio.__gdal_version__
-    return versions
 
 
 def rgb_bands(band_names: tuple[str, ...]) -> tuple[int, ...]:

@@ -29,13 +29,14 @@ from .cog import LABELS, MARGIN, Layer, Node, Pyramid, place_parts, tree, write_
 from .config import Config
 from .errors import DataError, OutputError
 from .features import Features, features_from_config, ndvi_bands
-from .fit import class_order, fit_kmeans
+from .kmeans import class_order, fit_kmeans
 from .html_report import report_paths, thumbnail, thumbnail_step, write_report
 from .label import class_statistics, label_block, nearest
 from .legend import apply_class_colours, legend, stac_item
 from .mosaic import Mosaic, open_mosaic
 from .remote import is_remote, redact, where
-from .report import Model, class_report, class_tags, palette_from_centroids, rgb_bands, write_json, write_quicklook
+from .model import FitRecord, Model, SourceRecord
+from .report import class_report, class_tags, palette_from_centroids, rgb_bands, write_json, write_quicklook
 from .sample import draw_sample, full_matrix
 from .scheduler import for_in_memory_data, use_scheduler
 from .write import (
@@ -137,19 +138,16 @@ def _classify(
         sample_size=fit.n_pixels,
         seed=config.sample.seed,
         inertia=fit.inertia,
-        extra={
-            "fit": {
-                "init": m.init, "n_init": m.n_init, "max_iter": m.max_iter, "n_iter": fit.n_iter, "tol": m.tol,
-                "tol_absolute": fit.tol_absolute, "order_by": m.order_by,
-                "seeding": "k-means++", "unstable": fit.restarts.unstable, "restarts": fit.restarts.to_json(),
-            },
-            "input": {
-                **_input_record(config, mosaic), "crs": mosaic.crs, "dtype": mosaic.dtype, "count": mosaic.count,
-                "nodata": config.input.nodata, "alpha": config.input.alpha,
-            },
-            "class_names": list(config.class_names()),
-            **({} if balanced is None else {"balance": balanced.to_json()}),
-        },
+        class_names=config.class_names() if config.classes else (),
+        fit=FitRecord(
+            init=m.init, n_init=m.n_init, max_iter=m.max_iter, n_iter=fit.n_iter, tol=m.tol, tol_absolute=fit.tol_absolute,
+            order_by=m.order_by, seeding="k-means++", unstable=fit.restarts.unstable, restarts=fit.restarts.to_json(),
+        ),
+        source=SourceRecord(
+            dtype=mosaic.dtype, count=mosaic.count, crs=mosaic.crs, nodata=config.input.nodata, alpha=config.input.alpha,
+            **_input_record(config, mosaic),
+        ),
+        balance=None if balanced is None else balanced.to_json(),
     )
     return write_products(
         mosaic,
@@ -170,7 +168,7 @@ def _input_record(config: Config, mosaic: Mosaic) -> dict[str, Any]:
     files; hrefs without their query (signatures)."""
     if config.input.stac is not None:
         return {"stac": config.input.stac.model_dump(mode="json"), "items": len(mosaic.tiles)}
-    return {"paths": [redact(t.path) for t in mosaic.tiles]}
+    return {"paths": tuple(redact(t.path) for t in mosaic.tiles)}
 
 
 def write_products(
@@ -205,7 +203,7 @@ def write_products(
             sums[:] = sums * np.asarray(features.std) + stats[:, :1] * np.asarray(features.mean)
         with _timed(timings, "finalise"):
             staged_cog = staging / output.name
-            tags = class_tags(features.unscale(model.centroids), features.names, class_names(model))
+            tags = class_tags(features.unscale(model.centroids), features.names, model.names)
             common = {"mosaic": mosaic, "pyramid": pyramid, "parts": parts, "sizes": sizes, "timings": timings}
             description = LABELS_DESCRIPTION.format(k=model.k)
             _finalise(LABELS, staged_cog, palette=model.palette, tags=tags, description=description, **common)
@@ -225,10 +223,10 @@ def write_products(
             pixel_area=mosaic.pixel_area(),
             crs=mosaic.crs,
             timings=timings,
-            names=class_names(model),
+            names=model.names,
         )
-        if "balance" in model.extra:  # the per-tile corrections are in the model JSON
-            report["balance"] = summary(model.extra["balance"])
+        if model.balance is not None:  # the per-tile corrections are in the model JSON
+            report["balance"] = summary(model.balance)
         if config_record is not None:
             report["config"] = config_record  # for the HTML page and to re-run
         _write_sidecars(staging, staged_cog, output, sidecars, pages, model, report, true_colour)
@@ -250,11 +248,6 @@ def parts_fingerprint(
         "chunk": mosaic.chunk, "band_names": list(mosaic.band_names),
     }
     return fingerprint(config_record, grid=grid, inputs=[t.path for t in mosaic.tiles], model=model)
-
-
-def class_names(model: Model) -> tuple[str, ...]:
-    """The names a run gave the classes (``classes:``), else "class 1", "class 2", ..."""
-    return tuple(model.extra.get("class_names") or (f"class {i}" for i in range(1, model.k + 1)))
 
 
 def _write_sidecars(

@@ -34,7 +34,7 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silho
 from .config import Config
 from .errors import ConfigError, DataError, OutputError
 from .features import features_from_config
-from .fit import fit_kmeans
+from .kmeans import fit_kmeans
 from .label import nearest
 from .mosaic import open_mosaic
 from .remote import redact, where

@@ -41,7 +41,7 @@ from pipeline import load_config, run  # noqa: E402
 from pipeline.label import label_block  # noqa: E402
 from pipeline.mosaic import WindowRead, open_mosaic, read  # noqa: E402
 from pipeline.config import InputConfig  # noqa: E402
-from pipeline.report import load_model  # noqa: E402
+from pipeline.model import load_model  # noqa: E402
 
 log = logging.getLogger("balance_measures")
 SHAPE = (720, 928)  # common crop of the four scenes
@@ -140,7 +140,7 @@ def no_harm(folder: Path, images: dict[str, np.ndarray], profile: dict) -> dict:
     right_path = write(sub / "right.tif", right, col=right_start, profile=profile)
     _, plain, _ = classify(sub, [left, right_path], "none")
     result, balanced, _ = classify(sub, [left, right_path], "overlaps")
-    gains = [t["gains"] for t in result.model.extra["balance"]["tiles"]]
+    gains = [t["gains"] for t in result.model.balance["tiles"]]
     return {"identical_percent": float(100 * (plain == balanced).mean()), "gains": gains}
 
 
@@ -167,7 +167,7 @@ def real_years(folder: Path, images: dict[str, np.ndarray], profile: dict, png: 
         if method == "overlaps":
             from pipeline.balance import balance_for_predict
 
-            mosaic, _ = balance_for_predict(mosaic, model.extra["balance"], seed=0)
+            mosaic, _ = balance_for_predict(mosaic, model.balance, seed=0)
             tiles = mosaic.tiles
         shares = []
         for tile in tiles:

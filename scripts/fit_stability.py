@@ -30,7 +30,7 @@ from dask_ml.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from pipeline.config import Config
-from pipeline.fit import fit_kmeans, sum_squared_errors
+from pipeline.kmeans import fit_kmeans, sum_squared_errors
 from pipeline.label import nearest
 from pipeline.mosaic import open_mosaic
 from pipeline.sample import draw_sample, full_matrix

@@ -275,7 +275,7 @@ def sample_spread(spec_input: dict[str, Any], *, size: int, k: int) -> dict[str,
     from scipy.optimize import linear_sum_assignment
 
     from pipeline.config import InputConfig, ModelConfig
-    from pipeline.fit import fit_kmeans
+    from pipeline.kmeans import fit_kmeans
     from pipeline.mosaic import open_mosaic
     from pipeline.sample import draw_sample, sample_block, window_of
     from pipeline.mosaic import read

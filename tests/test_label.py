@@ -5,7 +5,7 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from pipeline import ConfigError
-from pipeline.fit import class_order, sum_squared_errors
+from pipeline.kmeans import class_order, sum_squared_errors
 from pipeline.label import class_statistics, label_block, nearest_all
 from rasters import assign_labels
 from pipeline.sample import sample_block, valid_pixels

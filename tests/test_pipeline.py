@@ -157,7 +157,7 @@ def test_model_json_round_trips_and_inertia_is_the_exact_sse(tmp_path, make_conf
     model = load_model(result.model_path)
     np.testing.assert_array_equal(model.centroids, result.model.centroids)
     assert (model.k, model.bands, model.sample_size, model.seed) == (4, (1, 2, 3, 4), 50_000, 3)
-    assert model.palette == result.model.palette and model.extra["fit"]["n_iter"] >= 1
+    assert model.palette == result.model.palette and model.fit.n_iter >= 1
     sample = draw_sample(open_mosaic(config.input, chunk=512), size=50_000, seed=3)
     exact = cdist(sample.astype(np.float64), model.centroids, "sqeuclidean").min(axis=1).sum()
     assert model.inertia == pytest.approx(exact, rel=1e-9)

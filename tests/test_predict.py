@@ -56,7 +56,7 @@ def test_order_by_ndvi_numbers_classes_by_their_ndvi(tmp_path, make_config):
     means = [c["mean"] for c in result.report["classes"]]
     ndvi = [float(normalized_difference(np.float64(m["nir"]), np.float64(m["red"]))) for m in means]
     assert ndvi == sorted(ndvi) and ndvi != sorted(np.mean(list(m.values())) for m in means)
-    assert load_model(result.model_path).extra["fit"]["order_by"] == "ndvi"
+    assert load_model(result.model_path).fit.order_by == "ndvi"
 
 
 def test_confidence_cog_is_valid_and_nodata_exactly_where_labels_are_0(tmp_path, make_config):

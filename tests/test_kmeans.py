@@ -11,7 +11,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from pipeline import load_config, run
 from pipeline.config import ModelConfig
-from pipeline.fit import Restarts, fit_kmeans, kmeans_plusplus, lloyd, same_map, sum_squared_errors
+from pipeline.kmeans import Restarts, fit_kmeans, kmeans_plusplus, lloyd, same_map, sum_squared_errors
 from pipeline.html_report import report_for
 from pipeline.label import nearest
 from rasters import class_centres, planted_classes, planted_image, write_raster
@@ -97,7 +97,7 @@ def test_restart_statistics_are_recorded_in_the_model(tmp_path, make_config, cap
     truth = planted_classes(400, 500, 4, seed=1)
     image = planted_image(truth, class_centres(4, 4, low=10, high=250, seed=1), noise=3.0, dtype="uint8", seed=1)
     path = write_raster(tmp_path / "scene.tif", image)
-    with caplog.at_level(logging.INFO, logger="pipeline.fit"):
+    with caplog.at_level(logging.INFO, logger="pipeline.kmeans"):
         result = run(load_config(make_config([path], model={"k": 4, "n_init": 6})))
     record = json.loads(result.model_path.read_text())["fit"]
     assert record["restarts"]["count"] == 6 and len(record["restarts"]["inertias"]) == 6
@@ -114,7 +114,7 @@ def test_restart_statistics_are_recorded_in_the_model(tmp_path, make_config, cap
 
 def test_an_unstable_fit_is_logged(caplog):
     sample, _, _ = blobs(3)  # where one start in ten finds the best optimum
-    with caplog.at_level(logging.WARNING, logger="pipeline.fit"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.kmeans"):
         found = fit(sample, n_init=3, seed=0)
     assert found.restarts.unstable and found.restarts.reached_best == 1
     assert "only 1 of 3 restarts reached the best inertia" in caplog.text
