@@ -14,10 +14,12 @@ carries only a ``WindowRead`` (its window and its own tiles, as plain data), nev
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import pickle
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,7 +30,6 @@ import rasterio
 import xarray as xr
 from affine import Affine
 from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.warp import calculate_default_transform, transform_bounds
@@ -172,22 +173,77 @@ class Mosaic:
         return abs(self.transform.a * self.transform.e)
 
     def to_dask(self) -> da.Array:
-        """Lazy float32 (band, y, x) array; NaN marks invalid pixels."""
-        name = f"read-mosaic-{self.token}"
-        graph = {(name, 0, i, j): (read, self.plan(window)) for (i, j), window in self.windows()}
-        hlg = HighLevelGraph.from_collections(name, graph, dependencies=())
-        return da.Array(hlg, name, chunks=self.chunks, dtype=np.float32)
+        """Lazy float32 (band, y, x) array; NaN marks invalid pixels. A slice of it reads only
+        the slice (dask fuses slicing into the reader), through the tile index."""
+        array = da.from_array(
+            MosaicArray(self),
+            chunks=self.chunks,
+            name=f"read-mosaic-{self.token}",
+            asarray=False,
+            meta=np.empty((0, 0, 0), dtype=np.float32),
+            inline_array=False,  # one graph key holds the tiles; tasks name it, never copy it
+        )
+        _OPENED[array.name] = self
+        return array
 
     def to_xarray(self) -> xr.DataArray:
-        """The mosaic with coordinates and CRS, for users who want to explore it."""
+        """The mosaic with coordinates, CRS and band names (rioxarray's conventions), as the
+        stages and Python users read it."""
         import rioxarray  # noqa: F401  (registers the .rio accessor)
 
         xs = self.transform.c + self.transform.a * (np.arange(self.width) + 0.5)
         ys = self.transform.f + self.transform.e * (np.arange(self.height) + 0.5)
         array = xr.DataArray(
-            self.to_dask(), dims=("band", "y", "x"), coords={"band": list(self.bands), "y": ys, "x": xs}
+            self.to_dask(),
+            dims=("band", "y", "x"),
+            coords={"band": list(self.bands), "y": ys, "x": xs},
+            attrs={"long_name": self.band_names},
         )
-        return array.rio.write_crs(self.crs).rio.write_transform(self.transform)
+        return array.rio.write_crs(self.crs).rio.write_transform(self.transform).rio.write_nodata(np.nan)
+
+
+class MosaicArray:
+    """The mosaic as an array for ``dask.array.from_array``: indexing reads that window of it."""
+
+    ndim = 3
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, mosaic: Mosaic) -> None:
+        self.mosaic = mosaic
+        self.shape = (len(mosaic.bands), mosaic.height, mosaic.width)
+
+    def __reduce__(self):
+        # Without the mosaic's cached tile index: each worker process builds its own once.
+        return MosaicArray, (dataclasses.replace(self.mosaic),)
+
+    def __getitem__(self, key) -> np.ndarray:
+        """``mosaic[key]`` as numpy indexes it: the bounding window is read, then indexed."""
+        key = key + (slice(None),) * (3 - len(key)) if isinstance(key, tuple) else (key, slice(None), slice(None))
+        rows, cols = (np.atleast_1d(np.arange(n)[k]) for n, k in zip(self.shape[1:], key[1:]))
+        if rows.size == 0 or cols.size == 0:  # nothing to read: only the shape of the result
+            return np.broadcast_to(np.float32(np.nan), self.shape)[key].copy()
+        top, left = int(rows.min()), int(cols.min())
+        window = Window(left, top, int(cols.max()) - left + 1, int(rows.max()) - top + 1)
+        return read(self.mosaic.plan(window))[key[0], _shifted(key[1], top, self.shape[1]), _shifted(key[2], left, self.shape[2])]
+
+
+def _shifted(index, offset: int, length: int):
+    """An index along one axis of the mosaic, made relative to a window starting at ``offset``."""
+    if isinstance(index, slice):
+        start, stop, step = index.indices(length)
+        return slice(start - offset, None if stop - offset < 0 else stop - offset, step)
+    return np.asarray(index) % length - offset
+
+
+# Mosaics by the name of their dask array, while that array lives: the stages recognise a
+# mosaic's array (``mosaic_of``) and read its windows tile by tile.
+_OPENED: weakref.WeakValueDictionary[str, Mosaic] = weakref.WeakValueDictionary()
+
+
+def mosaic_of(array: da.Array) -> Mosaic | None:
+    """The mosaic ``array`` reads, if it is exactly a ``Mosaic.to_dask()`` (not a slice or copy)."""
+    mosaic = _OPENED.get(array.name)
+    return mosaic if mosaic is not None and array.shape == (len(mosaic.bands), mosaic.height, mosaic.width) else None
 
 
 def _split(length: int, chunk: int) -> tuple[int, ...]:

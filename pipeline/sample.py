@@ -35,6 +35,7 @@ from dask.highlevelgraph import HighLevelGraph
 from rasterio.windows import Window
 
 from .errors import DataError
+from .imagery import Imagery, as_float
 from .mosaic import Mosaic, WindowRead, read
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def morton(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 
 def plan_sample(
-    mosaic: Mosaic, *, size: int, seed: int, window: int = WINDOW, min_windows: int = MIN_WINDOWS, pi: float | None = None
+    mosaic: Mosaic | Imagery, *, size: int, seed: int, window: int = WINDOW, min_windows: int = MIN_WINDOWS, pi: float | None = None
 ) -> SamplePlan:
     """The stratified windows and key rates for a ``size``-pixel sample (see the module docstring);
     ``pi`` overrides the candidate probability (raised when nodata left too few candidates)."""
@@ -113,12 +114,12 @@ def plan_sample(
     return SamplePlan(tuple(chosen), tuple(rates), strata, n, pi)
 
 
-def _window_pixels(mosaic: Mosaic, numbers: np.ndarray, size: int, grid_cols: int) -> np.ndarray:
+def _window_pixels(mosaic: Mosaic | Imagery, numbers: np.ndarray, size: int, grid_cols: int) -> np.ndarray:
     rows, cols = numbers // grid_cols, numbers % grid_cols
     return np.minimum(size, mosaic.height - rows * size) * np.minimum(size, mosaic.width - cols * size)
 
 
-def window_of(mosaic: Mosaic, number: int, size: int = WINDOW) -> Window:
+def window_of(mosaic: Mosaic | Imagery, number: int, size: int = WINDOW) -> Window:
     """The ``size``-wide window numbered ``number`` (row-major) on the mosaic grid."""
     grid_cols = -(-mosaic.width // size)
     row, col = (number // grid_cols) * size, (number % grid_cols) * size
@@ -129,47 +130,58 @@ def _sample_window(job: WindowRead, seed: int, index: int, rate: float) -> tuple
     return sample_block(read(job), seed=seed, index=index, rate=rate)
 
 
-def _sample_tasks(jobs: list[WindowRead], plan: SamplePlan, *, seed: int) -> list[Delayed]:
-    """One task per window, built as a plain graph: ``dask.delayed`` would walk every job's tiles
-    looking for collections (1.7 ms a task at 5,000 tiles)."""
+def _sample_array(block: np.ndarray, nodata: float | None, seed: int, index: int, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    return sample_block(as_float(block, nodata=nodata), seed=seed, index=index, rate=rate)
+
+
+def _sample_tasks(source: Mosaic | Imagery, windows: list[Window], plan: SamplePlan, *, seed: int) -> list[Delayed]:
+    """One task per window. A mosaic's are built as a plain graph of ``WindowRead`` jobs:
+    ``dask.delayed`` would walk every job's tiles looking for collections (1.7 ms a task at 5,000
+    tiles). Any other array is sliced: dask fuses the slice into its reader, so only the window
+    is read."""
+    mosaic = source if isinstance(source, Mosaic) else source.mosaic
     token = tokenize(seed, plan)
     tasks = []
-    for job, number, rate in zip(jobs, plan.windows, plan.rates):
+    for window, number, rate in zip(windows, plan.windows, plan.rates):
+        if mosaic is None:
+            rows, cols = window.toslices()
+            tasks.append(dask.delayed(_sample_array, pure=True)(source.raw[:, rows, cols], source.nodata, seed, number, rate))
+            continue
         key = f"sample-{number}-{token}"
-        graph = HighLevelGraph.from_collections(key, {key: (_sample_window, job, seed, number, rate)}, dependencies=())
+        graph = HighLevelGraph.from_collections(key, {key: (_sample_window, mosaic.plan(window), seed, number, rate)}, dependencies=())
         tasks.append(Delayed(key, graph))
     return tasks
 
 
 def draw_sample(
-    mosaic: Mosaic, *, size: int, seed: int, window: int = WINDOW, min_windows: int = MIN_WINDOWS
+    source: Mosaic | Imagery, *, size: int, seed: int, window: int = WINDOW, min_windows: int = MIN_WINDOWS
 ) -> np.ndarray:
     """A (n, band) float32 sample of at most ``size`` valid pixels, in random order."""
-    plan = plan_sample(mosaic, size=size, seed=seed, window=window, min_windows=min_windows)
+    plan = plan_sample(source, size=size, seed=seed, window=window, min_windows=min_windows)
     rounds = 0
     while True:
         rounds += 1
-        jobs = [mosaic.plan(window_of(mosaic, number, window)) for number in plan.windows]
-        parts = dask.compute(*_sample_tasks(jobs, plan, seed=seed))
+        windows = [window_of(source, number, window) for number in plan.windows]
+        parts = dask.compute(*_sample_tasks(source, windows, plan, seed=seed))
         found = sum(len(keys) for keys, _ in parts)
         if found >= size or plan.pi >= 1.0:
             break
         # Nodata left too few candidates: raise the rate everywhere (windows read again, so every
         # valid pixel stays equally likely).
         plan = plan_sample(
-            mosaic, size=size, seed=seed, window=window, min_windows=min_windows,
+            source, size=size, seed=seed, window=window, min_windows=min_windows,
             pi=min(1.0, plan.pi * max(2.0, OVERSAMPLE * size / max(found, 1))),
         )
+    bands = len(source.bands)
     keys = np.concatenate([np.empty(0), *(p[0] for p in parts)])
-    pixels = np.concatenate([np.empty((0, len(mosaic.bands)), np.float32), *(p[1] for p in parts)])
+    pixels = np.concatenate([np.empty((0, bands), np.float32), *(p[1] for p in parts)])
     if len(keys) > size:
         chosen = np.argpartition(keys, size - 1)[:size]
         keys, pixels = keys[chosen], pixels[chosen]
     sample = pixels[np.argsort(keys, kind="stable")]
-    tiles = {t.path for job in jobs for t in job.tiles}
     log.info(
-        "sample: %d pixels from %d of %d windows (%d strata, %d round(s)), %d tile(s)",
-        len(sample), len(plan.windows), plan.covered, plan.strata, rounds, len(tiles),
+        "sample: %d pixels from %d of %d windows (%d strata, %d round(s))",
+        len(sample), len(plan.windows), plan.covered, plan.strata, rounds,
     )
     if len(sample) < size:
         log.info("sample: fewer valid pixels than sample.size = %d", size)

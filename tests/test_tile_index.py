@@ -8,6 +8,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from pipeline.config import InputConfig
+import pipeline.mosaic as mosaic_module
 from pipeline.mosaic import Mosaic, Tile, open_mosaic, read
 from pipeline.sample import plan_sample, window_of
 from rasters import write_raster
@@ -61,14 +62,28 @@ def test_corner_and_edge_contacts():
     assert mosaic.tiles_in(Window(100, 100, 10, 10)) == (corner, inside)
 
 
-def test_read_tasks_carry_only_their_tiles():
-    # 2,500 tiles: each chunk task must not grow with the number of tiles in the mosaic.
+def test_read_tasks_name_the_tiles_never_copy_them():
+    # 2,500 tiles: the tiles sit in one graph key (sent once to each worker), and each chunk task
+    # names it and its window: no task grows with the number of tiles in the mosaic.
     tiles = [Tile(f"t{i}.tif", (i // 50) * 100, (i % 50) * 100, 120, 120, "none", None, (None,) * 3) for i in range(2500)]
     mosaic = synthetic_mosaic(tiles, height=5020, width=5020, chunk=256)
     graph = dict(mosaic.to_dask().__dask_graph__())
-    sizes = [len(pickle.dumps(task)) for task in graph.values()]
-    assert len(graph) == len(mosaic.windows()) and max(sizes) < 4000
-    assert len(pickle.dumps(mosaic.tiles)) > 100 * max(sizes)
+    sizes = sorted(len(pickle.dumps(task)) for task in graph.values())
+    assert len(graph) == len(mosaic.windows()) + 1
+    assert sizes[-2] < 1000 and sizes[-1] < 2 * len(pickle.dumps(mosaic.tiles))
+    assert len(pickle.dumps(mosaic.tiles)) > 100 * sizes[-2]
+
+
+def test_a_slice_of_the_mosaic_reads_only_its_window(tmp_path, monkeypatch):
+    image = np.random.default_rng(2).integers(1, 255, (3, 300, 400), dtype=np.uint8)
+    mosaic = open_mosaic(InputConfig(paths=str(write_raster(tmp_path / "one.tif", image, nodata=0))), chunk=256)
+    windows = []
+    monkeypatch.setattr(mosaic_module, "read", lambda job, read=read: windows.append(job.window) or read(job))
+    part = mosaic.to_dask()[:, 100:160, 200:300:3].compute()
+    np.testing.assert_array_equal(part, image[:, 100:160, 200:300:3])
+    # Two chunks (256 wide) share the window; each reads only its part of it.
+    assert [(w.row_off, w.height) for w in windows] == [(100, 60)] * 2
+    assert sum(w.width for w in windows) <= 100
 
 
 def test_tiles_of_different_sizes_and_zones_read_through_the_index(tmp_path):
