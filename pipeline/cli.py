@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import click
 
-from .config import load_config
+from .config import dask_settings, load_config
 from .errors import LandcoverError
 from .html_report import report_for
 from .predict import predict as predict_pipeline
@@ -49,13 +49,17 @@ def run(config_path: str, overrides: tuple[str, ...], show_config: bool, resume:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The labels COG to write; sidecars go beside it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--confidence", is_flag=True, help="Also write <stem>.confidence.tif (the nearest-centroid margin).")
+@click.option("--set", "overrides", multiple=True, metavar="dask.KEY=VALUE", help="Scheduler and chunks, as in a run's YAML, e.g. --set dask.scheduler=local-cluster.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; errors only.")
-def predict(model_path: str, inputs: tuple[str, ...], out: str, overwrite: bool, confidence: bool, quiet: bool) -> None:
+def predict(
+    model_path: str, inputs: tuple[str, ...], out: str, overwrite: bool, confidence: bool, overrides: tuple[str, ...], quiet: bool
+) -> None:
     """Label INPUT files (paths, globs or a .vrt) with the MODEL.json a run wrote."""
     _log_to_terminal(logging.WARNING if quiet else logging.INFO)
     with _user_errors():
         result = predict_pipeline(
-            model_path, inputs, out=out, overwrite=overwrite, confidence=confidence, progress=None if quiet else _progress_bar
+            model_path, inputs, out=out, overwrite=overwrite, confidence=confidence, dask=dask_settings(overrides),
+            progress=None if quiet else _progress_bar,
         )
     if not quiet:
         _echo_paths(result)

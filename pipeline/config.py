@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, TypeVar, Literal, get_args, get_origin
 
 import yaml
 from dask.utils import parse_bytes
@@ -306,13 +306,12 @@ class DaskConfig(_Section):
         return value
 
 
-class Config(_Section):
-    input: InputConfig
+class FitSettings(_Section):
+    """The keys the fit stage takes (``pipeline.fit``'s arguments), checked together."""
+
     features: FeaturesConfig = FeaturesConfig()
     sample: SampleConfig = SampleConfig()
     model: ModelConfig = ModelConfig()
-    output: OutputConfig = OutputConfig()
-    dask: DaskConfig = DaskConfig()
     classes: tuple[ClassConfig, ...] | None = None
     """Names (and optional colours) of classes 1..k, in label order; None = "class 1", ...."""
 
@@ -322,7 +321,7 @@ class Config(_Section):
         return tuple(value) if isinstance(value, list) else value
 
     @model_validator(mode="after")
-    def _features_named(self) -> Config:
+    def _features_named(self) -> FitSettings:
         # Checked here so that the message is not decorated with the whole features section.
         features = self.features
         if features.bands is not None and not features.bands and not features.indices:
@@ -335,7 +334,7 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
-    def _sample_holds_k(self) -> Config:
+    def _sample_holds_k(self) -> FitSettings:
         if isinstance(self.sample.size, int) and self.sample.size < self.model.k:
             raise ValueError(
                 f"sample.size ({self.sample.size}) is smaller than model.k ({self.model.k}); "
@@ -344,7 +343,7 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
-    def _one_name_per_class(self) -> Config:
+    def _one_name_per_class(self) -> FitSettings:
         if self.classes is None:
             return self
         if len(self.classes) != self.model.k:
@@ -364,20 +363,14 @@ class Config(_Section):
             return tuple(f"class {i}" for i in range(1, self.model.k + 1))
         return tuple(c.name for c in self.classes)
 
-    @model_validator(mode="after")
-    def _one_source(self) -> Config:
-        if (self.input.paths is None) == (self.input.stac is None):
-            raise ValueError("input: give either input.paths (files, globs, URLs) or input.stac (a STAC search), not both")
-        return self
+
+class ComputeSettings(_Section):
+    """Where and in which chunks a command computes (``predict --set dask.KEY=VALUE``)."""
+
+    dask: DaskConfig = DaskConfig()
 
     @model_validator(mode="after")
-    def _resolution_needs_crs(self) -> Config:
-        if self.input.resolution is not None and self.input.crs is None:
-            raise ValueError("input.resolution needs input.crs (the CRS whose units it is in); set both")
-        return self
-
-    @model_validator(mode="after")
-    def _dask_options_fit_scheduler(self) -> Config:
+    def _dask_options_fit_scheduler(self) -> ComputeSettings:
         # Cross-field checks live on Config, so that the message is not followed by the whole section.
         d = self.dask
         for key in ("threads_per_worker", "memory_limit"):
@@ -392,12 +385,31 @@ class Config(_Section):
             )
         return self
 
+
+class Config(FitSettings, ComputeSettings):
+    input: InputConfig
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Config:
+        if (self.input.paths is None) == (self.input.stac is None):
+            raise ValueError("input: give either input.paths (files, globs, URLs) or input.stac (a STAC search), not both")
+        return self
+
+    @model_validator(mode="after")
+    def _resolution_needs_crs(self) -> Config:
+        if self.input.resolution is not None and self.input.crs is None:
+            raise ValueError("input.resolution needs input.crs (the CRS whose units it is in); set both")
+        return self
+
     @property
     def output_path(self) -> Path:
         return Path(self.output.path)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        dump = self.model_dump(mode="json")
+        order = ("input", "features", "sample", "model", "output", "dask", "classes")
+        return yaml.safe_dump({key: dump[key] for key in order}, sort_keys=False)
 
 
 _HINTS = {
@@ -443,14 +455,14 @@ _HINTS = {
 }
 
 
-def _key(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel]]:
+def _key(loc: tuple[Any, ...], root: type[BaseModel] = Config) -> tuple[str, type[BaseModel]]:
     """The dotted YAML key of an error location, and the section that holds it.
 
     Union members and list indices add parts to pydantic's location that are not YAML keys.
     """
     parts: list[str] = []
-    model: type[BaseModel] = Config
-    section: type[BaseModel] = Config
+    model: type[BaseModel] = root
+    section: type[BaseModel] = root
     for part in loc:
         if isinstance(part, int) and parts and model is not section:
             parts[-1] += f"[{part}]"  # an entry of a list of sections, e.g. classes[2]
@@ -479,8 +491,8 @@ def _list_entry(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _describe(error: dict[str, Any]) -> str:
-    key, section = _key(error["loc"])
+def _describe(error: dict[str, Any], root: type[BaseModel] = Config) -> str:
+    key, section = _key(error["loc"], root)
     if error["type"] == "extra_forbidden":
         parent = key.rpartition(".")[0]
         where = f"under '{parent}'" if parent else "at the top level"
@@ -495,6 +507,7 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 _PATH_KEYS = (("input", "paths"), ("output", "path"))
+_S = TypeVar("_S", bound=BaseModel)
 
 
 def _absolute(value: Any, base: Path) -> Any:
@@ -530,16 +543,24 @@ def _apply_override(raw: dict[str, Any], assignment: str) -> None:
     node[leaf] = value
 
 
-def parse_config(raw: Any, *, source: str = "config") -> Config:
+def parse_config(raw: Any, *, source: str = "config", schema: type[_S] = Config) -> _S:
     """Validate an already-loaded mapping (paths must be resolved by the caller)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with sections input, features, sample, model, output, dask")
     try:
-        return Config.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
+        raise ConfigError(f"{source}: {_describe(errors[0], schema)}{more}") from None
+
+
+def dask_settings(overrides: list[str] | tuple[str, ...]) -> DaskConfig:
+    """The ``dask`` section from ``--set dask.KEY=VALUE`` overrides alone (predict has no YAML)."""
+    raw: dict[str, Any] = {}
+    for assignment in overrides:
+        _apply_override(raw, assignment)
+    return parse_config(raw, source="--set", schema=ComputeSettings).dask
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -13,7 +13,7 @@ alone). A time dimension of length 1 (stackstac, odc-stac) is dropped; longer on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dask.array as da
 import numpy as np
@@ -44,6 +44,10 @@ class Imagery:
     """Where every band equals it, a pixel is invalid (None: only NaN and infinity are)."""
     dtype: str
     """Of the caller's values."""
+    dims: tuple[str, str] = ("y", "x")
+    """The names of the caller's spatial dimensions."""
+    coords: dict[str, xr.Variable] = field(default_factory=dict, compare=False)
+    """The caller's coordinates along them (the labels keep them)."""
     mosaic: Mosaic | None = None
     """The mosaic the array reads, when it is exactly ``Mosaic.to_xarray()``: its tiles' footprints
     tell the sample which windows hold pixels, and its windows are read tile by tile."""
@@ -115,6 +119,8 @@ def as_imagery(data: xr.DataArray | xr.Dataset, *, nodata: float | None = None, 
         transform=data.rio.transform(),
         nodata=_nodata(data, nodata),
         dtype=str(data.dtype),
+        dims=(str(y_dim), str(x_dim)),
+        coords={str(d): data[d].variable for d in (y_dim, x_dim) if d in data.coords},
         mosaic=mosaic_of(raw),
     )
 

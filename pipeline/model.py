@@ -1,22 +1,41 @@
-"""The fitted model: typed, saved as ``<output>.model.json`` and loaded back, enough to label new
-imagery exactly as the run that fitted it labelled its own."""
+"""The fit stage and what it returns: ``fit(data, k=...)`` draws the sample, measures the features'
+scaling, runs K-Means (``kmeans.py``), numbers and colours the classes, and returns a typed
+``Model``, saved as ``<output>.model.json`` and loaded back: enough to label new imagery exactly
+as the run that fitted it labelled its own."""
 
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import dask.array as da
 import numpy as np
 import rasterio
+import xarray as xr
 
-from .errors import InputError
-from .features import Features
+from .config import ClassConfig, FeaturesConfig, FitSettings, parse_config
+from .errors import DataError, InputError
+from .features import Features, features_from_config, ndvi_bands
+from .imagery import Imagery, as_imagery
+from .kmeans import class_order, fit_kmeans
+from .label import class_statistics, nearest
+from .legend import apply_class_colours
+from .remote import where
+from .report import palette_from_centroids
+from .sample import draw_sample, full_matrix
+from .scheduler import for_in_memory_data
+
+log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "landcover-model/2"
 _FORMAT_1 = "landcover-model/1"  # centroids in input bands, no features section
+PALETTE_SAMPLE = 100_000  # pixels for scaling statistics, class order and palette when fitting on "all"
 _VERSIONED = ("landcover-pipeline", "dask", "distributed", "dask-ml", "scikit-learn", "numpy", "rasterio", "xarray", "rioxarray")
 
 
@@ -37,6 +56,9 @@ class FitRecord:
     """Restarts from another seed could well find another map (see ``kmeans.Restarts``)."""
     restarts: dict[str, Any] = field(default_factory=dict)
     """``kmeans.Restarts.to_json()``: the restarts' inertias and how many reached the best."""
+    timings_s: dict[str, float] = field(default_factory=dict, compare=False)
+    """Seconds spent drawing the sample ("sample") and fitting ("fit"): for the run's report,
+    not saved (a model JSON depends only on the data, the settings and the seed)."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +137,7 @@ class Model:
             "inertia": self.inertia,
         }
         if self.fit is not None:
-            doc["fit"] = asdict(self.fit)
+            doc["fit"] = {key: value for key, value in asdict(self.fit).items() if key != "timings_s"}
         if self.source is not None:
             doc["input"] = self.source.to_json()
         if self.class_names:
@@ -169,6 +191,99 @@ class Model:
             source=SourceRecord.from_json(doc["input"]) if doc.get("input") else None,
             balance=doc.get("balance"),
         )
+
+
+def fit(
+    data: xr.DataArray | xr.Dataset,
+    *,
+    k: int,
+    sample_size: int | Literal["all"] = 1_000_000,
+    seed: int = 0,
+    nodata: float | None = None,
+    features: FeaturesConfig | dict[str, Any] | None = None,
+    init: str | None = None,
+    n_init: int = 20,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    order_by: Literal["brightness", "ndvi", "none"] = "brightness",
+    classes: Sequence[ClassConfig | dict[str, Any]] | None = None,
+) -> Model:
+    """Fit ``k`` classes to a (band, y, x) raster: a seeded sample of ``sample_size`` valid pixels
+    spread over all of it (``sample.py``), the features' scaling measured on it, K-Means with
+    ``n_init`` restarts (``kmeans.py``), classes numbered by ``order_by`` and coloured from their
+    mean spectrum. The arguments are the config's ``sample``, ``model``, ``features`` and
+    ``classes`` keys, checked the same way (``init`` None: the config's default seeding);
+    ``nodata`` overrides the array's own.
+    """
+    settings = parse_config(
+        {
+            "sample": {"size": sample_size, "seed": seed},
+            "model": {
+                "k": k, "n_init": n_init, "max_iter": max_iter, "tol": tol, "order_by": order_by, **({} if init is None else {"init": init}),
+            },
+            "features": features.model_dump() if isinstance(features, FeaturesConfig) else (features or {}),
+            "classes": [c.model_dump() if isinstance(c, ClassConfig) else c for c in classes] if classes is not None else None,
+        },
+        source="fit",
+        schema=FitSettings,
+    )
+    imagery = as_imagery(data, nodata=nodata)
+    spec = features_from_config(settings.features, imagery.band_names)
+    m = settings.model
+    if m.order_by == "ndvi":  # refused here, before any pixel is read
+        ndvi_bands(imagery.band_names, "model.order_by: ndvi")
+
+    started = time.perf_counter()
+    fit_on_all = sample_size == "all"
+    sample = draw_sample(imagery, size=PALETTE_SAMPLE if fit_on_all else settings.sample.size, seed=seed)
+    if len(sample) == 0:
+        raise DataError(f"{_name(imagery)}: no valid pixel in the input; check the nodata value and the rasters' masks")
+    spec = spec.fitted(sample)  # scaling statistics come from the sample
+    sample_features = spec.apply(sample.T).T
+    matrix = _feature_rows(full_matrix(imagery.data()), spec) if fit_on_all else sample_features
+    sampled = time.perf_counter()
+
+    with for_in_memory_data():
+        found = fit_kmeans(matrix, seeds_from=sample_features, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed)
+    # Each class's mean spectrum in input units (on the sample) numbers and colours the classes.
+    labels, _ = nearest(sample_features.T, found.centroids)
+    stats = class_statistics(sample.T, labels, m.k)[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spectra = stats[:, 1:] / stats[:, :1]
+    order = class_order(spectra, imagery.band_names, m.order_by)
+    palette = palette_from_centroids(spectra[order], sample, imagery.band_names)
+    timings = {"sample": sampled - started, "fit": time.perf_counter() - sampled}
+    log.info("fit: %d classes on %d pixels (sample %.1f s, fit %.1f s)", m.k, found.n_pixels, timings["sample"], timings["fit"])
+    return Model(
+        centroids=found.centroids[order],
+        bands=imagery.bands,
+        band_names=imagery.band_names,
+        features=spec,
+        palette=apply_class_colours(palette, settings.classes),
+        sample_size=found.n_pixels,
+        seed=seed,
+        inertia=found.inertia,
+        class_names=settings.class_names() if settings.classes else (),
+        fit=FitRecord(
+            init=m.init, n_init=m.n_init, max_iter=m.max_iter, n_iter=found.n_iter, tol=m.tol, tol_absolute=found.tol_absolute,
+            order_by=m.order_by, seeding="k-means++", unstable=found.restarts.unstable, restarts=found.restarts.to_json(),
+            timings_s={name: round(seconds, 3) for name, seconds in timings.items()},
+        ),
+        source=SourceRecord(dtype=imagery.dtype, count=len(imagery.bands), crs=imagery.crs, nodata=imagery.nodata),
+    )
+
+
+def _name(imagery: Imagery) -> str:
+    """How errors name the input: its first file when it is a mosaic."""
+    if imagery.mosaic is not None:
+        return where(imagery.mosaic.tiles[0].path, imagery.mosaic.tiles[0].item)
+    return "data"
+
+
+def _feature_rows(matrix: da.Array, features: Features) -> da.Array:
+    """An (n, band) pixel matrix as (n, feature), block by block."""
+    n_features = len(features.names)
+    return matrix.map_blocks(lambda m: features.apply(m.T).T, chunks=(matrix.chunks[0], (n_features,)), dtype=np.float32)
 
 
 def load_model(path: str | Path) -> Model:

@@ -23,6 +23,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -258,6 +259,16 @@ _MUST_MATCH = (
     ("count", "band count", "mosaic tiles must have the same bands; remove or convert the odd file"),
     ("dtype", "dtype", "mosaic tiles must share a dtype; remove or convert the odd file"),
 )
+
+
+def open_imagery(paths: str | list[str] | tuple[str, ...], *, chunk: int = 2048, **options: Any) -> xr.DataArray:
+    """Files, globs, a .vrt or URLs as one lazy float32 (band, y, x) DataArray (NaN = invalid),
+    as ``landcover run`` reads them; ``options`` are the config's other ``input`` keys (``crs``,
+    ``nodata``, ``alpha``, ``band_names``, ...)."""
+    from .config import parse_config
+
+    spec = parse_config({"paths": paths, **options}, source="open_imagery", schema=InputConfig)
+    return open_mosaic(spec, chunk=chunk).to_xarray()
 
 
 def open_mosaic(spec: InputConfig, *, chunk: int) -> Mosaic:

@@ -20,10 +20,12 @@ from pathlib import Path
 from .balance import balance_for_predict
 from .config import DaskConfig, InputConfig
 from .errors import InputError
-from .mosaic import Mosaic, open_mosaic
-from .remote import where
+from .label import classify, confidence as margin_of
 from .model import Model, load_model
-from .run import Progress, RunResult, _timed, check_output, write_products
+from .mosaic import Mosaic, open_mosaic
+from .products import Origin, Progress, RunResult, check_output, timed, write_cog
+from .remote import where
+from .scheduler import computing
 
 log = logging.getLogger(__name__)
 
@@ -35,35 +37,34 @@ def predict(
     out: str | Path,
     overwrite: bool = False,
     confidence: bool = False,
-    chunk: int = DaskConfig().chunk,
+    dask: DaskConfig | None = None,
     progress: Progress | None = None,
 ) -> RunResult:
     """Label ``inputs`` (files, globs or a .vrt) with the model at ``model_path``; write ``out``
-    and its sidecars as ``run`` does."""
+    and its sidecars as ``run`` does, on the scheduler and in the chunks of ``dask`` (a run's
+    ``dask`` section; default threads, 2048-pixel chunks)."""
+    dask = dask or DaskConfig()
     progress = progress or (lambda stage: nullcontext())
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    with _timed(timings, "open"):
+    origin = Origin(started=time.perf_counter())
+    with timed(origin.timings, "open"):
         model_path = Path(model_path)
         model = load_model(model_path)
         source = model.source
         spec = InputConfig(paths=tuple(inputs), nodata=source and source.nodata, alpha=source.alpha if source else "auto")
-        mosaic = matching_mosaic(open_mosaic(spec, chunk=chunk), model, model_path)
-        output = check_output(Path(out), mosaic, overwrite=overwrite, key="--out", overwrite_hint="pass --overwrite")
-    if model.balance:
-        with _timed(timings, "balance"), progress("balance"):
-            mosaic, balanced = balance_for_predict(mosaic, model.balance, seed=model.seed)
-        model = replace(model, balance=balanced.to_json())
-    return write_products(
-        mosaic,
-        model,
-        output,
-        confidence=confidence,
-        timings=timings,
-        started=started,
-        progress=progress,
-        config_record={"input": spec.model_dump(mode="json")},  # the report's true-colour view shows these inputs
-    )
+        mosaic = matching_mosaic(open_mosaic(spec, chunk=dask.chunk), model, model_path)
+        # The report's true-colour view shows these inputs.
+        origin = replace(origin, config={"input": spec.model_dump(mode="json")}, inputs=tuple(t.path for t in mosaic.tiles))
+        output = check_output(Path(out), inputs=origin.inputs, overwrite=overwrite, key="--out", overwrite_hint="pass --overwrite")
+    with computing(dask):
+        if model.balance:
+            with timed(origin.timings, "balance"), progress("balance"):
+                mosaic, balanced = balance_for_predict(mosaic, model.balance, seed=model.seed)
+            model = replace(model, balance=balanced.to_json())
+        data = mosaic.to_xarray()
+        margin = margin_of(data, model) if confidence else None
+        return write_cog(
+            classify(data, model), output, model=model, data=data, confidence=margin, overwrite=overwrite, origin=origin, progress=progress
+        )
 
 
 def matching_mosaic(mosaic: Mosaic, model: Model, model_path: Path) -> Mosaic:

@@ -39,6 +39,7 @@ from .label import nearest
 from .mosaic import open_mosaic
 from .remote import redact, where
 from .sample import draw_sample
+from .scheduler import computing
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def sweep(
     start = time.perf_counter()
     mosaic = open_mosaic(config.input, chunk=config.dask.chunk)
     features = features_from_config(config.features, mosaic.band_names)
-    with progress("sample"):
+    with computing(config.dask), progress("sample"):
         pixels = draw_sample(mosaic, size=config.sample.size, seed=config.sample.seed)
     timings["sample"] = time.perf_counter() - start
     if len(pixels) == 0:

@@ -15,7 +15,7 @@ from distributed import LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from pipeline import load_config, run
-from pipeline.run import _label_chunk
+from pipeline.products import _write_chunk
 from rasters import class_centres, planted_classes, planted_image, read_labels, write_raster
 
 SHAPE = (1536, 1280)  # 7.9 MB of uint8 imagery, 3 x 3 chunks of 512
@@ -74,7 +74,7 @@ class KillOneWorkerWhileLabelling(SchedulerPlugin):
 
     def transition(self, key, start, finish, *args, **kwargs):
         # The first labelled chunk in memory (key_split drops the leading "_" of the name).
-        if self.killed is None and finish == "memory" and key_split(key) == _label_chunk.__name__.lstrip("_"):
+        if self.killed is None and finish == "memory" and key_split(key) == _write_chunk.__name__.lstrip("_"):
             busy = [w for w in self.scheduler.workers.values() if w.processing] or list(self.scheduler.workers.values())
             self.killed = busy[0].pid
             os.kill(self.killed, signal.SIGKILL)

@@ -1,0 +1,380 @@
+"""The write stage: ``write_cog(labels, path, model=...)`` writes the labels COG and its sidecars.
+
+One streaming pass over the label blocks: each chunk task cuts its block into the COG's tiles and
+in-chunk overviews (``cog.py``) and, given the imagery too, sums its pixels per class for the
+report and keeps every n-th pixel for the report's true-colour view, reading each block once. The
+client then writes the header, tasks copy the parts into place, and the sidecars are written.
+Everything is staged beside the output and published last (``write.py``): a COG at the output path
+means the products are complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from functools import partial
+from operator import getitem
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+from rio_cogeo.cogeo import cog_validate
+
+from .balance import summary
+from .cog import LABELS, MARGIN, TILE, Layer, Node, Pyramid, place_parts, tree, write_header, write_levels, write_template
+from .errors import InputError, OutputError
+from .features import Features
+from .html_report import report_paths, thumbnail, thumbnail_step, write_report
+from .imagery import as_imagery
+from .label import class_sums
+from .legend import legend, stac_item
+from .model import Model
+from .remote import is_remote
+from .report import class_report, class_tags, rgb_bands, write_json, write_quicklook
+from .write import fingerprint, fresh_dir, load_record, parts_dir, publish, record_path, save_record, sidecar_paths
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], AbstractContextManager[Any]]
+CHUNK = 2048  # the writer's chunk when the labels' own is not a square multiple of the COG's tiles
+LABELS_DESCRIPTION = "land-cover class (1..{k}, 0 = nodata)"
+MARGIN_DESCRIPTION = "distance to the second-nearest centroid minus distance to the nearest (feature units)"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run, a predict or ``write_cog`` wrote."""
+
+    output: Path
+    model_path: Path
+    report_path: Path
+    quicklook_path: Path
+    model: Model
+    report: dict[str, Any]
+    html_path: Path
+    confidence_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What made the labels, for the report and for ``resume`` (``run`` and ``predict`` fill it)."""
+
+    config: dict[str, Any] | None = None
+    """The config record: in the report and the HTML page, and in the parts' fingerprint."""
+    inputs: tuple[str, ...] | None = None
+    """Input files: their sizes and times are in the parts' fingerprint (None: the labels' graph is)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds of the stages before the write, for the report."""
+    started: float | None = None
+    resume_hint: str = "delete the folder to start again"
+
+
+@contextmanager
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - start
+    log.info("%s: %.2f s", stage, timings[stage])
+
+
+def write_cog(
+    labels: xr.DataArray,
+    path: str | Path,
+    *,
+    model: Model,
+    data: xr.DataArray | xr.Dataset | None = None,
+    confidence: xr.DataArray | None = None,
+    nodata: float | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    origin: Origin = Origin(),
+    progress: Progress | None = None,
+) -> RunResult:
+    """Write ``labels`` (from ``classify``) as a COG at ``path``, with the model, report, legend,
+    STAC item, quicklook and HTML page beside it; ``confidence`` (from ``pipeline.confidence``)
+    as ``<stem>.confidence.tif``. Given ``data``, the imagery the labels were made from, the report
+    holds each class's mean per band and the page a true-colour view (each block is read once);
+    without it, class areas only. ``resume`` reuses the parts an interrupted write left."""
+    progress = progress or (lambda stage: nullcontext())
+    started = time.perf_counter() if origin.started is None else origin.started
+    timings = dict(origin.timings)
+    output = check_output(Path(path), inputs=origin.inputs or (), overwrite=overwrite)
+    _check_labels(labels)
+    grid = raster_grid(labels)
+    blocks, side = _square_chunks(labels.data)
+    pixels = None if data is None else as_imagery(data, nodata=nodata).data().rechunk((-1, *blocks.chunks))
+    margins = None if confidence is None else confidence.data.rechunk(blocks.chunks)
+    if pixels is not None and pixels.shape[1:] != blocks.shape:
+        raise InputError(f"data: its shape {pixels.shape[1:]} differs from the labels' {blocks.shape}; give the imagery the labels were made from")
+    layers = (LABELS, MARGIN) if margins is not None else (LABELS,)
+    pyramid = Pyramid(*blocks.shape, side)
+    labeller = {"centroids": model.centroids.tolist(), "features": model.features.to_json(), "layers": [la.name for la in layers]}
+    prints = parts_fingerprint(grid, pyramid.chunk, origin, labels=blocks.name, model=labeller)
+    sidecars = sidecar_paths(output)
+    if margins is None:
+        del sidecars["confidence"]
+    pages = report_paths(output)
+    with parts_dir(output, prints, resume=resume, hint=origin.resume_hint) as parts:
+        staging = fresh_dir(parts / "staged")  # the COG and sidecars until published
+        with timed(timings, "label_write"), progress("label and write"):
+            stats, true_colour, sizes = _write_chunks(blocks, pixels, margins, model, parts, pyramid, layers)
+        features = model.features
+        if pixels is not None and features.mean is not None:  # report feature means in the features' own units
+            sums = stats[:, 1 + len(model.band_names) :]
+            sums[:] = sums * np.asarray(features.std) + stats[:, :1] * np.asarray(features.mean)
+        with timed(timings, "finalise"):
+            staged_cog = staging / output.name
+            tags = class_tags(features.unscale(model.centroids), features.names, model.names)
+            common = {"grid": grid, "pyramid": pyramid, "parts": parts, "sizes": sizes, "timings": timings}
+            _finalise(LABELS, staged_cog, palette=model.palette, tags=tags, description=LABELS_DESCRIPTION.format(k=model.k), **common)
+            if margins is not None:
+                # float32 keeps the margin exact and in feature units, comparable across runs and
+                # predicts of one model; continuous, so its overviews are averaged.
+                margin = staging / sidecars["confidence"].name
+                _finalise(MARGIN, margin, palette=None, tags={}, description=MARGIN_DESCRIPTION, **common)
+            write_quicklook(staged_cog, staging / sidecars["quicklook"].name, model.palette)
+        timings["finalise"] -= timings["place"]  # stages are disjoint: "finalise" is the client's share
+        timings["total"] = time.perf_counter() - started
+        report = class_report(
+            stats,
+            band_names=model.band_names,
+            feature_names=features.names,
+            palette=model.palette,
+            pixel_area=grid["pixel_area"],
+            crs=grid["crs"],
+            timings=timings,
+            names=model.names,
+        )
+        if model.balance is not None:  # the per-tile corrections are in the model JSON
+            report["balance"] = summary(model.balance)
+        if origin.config is not None:
+            report["config"] = origin.config  # for the HTML page and to re-run
+        _write_sidecars(staging, staged_cog, output, sidecars, pages, model, report, true_colour)
+        for path in [*sidecars.values(), *pages.values()]:
+            publish(staging / path.name, path)
+        publish(staged_cog, output)  # last: a COG at the output path means the products are complete
+    log.info("wrote %s (%d classes) in %.1f s", output, model.k, timings["total"])
+    return RunResult(
+        output, sidecars["model"], sidecars["report"], sidecars["quicklook"], model, report, pages["html"], sidecars.get("confidence")
+    )
+
+
+def check_output(
+    output: Path,
+    *,
+    inputs: Sequence[str] = (),
+    overwrite: bool,
+    key: str = "path",
+    overwrite_hint: str = "pass overwrite=True",
+) -> Path:
+    """Refuse outputs that would clobber something, before any pixel is read; errors name ``key``."""
+    if output.resolve() in {Path(p).resolve() for p in inputs if not is_remote(p)}:
+        raise OutputError(f"{key}: {output} is one of the inputs; choose another {key}")
+    if output.is_dir():
+        raise OutputError(f"{key}: {output} is a directory; give a file name such as {output / 'labels.tif'}")
+    if output.exists() and not overwrite:
+        raise OutputError(f"{output}: already exists; {overwrite_hint} or choose another {key}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{key}: cannot create folder {output.parent} ({exc.strerror}); choose a writable place") from None
+    if not os.access(output.parent, os.W_OK):
+        raise OutputError(f"{key}: folder {output.parent} is not writable; choose a writable place")
+    return output
+
+
+def parts_fingerprint(
+    grid: dict[str, Any], chunk: int, origin: Origin, *, labels: str | None = None, model: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the bytes of the COG's parts depend on: the config, the grid, the input files (or,
+    without them, the labels' graph) and the model (without ``model``: what is known before the fit)."""
+    source = {"labels": labels} if origin.inputs is None else {}
+    return fingerprint(origin.config, grid={**grid, "chunk": chunk, **source}, inputs=list(origin.inputs or ()), model=model)
+
+
+def raster_grid(array: xr.DataArray) -> dict[str, Any]:
+    """The grid of a (..., y, x) raster, as the COG header and the fingerprint record it."""
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+
+    if array.rio.crs is None:
+        raise InputError(f"{array.name or 'labels'}: no CRS, so the COG could not be placed on a map; set one with .rio.write_crs('EPSG:...')")
+    transform = array.rio.transform()
+    return {
+        "crs": array.rio.crs.to_string(),
+        "transform": list(transform)[:6],
+        "height": int(array.shape[-2]),
+        "width": int(array.shape[-1]),
+        "pixel_area": abs(transform.a * transform.e),
+    }
+
+
+def _check_labels(labels: xr.DataArray) -> None:
+    if not isinstance(labels, xr.DataArray) or labels.ndim != 2 or labels.dtype != np.uint8:
+        got = f"{labels.dtype} {labels.dims}" if isinstance(labels, xr.DataArray) else type(labels).__name__
+        raise InputError(f"labels: expected the uint8 (y, x) DataArray pipeline.classify returns, got {got}; use pipeline.classify")
+
+
+def _square_chunks(blocks: da.Array) -> tuple[da.Array, int]:
+    """The labels in square chunks of a side that is a multiple of the COG's tiles (their own
+    chunks when they are), and that side."""
+    if not isinstance(blocks, da.Array):
+        blocks = da.from_array(blocks, chunks=CHUNK)
+    side = max(c[0] for c in blocks.chunks)
+    regular = all(set(c[:-1]) <= {side} and c[-1] <= side for c in blocks.chunks)
+    if regular and side % TILE == 0:
+        return blocks, side
+    return blocks.rechunk(CHUNK), CHUNK
+
+
+def _write_chunk(
+    labels: np.ndarray,
+    block: np.ndarray | None,
+    margin: np.ndarray | None,
+    *,
+    features: Features,
+    k: int,
+    index: tuple[int, int],
+    folder: Path,
+    pyramid: Pyramid,
+    layers: tuple[Layer, ...],
+    true_colour: tuple[list[int], int, int, int],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Write one block's tiles and in-chunk overviews as parts and record the chunk; return its
+    summary (per class: pixels, and given the imagery, sums per input band and feature; its share
+    of the true-colour thumbnail; tile byte counts) and the decimated arrays for the tree."""
+    bands, row_off, col_off, step = true_colour
+    if block is None:
+        stats = np.bincount(labels.ravel(), minlength=k + 1).astype(np.float64)[:, None]
+        preview = np.empty((3, 0, 0), dtype=np.float32)
+    else:
+        stats = class_sums(block, labels, k)
+        feature_stats = stats if features.is_identity else class_sums(features.apply(block), labels, k)
+        stats = np.concatenate([stats, feature_stats[:, 1:]], axis=1)
+        preview = thumbnail(block, row_off, col_off, step)[bands]
+    summary: dict[str, Any] = {"stats": stats, "thumbnail": preview}
+    ups = {}
+    for layer, array in zip(layers, (labels, margin)):
+        summary[layer.name], up = write_levels(folder, layer, pyramid, (0, *index), array)
+        if up is not None:
+            ups[layer.name] = up
+    save_record(record_path(folder, index), summary, ups)
+    return summary, ups
+
+
+def _write_chunks(
+    blocks: da.Array, pixels: da.Array | None, margins: da.Array | None, model: Model, folder: Path, pyramid: Pyramid, layers: tuple[Layer, ...]
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, dict[Node, list[list[int]]]]]:
+    """One streaming pass: every label block into the COG's tiles (chunks finished by an earlier
+    run are read from their records), then the tree of coarse levels; return the class
+    statistics, a (3, y, x) true-colour thumbnail (None without the imagery) and every node's
+    tile byte counts."""
+    inputs = [a for a in (blocks, pixels, margins) if a is not None]
+    name = f"write_chunk-{tokenize(*(a.name for a in inputs), str(folder), layers)}"
+    rgb = list(rgb_bands(model.band_names))
+    height, width = blocks.shape
+    step = thumbnail_step(height, width)
+    side = pyramid.chunk
+    # A plain graph: building a dask.delayed call costs ~0.5 ms, and a state has ~10^5 chunks.
+    graph: dict = {}
+    chunks = {}
+    windows = [(i, j) for i in range(blocks.numblocks[0]) for j in range(blocks.numblocks[1])]
+    for i, j in windows:
+        record = record_path(folder, (i, j))
+        if record.exists():  # finished by an interrupted run: no read, no labelling
+            graph[name, i, j] = (load_record, record)
+        else:
+            write = partial(
+                _write_chunk,
+                features=model.features,
+                k=model.k,
+                index=(i, j),
+                folder=folder,
+                pyramid=pyramid,
+                layers=layers,
+                true_colour=(rgb, i * side, j * side, step),
+            )
+            graph[name, i, j] = (
+                write,
+                (blocks.name, i, j),
+                None if pixels is None else (pixels.name, 0, i, j),
+                None if margins is None else (margins.name, i, j),
+            )
+        graph[f"summary-{name}", i, j] = (getitem, (name, i, j), 0)
+        chunks[i, j] = (name, i, j)
+    nodes, tree_sizes = tree(pyramid, layers, folder, chunks, name)
+    graph.update(nodes)
+    graph[name] = (tuple, [[(f"summary-{name}", i, j) for i, j in chunks], list(tree_sizes.values())])
+    summaries, node_sizes = Delayed(name, HighLevelGraph.from_collections(name, graph, dependencies=inputs)).compute()
+    tree_sizes = dict(zip(tree_sizes, node_sizes))
+    preview = None
+    if pixels is not None:
+        preview = np.full((3, -(-height // step), -(-width // step)), np.nan, dtype=np.float32)
+    sizes: dict[str, dict[Node, list[list[int]]]] = {layer.name: {} for layer in layers}
+    for (i, j), chunk in zip(windows, summaries):
+        if preview is not None:
+            part = chunk["thumbnail"]
+            top, left = -(-(i * side) // step), -(-(j * side) // step)
+            preview[:, top : top + part.shape[1], left : left + part.shape[2]] = part
+        for layer in layers:
+            sizes[layer.name][0, i, j] = chunk[layer.name]
+    for node, node_sizes in tree_sizes.items():
+        for layer in layers:
+            sizes[layer.name][node] = node_sizes[layer.name]
+    return np.sum([chunk["stats"] for chunk in summaries], axis=0), preview, sizes
+
+
+def _finalise(
+    layer: Layer,
+    destination: Path,
+    *,
+    grid: dict[str, Any],
+    pyramid: Pyramid,
+    parts: Path,
+    sizes: dict[str, dict[Node, list[list[int]]]],
+    timings: dict[str, float],
+    **band: Any,
+) -> None:
+    """The client writes the header for the parts' tiles, tasks place the parts behind it
+    (timed as "place"), the client validates the COG."""
+    from affine import Affine
+
+    template = destination.with_name(f"{layer.name}.template.tif")
+    write_template(template, layer=layer, crs=grid["crs"], transform=Affine(*grid["transform"]), **band)
+    placements = write_header(destination, layer=layer, pyramid=pyramid, sizes=sizes[layer.name], template=template)
+    start = time.perf_counter()
+    place_parts(destination, folder=parts, layer=layer, pyramid=pyramid, placements=placements)
+    timings["place"] = timings.get("place", 0.0) + time.perf_counter() - start  # workers' share
+    valid, errors, _ = cog_validate(str(destination), quiet=True)
+    if not valid:
+        raise OutputError(f"{destination}: the COG written is invalid ({'; '.join(errors)}); please report this")
+
+
+def _write_sidecars(
+    staging: Path,
+    staged_cog: Path,
+    output: Path,
+    sidecars: dict[str, Path],
+    pages: dict[str, Path],
+    model: Model,
+    report: dict[str, Any],
+    true_colour: np.ndarray | None,
+) -> None:
+    """Model, report, legend and STAC JSONs and the HTML page, into the staging folder."""
+    model_doc = model.to_json()
+    write_json(staging / sidecars["model"].name, model_doc)
+    write_json(staging / sidecars["report"].name, report)
+    write_json(staging / sidecars["legend"].name, legend(report))
+    metadata = {key: sidecars[key].name for key in ("model", "report", "legend")}
+    item = stac_item(staged_cog, report, href=output.name, item_id=output.stem, sidecars=metadata)
+    write_json(staging / sidecars["stac"].name, item)
+    staged_pages = {key: staging / path.name for key, path in pages.items()}
+    write_report(staged_cog, model_doc, report, staged_pages, name=output.name, true_colour=true_colour)
