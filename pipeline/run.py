@@ -24,7 +24,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from rio_cogeo.cogeo import cog_validate
 
-from .balance import balance, summary
+from .balance import balance
 from .cog import LABELS, MARGIN, Layer, Node, Pyramid, place_parts, tree, write_header, write_levels, write_template
 from .config import Config
 from .errors import DataError, OutputError
@@ -36,7 +36,7 @@ from .legend import apply_class_colours, legend, stac_item
 from .mosaic import Mosaic, open_mosaic
 from .remote import is_remote, redact, where
 from .model import FitRecord, Model, SourceRecord
-from .report import class_report, class_tags, palette_from_centroids, rgb_bands, write_json, write_quicklook
+from .report import Report, class_report, class_tags, palette_from_centroids, rgb_bands, write_json, write_quicklook
 from .sample import draw_sample, full_matrix
 from .scheduler import for_in_memory_data, use_scheduler
 from .write import (
@@ -60,7 +60,7 @@ class RunResult:
     report_path: Path
     quicklook_path: Path
     model: Model
-    report: dict[str, Any]
+    report: Report
     html_path: Path
     confidence_path: Path | None = None
 
@@ -215,20 +215,7 @@ def write_products(
             write_quicklook(staged_cog, staging / sidecars["quicklook"].name, model.palette)
         timings["finalise"] -= timings["place"]  # stages are disjoint: "finalise" is the client's share
         timings["total"] = time.perf_counter() - started
-        report = class_report(
-            stats,
-            band_names=mosaic.band_names,
-            feature_names=features.names,
-            palette=model.palette,
-            pixel_area=mosaic.pixel_area(),
-            crs=mosaic.crs,
-            timings=timings,
-            names=model.names,
-        )
-        if model.balance is not None:  # the per-tile corrections are in the model JSON
-            report["balance"] = summary(model.balance)
-        if config_record is not None:
-            report["config"] = config_record  # for the HTML page and to re-run
+        report = class_report(stats, model, pixel_area=mosaic.pixel_area(), crs=mosaic.crs, timings=timings, config=config_record)
         _write_sidecars(staging, staged_cog, output, sidecars, pages, model, report, true_colour)
         for path in [*sidecars.values(), *pages.values()]:
             publish(staging / path.name, path)
@@ -257,19 +244,18 @@ def _write_sidecars(
     sidecars: dict[str, Path],
     pages: dict[str, Path],
     model: Model,
-    report: dict[str, Any],
+    report: Report,
     true_colour: np.ndarray,
 ) -> None:
     """Model, report, legend and STAC JSONs and the HTML page, into the staging folder."""
-    model_doc = model.to_json()
-    write_json(staging / sidecars["model"].name, model_doc)
-    write_json(staging / sidecars["report"].name, report)
+    write_json(staging / sidecars["model"].name, model.to_json())
+    write_json(staging / sidecars["report"].name, report.to_json())
     write_json(staging / sidecars["legend"].name, legend(report))
     metadata = {key: sidecars[key].name for key in ("model", "report", "legend")}
     item = stac_item(staged_cog, report, href=output.name, item_id=output.stem, sidecars=metadata)
     write_json(staging / sidecars["stac"].name, item)
     staged_pages = {key: staging / path.name for key, path in pages.items()}
-    write_report(staged_cog, model_doc, report, staged_pages, name=output.name, true_colour=true_colour)
+    write_report(staged_cog, model, report, staged_pages, name=output.name, true_colour=true_colour)
 
 
 @contextmanager
