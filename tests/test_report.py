@@ -169,3 +169,73 @@ def test_red_nir_ndvi_and_closest_pairs():
     centroids = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 3.0], [50.0, 50.0]])
     distances = np.sqrt(((centroids[:, None] - centroids[None]) ** 2).sum(axis=2))
     assert closest_pairs(distances, 2) == [(1, 3, 3.0), (1, 2, 10.0)]
+
+
+def test_the_report_json_reads_back_as_the_runs_report(named_run):
+    saved = json.loads(named_run.report_path.read_text())
+    assert Report.load(named_run.report_path) == named_run.report
+    assert saved["fit"] == asdict(named_run.model.fit) and saved["config"]["model"]["k"] == 3
+
+
+def _copy_run(run_result, folder: Path) -> Path:
+    """The COG and its model beside it in ``folder``; the report JSON is the caller's."""
+    folder.mkdir()
+    cog = Path(shutil.copy(run_result.output, folder / "labels.tif"))
+    shutil.copy(run_result.model_path, folder / "labels.model.json")
+    return cog
+
+
+def test_labels_without_their_imagery_get_a_legend_an_item_and_a_page(named_run, tmp_path):
+    # A library user writing the labels without the imagery has only the counts of each class.
+    full = named_run.report
+    counts = np.array([[full.totals.nodata_pixels]] + [[c.pixels] for c in full.classes], dtype=np.float64)
+    report = class_report(counts, named_run.model, pixel_area=full.totals.pixel_area_m2, crs=full.crs, timings={}, config=full.config)
+    assert all(c.mean is None and c.feature_mean is None for c in report.classes)
+    assert legend(report) == legend(full)
+    item = stac_item(named_run.output, report, href="labels.tif", item_id="labels", sidecars={})
+    assert item["assets"]["labels"]["classification:classes"][1]["title"] == "water"
+
+    cog = _copy_run(named_run, tmp_path / "counted")
+    (tmp_path / "counted" / "labels.report.json").write_text(json.dumps(report.to_json()))
+    page = report_for(cog).read_text()
+    assert "Centroid of each class" in page and "Mean spectrum" not in page and "no class means" in page
+    # Every mean and NDVI cell is a dash: 3 classes x (4 bands + NDVI).
+    assert page.count('<td class="num">\N{EM DASH}</td>') == 3 * 5 and "True colour (band1, band2, band3)" in page
+    spectra = report_paths(cog)["spectra"].read_bytes()
+    assert spectra[:8] == b"\x89PNG\r\n\x1a\n" and spectra != report_paths(named_run.output)["spectra"].read_bytes()
+
+
+def test_stac_names_are_machine_names_and_unique(named_run):
+    assert machine_name("forest <dense> & wet") == "forest-dense-wet" and machine_name("<>") == "class"
+    first, second, third = named_run.report.classes
+    report = replace(named_run.report, classes=(replace(first, name="a b"), replace(second, name="a-b"), third))
+    item = stac_item(named_run.output, report, href="labels.tif", item_id="labels", sidecars={})
+    classes = item["assets"]["labels"]["classification:classes"]
+    assert [(c["name"], c["title"]) for c in classes[1:]] == [("a-b", "a b"), ("a-b_2", "a-b"), ("fields", "fields")]
+
+
+BACKEND_CHECK = """
+import sys
+import matplotlib
+matplotlib.use("svg")
+from pipeline import load_config
+from pipeline.html_report import report_for
+from pipeline.sweep import sweep
+report_for(sys.argv[1])
+sweep(load_config(sys.argv[2]), (2, 3), out_dir=sys.argv[3])
+assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
+assert matplotlib.rcParams["backend"] == "svg", matplotlib.rcParams["backend"]
+"""
+
+
+def test_the_page_and_the_sweep_plot_leave_the_backend_alone(named_run, tmp_path):
+    cog = _copy_run(named_run, tmp_path / "copy")
+    shutil.copy(named_run.report_path, tmp_path / "copy" / "labels.report.json")
+    config = tmp_path / "sweep.yaml"
+    config.write_text(json.dumps({
+        "input": {"paths": named_run.report.config["input"]["paths"]}, "model": {"n_init": 1}, "sample": {"size": 20_000},
+        "output": {"path": str(tmp_path / "unused.tif")},
+    }))
+    done = subprocess.run([sys.executable, "-c", BACKEND_CHECK, cog, config, tmp_path / "sweep"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert report_paths(cog)["html"].exists() and (tmp_path / "sweep" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
