@@ -222,7 +222,7 @@ def _spectra_png(report: Report, model: Model, path: Path) -> None:
     fig.savefig(path, dpi=120, format="png")
 
 
-def _balance_png(record: dict[str, Any], band_names: list[str]) -> bytes:
+def _balance_png(record: dict[str, Any], band_names: tuple[str, ...]) -> bytes:
     """A small figure: each tile's mean gain and offset on its footprint (later tiles drawn on
     top, as in the mosaic), and the seam RMS difference per band before and after."""
     import matplotlib
