@@ -74,6 +74,7 @@ class ClassSummary:
     name: str
     """As configured (``classes:``), else "class 3"."""
     pixels: int
+    """Labelled with this class."""
     area_m2: float | None
     """None in a geographic CRS, where a pixel's area is not constant."""
     percent: float
@@ -101,10 +102,13 @@ class Totals:
     """Pixel counts and areas over the whole output."""
 
     valid_pixels: int
+    """Labelled with a class 1..k."""
     nodata_pixels: int
+    """Labelled 0: nodata in the inputs, or outside every input."""
     area_m2: float | None
     """Of the valid pixels; None in a geographic CRS."""
     pixel_area_m2: float | None
+    """None in a geographic CRS."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,9 @@ class Report:
     classes: tuple[ClassSummary, ...]
     """Classes 1..k in label order."""
     totals: Totals
+    """Pixel counts and areas over the whole output."""
     crs: str
+    """Of the labels (e.g. "EPSG:32614")."""
     timings: dict[str, float]
     """Seconds per stage, rounded to the millisecond (the JSON's ``timings_s``)."""
     balance: dict[str, Any] | None = None
