@@ -150,3 +150,11 @@ def _band(name: str, band_names: tuple[str, ...], key: str) -> str:
             "name the bands with input.band_names, e.g. [red, green, blue, nir]"
         )
     return band_names[position]
+
+
+def rgb_bands(band_names: tuple[str, ...]) -> tuple[int, ...]:
+    """Positions (0-based, among the features) to show as red, green, blue; one band = grey."""
+    lowered = [n.lower() for n in band_names]
+    if all(c in lowered for c in ("red", "green", "blue")):
+        return tuple(lowered.index(c) for c in ("red", "green", "blue"))
+    return (0, 1, 2) if len(band_names) >= 3 else (0, 0, 0)

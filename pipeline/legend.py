@@ -1,99 +1,88 @@
 """Class names and colours for programs: the palette overrides, a JSON legend and a STAC item.
 
 GeoTIFF has no place for class names outside a ``.aux.xml`` sidecar (which many tools drop), so
-besides the COG tags we write ``<stem>.legend.json`` and a STAC item using the classification
-extension (v1.1.0: ``value`` and ``name`` required, ``color_hint`` as hex without '#').
+besides the COG tags we write ``<stem>.legend.json`` and a STAC item whose asset carries the
+classification extension (v2.0.0: each class's ``value``, a machine ``name`` of letters, digits,
+'-' and '_', its ``title`` as configured, ``color_hint`` as hex without '#'; nodata flagged).
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 from pathlib import Path
 from typing import Any
 
+import pystac
 import rasterio
+from pystac.extensions.classification import Classification, ClassificationExtension
+from pystac.extensions.projection import ProjectionExtension
 from rasterio.warp import transform_bounds
 
-from .config import ClassConfig
 from .label import NODATA_LABEL
+from .report import Report
 
-CLASSIFICATION_EXTENSION = "https://stac-extensions.github.io/classification/v1.1.0/schema.json"
-PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v1.1.0/schema.json"
-STAC_VERSION = "1.0.0"
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 
-def apply_class_colours(
-    palette: dict[int, tuple[int, int, int]], classes: tuple[ClassConfig, ...] | None
-) -> dict[int, tuple[int, int, int]]:
-    """The computed palette with every configured ``color`` put in place of its class's entry."""
-    result = dict(palette)
-    for label, entry in enumerate(classes or (), start=1):
-        if entry.rgb is not None:
-            result[label] = entry.rgb
-    return result
-
-
-def legend(report: dict[str, Any]) -> dict[str, Any]:
+def legend(report: Report) -> dict[str, Any]:
     """value, name, colour, pixels and % of the valid area of each class, from the class report."""
     return {
         "nodata": NODATA_LABEL,
         "classes": [
-            {
-                "value": c["class"],
-                "name": c["name"],
-                "color": c["colour"],
-                "pixels": c["pixels"],
-                "percent": c["percent"],
-            }
-            for c in report["classes"]
+            {"value": c.value, "name": c.name, "color": c.colour, "pixels": c.pixels, "percent": c.percent}
+            for c in report.classes
         ],
     }
 
 
-def stac_item(cog: Path, report: dict[str, Any], *, href: str, item_id: str, sidecars: dict[str, str]) -> dict[str, Any]:
-    """A STAC item for the label COG whose asset carries ``classification:classes``.
+def stac_item(cog: Path, report: Report, *, href: str, item_id: str, sidecars: dict[str, str]) -> dict[str, Any]:
+    """A STAC item for the label COG whose asset carries ``classification:classes``, with the
+    metadata ``sidecars`` (asset key → href) beside it.
 
     ``datetime`` is when the labels were made: the inputs' acquisition dates are not known here.
     """
     with rasterio.open(cog) as src:
         west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
-        epsg = src.crs.to_epsg()
+        epsg, wkt = src.crs.to_epsg(), src.crs.to_wkt()
         shape, transform = [src.height, src.width], list(src.transform)[:6]
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-    classes = [{"value": NODATA_LABEL, "name": "nodata", "description": "no data"}] + [
-        {
-            "value": c["class"],
-            "name": c["name"],
-            "description": f"k-means class {c['class']} of {len(report['classes'])}: {c['percent']:.2f} % of the valid area",
-            "color_hint": c["colour"].lstrip("#").upper(),
-        }
-        for c in report["classes"]
-    ]
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
-    return {
-        "type": "Feature",
-        "stac_version": STAC_VERSION,
-        "stac_extensions": [CLASSIFICATION_EXTENSION, PROJECTION_EXTENSION],
-        "id": item_id,
-        "geometry": {"type": "Polygon", "coordinates": [ring]},
-        "bbox": [west, south, east, north],
-        "properties": {
-            "datetime": now,
-            "created": now,
-            "proj:epsg": epsg,
-            "proj:shape": shape,
-            "proj:transform": transform,
-        },
-        "links": [],
-        "assets": {
-            "labels": {
-                "href": href,
-                "type": COG_MEDIA_TYPE,
-                "title": "land-cover classes",
-                "roles": ["data"],
-                "classification:classes": classes,
-            },
-            **{name: {"href": path, "type": "application/json", "roles": ["metadata"]} for name, path in sidecars.items()},
-        },
-    }
+    item = pystac.Item(
+        id=item_id,
+        geometry={"type": "Polygon", "coordinates": [ring]},
+        bbox=[west, south, east, north],
+        datetime=now,
+        properties={"created": pystac.utils.datetime_to_str(now)},
+    )
+    projection = ProjectionExtension.ext(item, add_if_missing=True)
+    # A CRS without an EPSG code (e.g. a custom UTM) is written as WKT2 instead.
+    projection.apply(code=f"EPSG:{epsg}" if epsg else None, wkt2=None if epsg else wkt, shape=shape, transform=transform)
+    labels = pystac.Asset(href=href, media_type=COG_MEDIA_TYPE, title="land-cover classes", roles=["data"])
+    item.add_asset("labels", labels)
+    ClassificationExtension.ext(labels, add_if_missing=True).apply(classes=_classes(report))
+    for key, path in sidecars.items():
+        item.add_asset(key, pystac.Asset(href=path, media_type=pystac.MediaType.JSON, roles=["metadata"]))
+    return item.to_dict(include_self_link=False, transform_hrefs=False)
+
+
+def _classes(report: Report) -> list[Classification]:
+    """Nodata, then classes 1..k; ``name`` is the configured name made machine-readable (the
+    extension allows only letters, digits, '-' and '_'), the name itself is the ``title``."""
+    classes = [Classification.create(value=NODATA_LABEL, name="nodata", title="nodata", description="no data", nodata=True)]
+    used = {"nodata"}
+    for c in report.classes:
+        name = machine_name(c.name)
+        if name in used:  # "a b" and "a-b" both read a-b: keep names unique
+            name = f"{name}_{c.value}"
+        used.add(name)
+        description = f"k-means class {c.value} of {len(report.classes)}: {c.percent:.2f} % of the valid area"
+        classes.append(
+            Classification.create(value=c.value, name=name, title=c.name, description=description, color_hint=c.colour.lstrip("#").upper())
+        )
+    return classes
+
+
+def machine_name(name: str) -> str:
+    """'forest <dense> & wet' → 'forest-dense-wet': runs of other characters become one '-'."""
+    return re.sub(r"[^0-9A-Za-z_]+", "-", name).strip("-") or "class"

@@ -21,13 +21,11 @@ import xarray as xr
 
 from .config import ClassConfig, FeaturesConfig, FitSettings, parse_config
 from .errors import DataError, InputError
-from .features import Features, features_from_config, ndvi_bands
+from .features import Features, features_from_config, ndvi_bands, rgb_bands
 from .imagery import Imagery, as_imagery
 from .kmeans import class_order, fit_kmeans
 from .label import class_statistics, nearest
-from .legend import apply_class_colours
 from .remote import where
-from .report import palette_from_centroids
 from .sample import draw_sample, full_matrix
 from .scheduler import for_in_memory_data
 
@@ -271,6 +269,29 @@ def fit(
         ),
         source=SourceRecord(dtype=imagery.dtype, count=len(imagery.bands), crs=imagery.crs, nodata=imagery.nodata),
     )
+
+
+def palette_from_centroids(centroids: np.ndarray, sample: np.ndarray, band_names: tuple[str, ...]) -> dict[int, tuple[int, int, int]]:
+    """Class → (r, g, b): each (k, band) centroid in input units in approximate true colour;
+    class 0 (nodata) is black, a class without a centroid (NaN) grey."""
+    positions = list(rgb_bands(band_names))
+    low, high = np.nanpercentile(sample[:, positions], [2, 98], axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    rgb = np.nan_to_num(np.clip((centroids[:, positions] - low) / span, 0, 1), nan=0.5) * 255
+    palette = {0: (0, 0, 0)}
+    palette.update({i + 1: tuple(int(round(v)) for v in row) for i, row in enumerate(rgb)})
+    return palette
+
+
+def apply_class_colours(
+    palette: dict[int, tuple[int, int, int]], classes: tuple[ClassConfig, ...] | None
+) -> dict[int, tuple[int, int, int]]:
+    """The computed palette with every configured ``color`` put in place of its class's entry."""
+    result = dict(palette)
+    for label, entry in enumerate(classes or (), start=1):
+        if entry.rgb is not None:
+            result[label] = entry.rgb
+    return result
 
 
 def _name(imagery: Imagery) -> str:

@@ -29,17 +29,16 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from rio_cogeo.cogeo import cog_validate
 
-from .balance import summary
 from .cog import LABELS, MARGIN, TILE, Layer, Node, Pyramid, place_parts, tree, write_header, write_levels, write_template
 from .errors import InputError, OutputError
-from .features import Features
+from .features import Features, rgb_bands
 from .html_report import report_paths, thumbnail, thumbnail_step, write_report
 from .imagery import as_imagery
 from .label import class_sums
 from .legend import legend, stac_item
 from .model import Model
 from .remote import is_remote
-from .report import class_report, class_tags, rgb_bands, write_json, write_quicklook
+from .report import Report, class_report, class_tags, write_json, write_quicklook
 from .write import fingerprint, fresh_dir, load_record, parts_dir, publish, record_path, save_record, sidecar_paths
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ class RunResult:
     report_path: Path
     quicklook_path: Path
     model: Model
-    report: dict[str, Any]
+    report: Report
     html_path: Path
     confidence_path: Path | None = None
 
@@ -144,20 +143,7 @@ def write_cog(
             write_quicklook(staged_cog, staging / sidecars["quicklook"].name, model.palette)
         timings["finalise"] -= timings["place"]  # stages are disjoint: "finalise" is the client's share
         timings["total"] = time.perf_counter() - started
-        report = class_report(
-            stats,
-            band_names=model.band_names,
-            feature_names=features.names,
-            palette=model.palette,
-            pixel_area=grid["pixel_area"],
-            crs=grid["crs"],
-            timings=timings,
-            names=model.names,
-        )
-        if model.balance is not None:  # the per-tile corrections are in the model JSON
-            report["balance"] = summary(model.balance)
-        if origin.config is not None:
-            report["config"] = origin.config  # for the HTML page and to re-run
+        report = class_report(stats, model, pixel_area=grid["pixel_area"], crs=grid["crs"], timings=timings, config=origin.config)
         _write_sidecars(staging, staged_cog, output, sidecars, pages, model, report, true_colour)
         for path in [*sidecars.values(), *pages.values()]:
             publish(staging / path.name, path)
@@ -365,16 +351,15 @@ def _write_sidecars(
     sidecars: dict[str, Path],
     pages: dict[str, Path],
     model: Model,
-    report: dict[str, Any],
+    report: Report,
     true_colour: np.ndarray | None,
 ) -> None:
     """Model, report, legend and STAC JSONs and the HTML page, into the staging folder."""
-    model_doc = model.to_json()
-    write_json(staging / sidecars["model"].name, model_doc)
-    write_json(staging / sidecars["report"].name, report)
+    write_json(staging / sidecars["model"].name, model.to_json())
+    write_json(staging / sidecars["report"].name, report.to_json())
     write_json(staging / sidecars["legend"].name, legend(report))
     metadata = {key: sidecars[key].name for key in ("model", "report", "legend")}
     item = stac_item(staged_cog, report, href=output.name, item_id=output.stem, sidecars=metadata)
     write_json(staging / sidecars["stac"].name, item)
     staged_pages = {key: staging / path.name for key, path in pages.items()}
-    write_report(staged_cog, model_doc, report, staged_pages, name=output.name, true_colour=true_colour)
+    write_report(staged_cog, model, report, staged_pages, name=output.name, true_colour=true_colour)

@@ -1,4 +1,5 @@
-"""What sits beside the COG: the class report JSON and a quicklook PNG (the model JSON: ``model.py``).
+"""What sits beside the COG: the class report (typed, and as JSON) and a quicklook PNG (the model
+JSON: ``model.py``).
 
 Palette colours come from each class's centroid in approximate true colour, stretched by the
 sample's 2nd-98th percentiles, so a user opening the COG in QGIS sees water dark and fields green.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +17,11 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
+from .balance import summary
+from .errors import InputError
+from .model import Model
+
 QUICKLOOK_SIDE = 1024
-
-
-def rgb_bands(band_names: tuple[str, ...]) -> tuple[int, ...]:
-    """Positions (0-based, among the features) to show as red, green, blue; one band = grey."""
-    lowered = [n.lower() for n in band_names]
-    if all(c in lowered for c in ("red", "green", "blue")):
-        return tuple(lowered.index(c) for c in ("red", "green", "blue"))
-    return (0, 1, 2) if len(band_names) >= 3 else (0, 0, 0)
-
-
-def palette_from_centroids(centroids: np.ndarray, sample: np.ndarray, band_names: tuple[str, ...]) -> dict[int, tuple[int, int, int]]:
-    """Class → (r, g, b): each (k, band) centroid in input units in approximate true colour;
-    class 0 (nodata) is black, a class without a centroid (NaN) grey."""
-    positions = list(rgb_bands(band_names))
-    low, high = np.nanpercentile(sample[:, positions], [2, 98], axis=0)
-    span = np.where(high > low, high - low, 1.0)
-    rgb = np.nan_to_num(np.clip((centroids[:, positions] - low) / span, 0, 1), nan=0.5) * 255
-    palette = {0: (0, 0, 0)}
-    palette.update({i + 1: tuple(int(round(v)) for v in row) for i, row in enumerate(rgb)})
-    return palette
 
 
 def class_tags(centroids: np.ndarray, band_names: tuple[str, ...], names: tuple[str, ...] | None = None) -> dict[str, str]:
@@ -59,52 +45,181 @@ def linear_unit_metres(crs: str) -> float | None:
     return float(parsed.linear_units_factor[1])
 
 
+@dataclass(frozen=True)
+class ClassSummary:
+    """One class of the labels, as the report JSON's ``classes`` lists it."""
+
+    value: int
+    """The label in the COG (1..k); the JSON's ``class``."""
+    name: str
+    """As configured (``classes:``), else "class 3"."""
+    pixels: int
+    """Labelled with this class."""
+    area_m2: float | None
+    """None in a geographic CRS, where a pixel's area is not constant."""
+    percent: float
+    """Of the valid (labelled) pixels."""
+    mean: dict[str, float | None] | None
+    """Per input band name, in input units (None for a class without pixels); None when the
+    labels were written without the imagery, so only counted."""
+    feature_mean: dict[str, float | None] | None
+    """Per feature name, in the features' own units; None as ``mean``."""
+    colour: str
+    """The palette's '#rrggbb'."""
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        return {"class": doc.pop("value"), **doc}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ClassSummary:
+        fields = dict(doc)
+        return cls(value=fields.pop("class"), **fields)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Pixel counts and areas over the whole output."""
+
+    valid_pixels: int
+    """Labelled with a class 1..k."""
+    nodata_pixels: int
+    """Labelled 0: nodata in the inputs, or outside every input."""
+    area_m2: float | None
+    """Of the valid pixels; None in a geographic CRS."""
+    pixel_area_m2: float | None
+    """None in a geographic CRS."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """The class report: what ``<stem>.report.json`` holds, and what the legend, the STAC item
+    and the HTML page are made from."""
+
+    classes: tuple[ClassSummary, ...]
+    """Classes 1..k in label order."""
+    totals: Totals
+    """Pixel counts and areas over the whole output."""
+    crs: str
+    """Of the labels (e.g. "EPSG:32614")."""
+    timings: dict[str, float]
+    """Seconds per stage, rounded to the millisecond (the JSON's ``timings_s``)."""
+    balance: dict[str, Any] | None = None
+    """``balance.summary`` of the model's tile balance: all but the per-tile corrections, which
+    are in the model JSON."""
+    fit: dict[str, Any] | None = None
+    """The model's ``FitRecord`` as JSON: how the centroids were found."""
+    config: dict[str, Any] | None = None
+    """The run's config as JSON, to re-run it and for the HTML page."""
+
+    @property
+    def has_means(self) -> bool:
+        """False when the labels were written without the imagery (counts only)."""
+        return all(c.mean is not None for c in self.classes)
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "classes": [c.to_json() for c in self.classes],
+            "totals": asdict(self.totals),
+            "crs": self.crs,
+            "timings_s": dict(self.timings),
+        }
+        optional = {"balance": self.balance, "fit": self.fit, "config": self.config}
+        doc.update({key: value for key, value in optional.items() if value is not None})
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Report:
+        """A report from its JSON (``to_json``, or a report JSON written by ``landcover run``)."""
+        return cls(
+            classes=tuple(ClassSummary.from_json(c) for c in doc["classes"]),
+            totals=Totals(**doc["totals"]),
+            crs=doc["crs"],
+            timings=dict(doc.get("timings_s") or {}),
+            balance=doc.get("balance"),
+            fit=doc.get("fit"),
+            config=doc.get("config"),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Report:
+        """Read a report JSON written by ``run``; errors name the file and what is wrong."""
+        path = Path(path)
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(
+                f"{path}: cannot read the report JSON ({exc.__class__.__name__}); it is written beside the COG by 'landcover run'"
+            ) from None
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise InputError(
+                f"{path}: the report JSON is incomplete or damaged ({exc.__class__.__name__}: {exc}); write it again with 'landcover run'"
+            ) from None
+
+
 def class_report(
     stats: np.ndarray,
+    model: Model,
     *,
-    band_names: tuple[str, ...],
-    feature_names: tuple[str, ...],
-    palette: dict[int, tuple[int, int, int]],
     pixel_area: float,
     crs: str,
     timings: dict[str, float],
-    names: tuple[str, ...] | None = None,
-) -> dict[str, Any]:
-    """Per class: name, pixels, area, mean per input band and per feature, from (k + 1, 1 + band
-    + feature) label statistics (counts, then sums)."""
+    config: dict[str, Any] | None = None,
+) -> Report:
+    """Per class: name, pixels, area and colour, and mean per input band and per feature.
+
+    ``stats`` is (k + 1, 1 + band + feature): per label (0 = nodata) the pixel count, then the
+    sums of the input bands and of the features (in the features' own units). Labels written
+    without the imagery have only the counts: a (k + 1, 1) ``stats`` gives every class's
+    ``mean`` and ``feature_mean`` as None.
+    """
+    band_names, feature_names = model.band_names, model.features.names
+    widths = {1, 1 + len(band_names) + len(feature_names)}
+    if stats.ndim != 2 or stats.shape[0] != model.k + 1 or stats.shape[1] not in widths:
+        raise ValueError(
+            f"stats of shape {stats.shape}: expected (k + 1, 1) counts or (k + 1, 1 + band + feature) counts "
+            f"and sums, with k = {model.k}, {len(band_names)} bands and {len(feature_names)} features"
+        )
     metres = linear_unit_metres(crs)
     area = None if metres is None else pixel_area * metres**2
     counts = stats[:, 0]
     valid = float(counts[1:].sum())
+    counted_only = stats.shape[1] == 1
     classes = []
-    for label in range(1, len(stats)):
+    for label, name in enumerate(model.names, start=1):
         n = float(counts[label])
         means = stats[label, 1:] / n if n else np.full(stats.shape[1] - 1, math.nan)
         classes.append(
-            {
-                "class": label,
-                "name": names[label - 1] if names else f"class {label}",
-                "pixels": int(n),
-                "area_m2": None if area is None else n * area,
-                "percent": 100.0 * n / valid if valid else 0.0,
-                "mean": {name: (None if math.isnan(m) else float(m)) for name, m in zip(band_names, means)},
-                "feature_mean": {
-                    name: (None if math.isnan(m) else float(m)) for name, m in zip(feature_names, means[len(band_names) :])
-                },
-                "colour": "#%02x%02x%02x" % palette[label],
-            }
+            ClassSummary(
+                value=label,
+                name=name,
+                pixels=int(n),
+                area_m2=None if area is None else n * area,
+                percent=100.0 * n / valid if valid else 0.0,
+                mean=None if counted_only else _named(band_names, means),
+                feature_mean=None if counted_only else _named(feature_names, means[len(band_names) :]),
+                colour="#%02x%02x%02x" % model.palette[label],
+            )
         )
-    return {
-        "classes": classes,
-        "totals": {
-            "valid_pixels": int(valid),
-            "nodata_pixels": int(counts[0]),
-            "area_m2": None if area is None else valid * area,
-            "pixel_area_m2": area,
-        },
-        "crs": crs,
-        "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
-    }
+    return Report(
+        classes=tuple(classes),
+        totals=Totals(
+            valid_pixels=int(valid),
+            nodata_pixels=int(counts[0]),
+            area_m2=None if area is None else valid * area,
+            pixel_area_m2=area,
+        ),
+        crs=crs,
+        timings={name: round(seconds, 3) for name, seconds in timings.items()},
+        balance=None if model.balance is None else summary(model.balance),
+        fit=None if model.fit is None else asdict(model.fit),
+        config=config,
+    )
+
+
+def _named(names: tuple[str, ...], values: np.ndarray) -> dict[str, float | None]:
+    """name → value for the first len(names) values; NaN (a class without pixels) as None."""
+    return {name: None if math.isnan(v) else float(v) for name, v in zip(names, values)}
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

@@ -291,10 +291,7 @@ def _write(result: Sweep, json_path: Path, png_path: Path, *, input_paths: list[
 
 
 def _plot(result: Sweep, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the process's backend is left alone
     from matplotlib.ticker import MaxNLocator
 
     ks = [s.k for s in result.scores]
@@ -304,7 +301,8 @@ def _plot(result: Sweep, path: Path) -> None:
         ("calinski_harabasz", "Calinski-Harabasz (higher is better)", max),
         ("davies_bouldin", "Davies-Bouldin (lower is better)", min),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
+    fig = Figure(figsize=(11, 7.5))
+    axes = fig.subplots(2, 2, sharex=True)
     for ax, (field, title, better) in zip(axes.ravel(), panels):
         values = [getattr(s, field) for s in result.scores]
         ax.plot(ks, values, "-o", color="#1f4e79")
@@ -326,4 +324,3 @@ def _plot(result: Sweep, path: Path) -> None:
     fig.suptitle(f"k sweep on {result.sample_size:,} sampled pixels: suggested k = {result.suggested} ({result.rule})")
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)

@@ -121,7 +121,7 @@ def reflown(folder: Path, images: dict[str, np.ndarray], profile: dict, estimato
         for estimator in estimators:
             result, labels, wall = classify(sub, [left, right_path], "overlaps", estimator)
             row[estimator] = ari(truth, labels)
-            row[f"{estimator}_balance_share"] = result.report["timings_s"]["balance"] / wall
+            row[f"{estimator}_balance_share"] = result.report.timings["balance"] / wall
         rows.append(row)
         log.info("re-flown %s: %s", year, row)
     return rows
@@ -180,11 +180,11 @@ def real_years(folder: Path, images: dict[str, np.ndarray], profile: dict, png: 
         out[name] = {
             "class_share_tv_percent_mean": float(100 * np.mean(tv)),
             "class_share_tv_percent_max": float(100 * np.max(tv)),
-            "balance_share": result.report["timings_s"].get("balance", 0.0) / wall,
+            "balance_share": result.report.timings.get("balance", 0.0) / wall,
         }
         if method == "overlaps":
-            out[name]["seam_rms_before"] = result.report["balance"]["seam_rms_before"]
-            out[name]["seam_rms_after"] = result.report["balance"]["seam_rms_after"]
+            out[name]["seam_rms_before"] = result.report.balance["seam_rms_before"]
+            out[name]["seam_rms_after"] = result.report.balance["seam_rms_after"]
     _map(maps, png)
     return out
 
@@ -221,13 +221,13 @@ def cost(folder: Path, images: dict[str, np.ndarray], profile: dict, n: int, sca
             result, _, wall = classify(sub, paths, method)
             walls[method].append(wall)
             if method == "overlaps":
-                balance_s.append(result.report["timings_s"]["balance"])
+                balance_s.append(result.report.timings["balance"])
     best = {m: min(v) for m, v in walls.items()}
     return {
         "tiles": n * n,
         "tile_megapixels": h * w / 1e6,
         "megapixels": canvas_h * canvas_w / 1e6,
-        "pairs": result.report["balance"]["pairs"],
+        "pairs": result.report.balance["pairs"],
         "wall_ratio": best["overlaps"] / best["none"],
         "balance_over_none": min(balance_s) / best["none"],
         "balance_share": min(balance_s) / best["overlaps"],

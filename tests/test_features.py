@@ -83,11 +83,11 @@ def test_run_with_ndvi_and_standard_scaling_labels_with_the_same_transform(tmp_p
     pixels[:, :40] = np.nan
     np.testing.assert_array_equal(labels, assign_labels(model.features.apply(pixels), model.centroids))
     # The report keeps the input spectra and adds the features.
-    first = result.report["classes"][0]
-    assert list(first["mean"]) == list(NAMES) and list(first["feature_mean"]) == ["red", "green", "nir", "ndvi"]
-    for entry in result.report["classes"]:  # feature means are in the features' own units
-        assert entry["feature_mean"]["red"] == pytest.approx(entry["mean"]["red"], rel=1e-5)
-        assert -1 <= entry["feature_mean"]["ndvi"] <= 1
+    first = result.report.classes[0]
+    assert list(first.mean) == list(NAMES) and list(first.feature_mean) == ["red", "green", "nir", "ndvi"]
+    for entry in result.report.classes:  # feature means are in the features' own units
+        assert entry.feature_mean["red"] == pytest.approx(entry.mean["red"], rel=1e-5)
+        assert -1 <= entry.feature_mean["ndvi"] <= 1
     with rasterio.open(result.output) as src:
         assert "ndvi=" in src.tags()["CLASS_1"]
 

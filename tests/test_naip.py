@@ -27,5 +27,5 @@ def test_naip_mosaic_to_valid_cog(naip_scenes, make_config):
     # The newest scene is drawn on top (it sits at the mosaic's origin, snapped to the 5 m grid).
     with rasterio.open(naip_scenes[-1]) as newest:
         np.testing.assert_array_equal(pixels[:, : newest.height, : newest.width], newest.read())
-    assert result.report["totals"]["valid_pixels"] == int(expected_valid.sum())
-    assert result.report["totals"]["area_m2"] == expected_valid.sum() * 25.0
+    assert result.report.totals.valid_pixels == int(expected_valid.sum())
+    assert result.report.totals.area_m2 == expected_valid.sum() * 25.0

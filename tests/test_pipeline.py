@@ -73,7 +73,7 @@ def test_nodata_is_every_band_not_one_band(tmp_path, make_config):
     labels = read_labels(result.output)
     assert (labels[:50] == 0).all()
     assert (labels[50:] > 0).all()
-    assert result.report["totals"]["nodata_pixels"] == 50 * 600
+    assert result.report.totals.nodata_pixels == 50 * 600
     with rasterio.open(result.output) as src:
         assert src.nodata == 0
 
@@ -198,9 +198,9 @@ def test_cog_report_and_sidecars(tmp_path, make_config):
         assert src.crs.to_epsg() == 32614 and src.transform.c == 500_000.0
     report = result.report
     counts = np.bincount(truth.ravel(), minlength=4)
-    assert sorted(c["pixels"] for c in report["classes"]) == sorted(counts)
-    assert report["totals"]["area_m2"] == pytest.approx(1300 * 1100 * 4.0)
-    assert set(report["timings_s"]) == {"open", "sample", "fit", "label_write", "finalise", "place", "total"}
+    assert sorted(c.pixels for c in report.classes) == sorted(counts)
+    assert report.totals.area_m2 == pytest.approx(1300 * 1100 * 4.0)
+    assert set(report.timings) == {"open", "sample", "fit", "label_write", "finalise", "place", "total"}
     assert result.quicklook_path.stat().st_size > 0
     assert [p.name for p in result.output.parent.iterdir() if p.name.startswith(".")] == []  # no staging, no parts
 

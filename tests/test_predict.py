@@ -42,7 +42,7 @@ def test_brightness_order_is_stable_under_a_change_of_seed(tmp_path, make_config
                              output={"path": str(tmp_path / f"s{seed}.tif")}, dask={"chunk": 512})
         result = run(load_config(config))
         labels.append(read_labels(result.output))
-        brightness = [np.mean(list(c["mean"].values())) for c in result.report["classes"]]
+        brightness = [np.mean(list(c.mean.values())) for c in result.report.classes]
         assert brightness == sorted(brightness)
     assert load_model(tmp_path / "s0.model.json").seed != load_model(tmp_path / "s1.model.json").seed
     np.testing.assert_array_equal(labels[0], labels[1])  # the same planted class has the same number
@@ -53,7 +53,7 @@ def test_order_by_ndvi_numbers_classes_by_their_ndvi(tmp_path, make_config):
     path, _, _ = scene(tmp_path)
     config = make_config([path], input={"band_names": NAMES}, model={"k": 5, "order_by": "ndvi"}, dask={"chunk": 512})
     result = run(load_config(config))
-    means = [c["mean"] for c in result.report["classes"]]
+    means = [c.mean for c in result.report.classes]
     ndvi = [float(normalized_difference(np.float64(m["nir"]), np.float64(m["red"]))) for m in means]
     assert ndvi == sorted(ndvi) and ndvi != sorted(np.mean(list(m.values())) for m in means)
     assert load_model(result.model_path).fit.order_by == "ndvi"
@@ -91,7 +91,7 @@ def test_predict_with_a_runs_model_reproduces_the_run(tmp_path, make_config):
     np.testing.assert_array_equal(read_labels(again.output), read_labels(fitted.output))
     assert again.output.read_bytes() == fitted.output.read_bytes()  # the COG is deterministic
     assert again.confidence_path.read_bytes() == fitted.confidence_path.read_bytes()
-    assert again.report["classes"] == fitted.report["classes"]
+    assert again.report.classes == fitted.report.classes
     saved = json.loads(again.model_path.read_text())
     assert saved["centroids"] == json.loads(fitted.model_path.read_text())["centroids"]
     assert saved["features"]["names"] == NAMES + ["ndvi"]

@@ -56,7 +56,7 @@ def test_local_cluster_gives_the_threaded_bytes(scene, threaded, tmp_path, caplo
     assert cluster.output.read_bytes() == threaded.output.read_bytes()
     assert cluster.confidence_path.read_bytes() == threaded.confidence_path.read_bytes()
     assert cluster.model_path.read_bytes() == threaded.model_path.read_bytes()
-    assert cluster.report["classes"] == threaded.report["classes"]
+    assert cluster.report.classes == threaded.report.classes
 
 
 def test_processes_give_the_threaded_bytes(scene, threaded, tmp_path):
