@@ -63,7 +63,8 @@ def predict(
         data = mosaic.to_xarray()
         margin = margin_of(data, model) if confidence else None
         return write_cog(
-            classify(data, model), output, model=model, data=data, confidence=margin, overwrite=overwrite, origin=origin, progress=progress
+            classify(data, model), output, model=model, data=data, confidence=margin, chunk=dask.chunk, overwrite=overwrite,
+            origin=origin, progress=progress,
         )
 
 

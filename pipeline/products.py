@@ -93,6 +93,7 @@ def write_cog(
     data: xr.DataArray | xr.Dataset | None = None,
     confidence: xr.DataArray | None = None,
     nodata: float | None = None,
+    chunk: int | None = None,
     overwrite: bool = False,
     resume: bool = False,
     origin: Origin = Origin(),
@@ -102,14 +103,16 @@ def write_cog(
     STAC item, quicklook and HTML page beside it; ``confidence`` (from ``pipeline.confidence``)
     as ``<stem>.confidence.tif``. Given ``data``, the imagery the labels were made from, the report
     holds each class's mean per band and the page a true-colour view (each block is read once);
-    without it, class areas only. ``resume`` reuses the parts an interrupted write left."""
+    without it, class areas only. ``chunk``: the side of the write tasks' blocks (default the
+    labels' own chunks; the bytes do not depend on it). ``resume`` reuses the parts an
+    interrupted write left."""
     progress = progress or (lambda stage: nullcontext())
     started = time.perf_counter() if origin.started is None else origin.started
     timings = dict(origin.timings)
     output = check_output(Path(path), inputs=origin.inputs or (), overwrite=overwrite)
     _check_labels(labels)
     grid = raster_grid(labels)
-    blocks, side = _square_chunks(labels.data)
+    blocks, side = _square_chunks(labels.data, chunk)
     pixels = None if data is None else as_imagery(data, nodata=nodata).data().rechunk((-1, *blocks.chunks))
     margins = None if confidence is None else confidence.data.rechunk(blocks.chunks)
     if pixels is not None and pixels.shape[1:] != blocks.shape:
@@ -209,16 +212,17 @@ def _check_labels(labels: xr.DataArray) -> None:
         raise InputError(f"labels: expected the uint8 (y, x) DataArray pipeline.classify returns, got {got}; use pipeline.classify")
 
 
-def _square_chunks(blocks: da.Array) -> tuple[da.Array, int]:
-    """The labels in square chunks of a side that is a multiple of the COG's tiles (their own
-    chunks when they are), and that side."""
+def _square_chunks(blocks: da.Array, side: int | None) -> tuple[da.Array, int]:
+    """The labels in square chunks of ``side`` pixels (default: their own, if a multiple of the
+    COG's tiles), and that side: the chunk tasks cut whole tiles."""
     if not isinstance(blocks, da.Array):
-        blocks = da.from_array(blocks, chunks=CHUNK)
-    side = max(c[0] for c in blocks.chunks)
-    regular = all(set(c[:-1]) <= {side} and c[-1] <= side for c in blocks.chunks)
-    if regular and side % TILE == 0:
-        return blocks, side
-    return blocks.rechunk(CHUNK), CHUNK
+        blocks = da.from_array(blocks, chunks=side or CHUNK)
+    side = side or max(c[0] for c in blocks.chunks)
+    if side % TILE:
+        side = CHUNK
+    if not all(set(c[:-1]) <= {side} and c[-1] <= side for c in blocks.chunks):
+        blocks = blocks.rechunk(side)
+    return blocks, side
 
 
 def _write_chunk(

@@ -53,7 +53,7 @@ def run(config: Config, *, progress: Progress | None = None, resume: bool = Fals
         labels = classify(data, model)
         margin = confidence(data, model) if config.output.confidence else None
         return write_cog(
-            labels, config.output_path, model=model, data=data, confidence=margin,
+            labels, config.output_path, model=model, data=data, confidence=margin, chunk=config.dask.chunk,
             overwrite=config.output.overwrite, resume=resume, origin=origin, progress=progress,
         )
 

@@ -136,3 +136,17 @@ def test_predict_command_as_a_user_runs_it(tmp_path, make_config):
     assert done.returncode == 2 and error.startswith("error: ") and "error" not in " ".join(progress)
     assert "rgb.tif: has 3 band(s)" in error and "Traceback" not in done.stderr
     assert not (tmp_path / "q.tif").exists() and three.read_bytes() == before
+
+
+def test_predict_computes_on_the_scheduler_and_chunks_it_is_given(tmp_path, make_config):
+    path, _, _ = scene(tmp_path, shape=(700, 600))
+    fitted = run(load_config(make_config([path], model={"k": 3})))
+    options = ["--set", "dask.scheduler=local-cluster", "--set", "dask.workers=1", "--set", "dask.chunk=1024"]
+    done = subprocess.run([str(LANDCOVER), "predict", str(fitted.model_path), "scene.tif", "--out", "c/labels.tif", *options],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0 and "dask: tcp://" in done.stderr and "1 worker(s)" in done.stderr, done.stderr
+    assert (tmp_path / "c" / "labels.tif").read_bytes() == fitted.output.read_bytes()  # bytes do not depend on chunks
+    refused = subprocess.run([str(LANDCOVER), "predict", str(fitted.model_path), "scene.tif", "--out", "d.tif", "--set", "model.k=3"],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert refused.returncode == 2 and refused.stderr == "error: --set: unknown key 'model'; valid keys at the top level are: dask\n"
+    assert not (tmp_path / "d.tif").exists()

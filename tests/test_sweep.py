@@ -99,3 +99,15 @@ def test_knee_is_the_farthest_point_below_the_chord():
     assert knee([2, 3, 4, 5], [40.0, 30.0, 20.0, 10.0]) is None  # a straight line has no knee
     assert knee([2, 3], [10.0, 5.0]) is None
     assert knee(list(range(2, 12)), [1.0 / k for k in range(2, 12)]) == 5  # by hand: 1 - x - y peaks at k = 5
+
+
+def test_sweep_computes_on_the_configured_scheduler(tmp_path):
+    config = planted_config(tmp_path, 3)
+    threads = landcover("sweep", config, "--k", "2..4", "--out", "threads", cwd=tmp_path)
+    cluster = landcover(
+        "sweep", config, "--k", "2..4", "--out", "cluster", "--set", "dask.scheduler=local-cluster", "--set", "dask.workers=1", cwd=tmp_path
+    )
+    assert threads.returncode == 0 and cluster.returncode == 0, cluster.stderr
+    assert "dask: tcp://" in cluster.stderr and "1 worker(s)" in cluster.stderr and "dask: tcp://" not in threads.stderr
+    scores = [json.loads((tmp_path / name / "sweep.json").read_text())["scores"] for name in ("threads", "cluster")]
+    assert [s["inertia"] for s in scores[0]] == [s["inertia"] for s in scores[1]]
