@@ -3,6 +3,7 @@ of how many restarts agreed."""
 
 import json
 import logging
+from typing import get_args
 
 import dask
 import numpy as np
@@ -150,6 +151,15 @@ def test_two_equally_good_maps_are_a_tie():
     sample = (np.repeat(corners, 20_000, axis=0) + rng.standard_normal((60_000, 2))).astype(np.float32)
     found = fit(sample[rng.permutation(len(sample))], k=2)
     assert found.restarts.tied and found.restarts.unstable
+
+
+def test_the_seedings_are_the_configs_choices_and_k_means_plusplus_is_the_default():
+    assert set(get_args(ModelConfig.model_fields["init"].annotation)) == set(SEEDINGS)
+    sample, _, _ = separated(0, n=2_000)
+    unset = fit_kmeans(sample, seeds_from=sample, k=8, n_init=2, max_iter=DEFAULTS.max_iter, tol=DEFAULTS.tol, seed=0)
+    assert unset.seeding == DEFAULTS.init == "k-means++"
+    with pytest.raises(ValueError, match="k-means"):
+        fit(sample, k=8, init="random")
 
 
 @pytest.mark.parametrize("seed", range(5))
