@@ -7,8 +7,9 @@ prints the lowest adjusted Rand index between any two seeds' maps, the spread of
 all pixels ((max - min) / min) and the median fit time. Each seeding listed in ``--init``
 (``model.init``) is fitted in turn on each seed's sample, back to back with the fit as it was
 before issue 12 (dask-ml's k-means||, 8 rounds, 3 restarts on 100 000 pixels, the best refined on
-the sample; ``--no-old`` leaves it out), which is measured the same way; times are also given as
-a ratio to the first fit listed. Targets: ARI >= 0.98, spread <= 0.5 %, fit time <= 2x the old one.
+the sample; ``--no-old`` leaves it out), which is measured the same way. Times are also given as
+a ratio to the first fit listed, and for each seeding how many of a fit's restarts reached its
+best inertia (fewest-most over the seeds). Targets: ARI >= 0.98, spread <= 0.5 %, fit time <= 2x the old one.
 
     python scripts/fit_stability.py [--k 5,7,10] [--seeds 5] [--scenes 2009,demo] [--init k-means++,k-means||]
                                     [--no-old] [--json PATH]
@@ -75,8 +76,8 @@ def scenes(wanted: list[str] | None) -> dict[str, Path]:
 
 def measure(path: Path, ks: list[int], seeds: int, fits: list[str]) -> list[dict]:
     """Per k, for each of ``fits`` (seedings, and OLD for the fit before issue 12): the lowest ARI
-    between seeds' maps, the inertia spread and the median fit time, and how many fits of each
-    seeding were unstable. On each seed's sample the fits run one after the other, so their times
+    between seeds' maps, the inertia spread and the median fit time, and for each seeding how many
+    fits were unstable and how many restarts of each fit reached its best. On each seed's sample the fits run one after the other, so their times
     are measured under the same load."""
     config = Config.model_validate({"input": {"paths": [str(path)]}})
     m = config.model
@@ -88,6 +89,7 @@ def measure(path: Path, ks: list[int], seeds: int, fits: list[str]) -> list[dict
         found: dict[str, list] = {name: [] for name in fits}
         seconds: dict[str, list] = {name: [] for name in fits}
         unstable = dict.fromkeys(fits, 0)
+        reached: dict[str, list] = {name: [] for name in fits}
         for seed, sample in enumerate(samples):
             for name in fits:
                 began = time.perf_counter()
@@ -99,6 +101,7 @@ def measure(path: Path, ks: list[int], seeds: int, fits: list[str]) -> list[dict
                     )
                     centroids = fit.centroids
                     unstable[name] += bool(fit.restarts.unstable)
+                    reached[name].append(fit.restarts.reached_best)
                 seconds[name].append(time.perf_counter() - began)
                 found[name].append(centroids)
         row = {"k": k, "pixels": len(pixels), "sample": len(samples[0]), "seeds": seeds}
@@ -110,6 +113,7 @@ def measure(path: Path, ks: list[int], seeds: int, fits: list[str]) -> list[dict
                 "inertia_spread_pct": 100 * (inertias.max() / inertias.min() - 1),
                 "fit_s": float(np.median(seconds[name])),
                 "unstable_fits": None if name == OLD else unstable[name],
+                "restarts_reached_best": reached[name],
             }
         rows.append(row)
     return rows
@@ -119,9 +123,10 @@ def print_row(scene: str, row: dict, fits: list[str]) -> None:
     for name in fits:
         r = row[name]
         unstable = "" if r["unstable_fits"] is None else f"{r['unstable_fits']} of {row['seeds']}"
+        reached = f"{min(r['restarts_reached_best'])}-{max(r['restarts_reached_best'])}" if r["restarts_reached_best"] else ""
         print(
             f"{scene:>6} {row['k']:>3} {name:>10} {r['min_ari']:>8.3f} {r['inertia_spread_pct']:>9.3f} {r['fit_s']:>6.2f} "
-            f"{r['fit_s'] / row[fits[0]]['fit_s']:>10.2f}  {unstable}",
+            f"{r['fit_s'] / row[fits[0]]['fit_s']:>10.2f} {reached:>8}  {unstable}",
             flush=True,
         )
 
@@ -160,7 +165,7 @@ def main() -> None:
         p.error(f"--init: unknown seeding(s) {', '.join(unknown)}; use {', '.join(SEEDINGS)}")
     fits += [] if args.no_old else [OLD]
     results = {}
-    print(f"{'scene':>6} {'k':>3} {'fit':>10} {'min ARI':>8} {'spread %':>9} {'fit s':>6} {'/' + fits[0]:>10}  unstable")
+    print(f"{'scene':>6} {'k':>3} {'fit':>10} {'min ARI':>8} {'spread %':>9} {'fit s':>6} {'/' + fits[0]:>10} {'reached':>8}  unstable")
     with dask.config.set(scheduler="threads"):
         for name, path in scenes(args.scenes.split(",") if args.scenes else None).items():
             results[name] = measure(path, ks, args.seeds, fits)
