@@ -158,7 +158,9 @@ def kmeans_plusplus(pixels: np.ndarray, k: int, rng: np.random.Generator, *, wei
     closest = ((x - centres[0]) ** 2).sum(axis=1)
     for c in range(1, k):
         cumulative = np.cumsum(closest * w)
-        if cumulative[-1] == 0:  # fewer distinct pixels than k: any pixel is as good
+        # Fewer distinct pixels (of weight > 0) than k: any pixel is as good, and ``lloyd`` gives
+        # the classes left empty the farthest pixels (or says there are too few groups).
+        if cumulative[-1] == 0:
             centres[c:] = centres[0]
             break
         picks = _draw(cumulative, rng.random(trials))
@@ -193,7 +195,7 @@ def oversample(
     its distance to the nearest candidate so far and cost the sum of d^2 (about l new candidates
     per pass). Returns the (m, band) float64 candidates, in the order drawn, and per candidate the
     number of pixels nearest to it (ties go to the earlier candidate)."""
-    # The labelling kernel's layout and float32, as in ``lloyd`` (twice the speed of float64; a
+    # The labelling kernel's layout and float32, as in ``lloyd`` (faster than float64, and a
     # pixel is still at distance exactly 0 from itself). No copy when ``pixels`` is a transposed
     # (band, n) float32 array, as the fit passes it.
     bands_first = np.ascontiguousarray(pixels.T, dtype=np.float32)
@@ -279,7 +281,7 @@ def fit_kmeans(
     """
     if init not in SEEDINGS:
         raise ValueError(f"init must be one of {', '.join(SEEDINGS)}, not {init!r}")
-    seeding = SEEDINGS[init]
+    draw_starts = SEEDINGS[init]
     n = matrix.shape[0]
     if n < k:
         raise DataError(
@@ -290,7 +292,7 @@ def fit_kmeans(
     head = np.ascontiguousarray(sample[:, :RESTART_ROWS])
     candidates, inertias, n_iter = [], [], 0
     for restart in range(n_init):
-        start = seeding(head.T, k, np.random.default_rng([seed, restart]))
+        start = draw_starts(head.T, k, np.random.default_rng([seed, restart]))
         centroids, iterations, inertia = lloyd(head, start, max_iter=max_iter, tol=tol_absolute)
         candidates.append(centroids)
         inertias.append(inertia)
