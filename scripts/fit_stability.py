@@ -77,8 +77,8 @@ def scenes(wanted: list[str] | None) -> dict[str, Path]:
 def measure(path: Path, ks: list[int], seeds: int, fits: list[str]) -> list[dict]:
     """Per k, for each of ``fits`` (seedings, and OLD for the fit before issue 12): the lowest ARI
     between seeds' maps, the inertia spread and the median fit time, and for each seeding how many
-    fits were unstable and how many restarts of each fit reached its best. On each seed's sample the fits run one after the other, so their times
-    are measured under the same load."""
+    fits were unstable and how many restarts of each fit reached its best. On each seed's sample
+    the fits run one after the other, so their times are measured under the same load."""
     config = Config.model_validate({"input": {"paths": [str(path)]}})
     m = config.model
     mosaic = open_mosaic(config.input, chunk=config.dask.chunk)
@@ -154,7 +154,9 @@ def main() -> None:
     p.add_argument("--k", default="5,7,10", help="comma-separated k (default 5,7,10)")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     p.add_argument("--scenes", default=None, help="comma-separated: 2009, 2012, 2016, 2020, demo (default all)")
-    p.add_argument("--init", default="k-means++", help=f"comma-separated seedings (model.init) to fit: {', '.join(SEEDINGS)} (default k-means++)")
+    p.add_argument(
+        "--init", default="k-means++", help=f"comma-separated seedings (model.init) to fit: {', '.join(SEEDINGS)} (default k-means++)"
+    )
     p.add_argument("--no-old", action="store_true", help="leave out the fit before issue 12 (dask-ml's k-means||)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
