@@ -11,7 +11,7 @@ the sample; ``--no-old`` leaves it out), which is measured the same way. Times a
 a ratio to the first fit listed, and for each seeding how many of a fit's restarts reached its
 best inertia (fewest-most over the seeds). Targets: ARI >= 0.98, spread <= 0.5 %, fit time <= 2x the old one.
 
-    python scripts/fit_stability.py [--k 5,7,10] [--seeds 5] [--scenes 2009,demo] [--init k-means++,k-means||]
+    python scripts/fit_stability.py [--k 5,7,10] [--seeds 5] [--scenes 2009,demo] [--init 'k-means++,k-means||']
                                     [--no-old] [--json PATH]
 """
 
