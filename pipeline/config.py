@@ -217,12 +217,15 @@ class SampleConfig(_Section):
 class ModelConfig(_Section):
     k: int = Field(default=7, ge=2, le=254)
     """Number of classes; labels are 1..k and 0 is nodata, so k fits in uint8."""
-    init: Literal["k-means||"] = "k-means||"
-    """The only value accepted so far, and it does not choose the seeding: the restarts are
-    seeded by k-means++ on the in-memory sample (see ``kmeans.py``)."""
+    init: Literal["k-means++", "k-means||"] = "k-means++"
+    """How each restart draws its k starting centres (see ``kmeans.py``). "k-means++": greedy
+    k-means++, one centre at a time, each the best of 2 + ln k pixels drawn in proportion to their
+    squared distance to the centres so far. "k-means||": scalable k-means++, 5 passes each drawing
+    about 2k candidate pixels at once in the same proportion, then reduced to k centres by
+    k-means++ with each candidate weighted by the pixels nearest to it."""
     n_init: int = Field(default=20, ge=1, le=100)
-    """k-means++ restarts on 100 000 pixels of the sample, each from its own seed; the two best
-    different maps are run to convergence on the whole sample and the lower inertia wins."""
+    """Restarts (seeded by ``init``) on 100 000 pixels of the sample, each from its own seed; the
+    two best different maps are run to convergence on the whole sample and the lower inertia wins."""
     max_iter: int = Field(default=300, ge=1)
     tol: float = Field(default=1e-4, ge=0)
     """Relative to the sample's mean band variance, as in scikit-learn."""
@@ -436,7 +439,7 @@ _HINTS = {
     "sample.size": 'use a positive integer, or "all"',
     "sample.seed": "use a non-negative integer",
     "model.k": "use an integer from 2 to 254",
-    "model.init": 'use "k-means||"',
+    "model.init": 'use "k-means++" or "k-means||"',
     "model.n_init": "use an integer from 1 to 100, e.g. 20",
     "model.max_iter": "use a positive integer",
     "model.tol": "use a non-negative number such as 1.0e-4",

@@ -242,7 +242,9 @@ def fit(
     sampled = time.perf_counter()
 
     with for_in_memory_data():
-        found = fit_kmeans(matrix, seeds_from=sample_features, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed)
+        found = fit_kmeans(
+            matrix, seeds_from=sample_features, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed, init=m.init
+        )
     # Each class's mean spectrum in input units (on the sample) numbers and colours the classes.
     labels, _ = nearest(sample_features.T, found.centroids)
     stats = class_statistics(sample.T, labels, m.k)[1:]
@@ -264,7 +266,7 @@ def fit(
         class_names=settings.class_names() if settings.classes else (),
         fit=FitRecord(
             init=m.init, n_init=m.n_init, max_iter=m.max_iter, n_iter=found.n_iter, tol=m.tol, tol_absolute=found.tol_absolute,
-            order_by=m.order_by, seeding="k-means++", unstable=found.restarts.unstable, restarts=found.restarts.to_json(),
+            order_by=m.order_by, seeding=found.seeding, unstable=found.restarts.unstable, restarts=found.restarts.to_json(),
             timings_s={name: round(seconds, 3) for name, seconds in timings.items()},
         ),
         source=SourceRecord(dtype=imagery.dtype, count=len(imagery.bands), crs=imagery.crs, nodata=imagery.nodata),

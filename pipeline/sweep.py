@@ -150,7 +150,9 @@ def sweep(
     for k in ks:
         began = time.perf_counter()
         try:
-            fit = fit_kmeans(sample, seeds_from=sample, k=k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=config.sample.seed)
+            fit = fit_kmeans(
+                sample, seeds_from=sample, k=k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=config.sample.seed, init=m.init
+            )
         except DataError as exc:
             raise DataError(f"--k: cannot fit k = {k} ({exc}); sweep a range that stops below {k}") from None
         labels, _ = nearest(sample.T, fit.centroids, dtype=np.float64)

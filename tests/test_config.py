@@ -17,14 +17,14 @@ def test_defaults_and_paths_relative_to_the_yaml(tmp_path):
     config = load_config(write(tmp_path, "input: {paths: a/*.tif}\noutput: {path: out/l.tif}\n"))
     assert config.input.paths == (str(tmp_path / "a" / "*.tif"),)
     assert config.output_path == tmp_path / "out" / "l.tif"
-    assert (config.model.k, config.model.init, config.sample.size, config.dask.chunk) == (7, "k-means||", 1_000_000, 2048)
+    assert (config.model.k, config.model.init, config.sample.size, config.dask.chunk) == (7, "k-means++", 1_000_000, 2048)
 
 
 def test_set_overrides_types_and_resolves_paths_against_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path / "" , "input: {paths: [x.tif]}\n")
-    config = load_config(path, ["model.k=5", "sample.size=all", "output.path=elsewhere/k5.tif", "input.bands=[1, 3]"])
-    assert config.model.k == 5 and config.sample.size == "all" and config.input.bands == (1, 3)
+    config = load_config(path, ["model.k=5", "sample.size=all", "output.path=elsewhere/k5.tif", "input.bands=[1, 3]", "model.init=k-means||"])
+    assert config.model.k == 5 and config.sample.size == "all" and config.input.bands == (1, 3) and config.model.init == "k-means||"
     assert config.output_path == tmp_path / "elsewhere" / "k5.tif"
 
 
@@ -35,6 +35,7 @@ def test_set_overrides_types_and_resolves_paths_against_cwd(tmp_path, monkeypatc
         ("input: {paths: [a.tif]}\nmodle: {k: 3}\n", [], r"unknown key 'modle'; valid keys at the top level"),
         ("input: {paths: [a.tif]}\nmodel: {k: 300}\n", [], r"'model.k': .*less than or equal to 254 .*got 300.*from 2 to 254"),
         ("input: {paths: [a.tif]}\nmodel: {k: '7'}\n", [], r"'model.k': .*integer.*got '7'"),
+        ("input: {paths: [a.tif]}\nmodel: {init: random}\n", [], r"'model.init': .*got 'random'.*; use \"k-means\+\+\" or \"k-means\|\|\""),
         ("input: {paths: [a.tif]}\noutput: {overwrite: 'yes'}\n", [], r"'output.overwrite'.*true or false"),
         ("input: {paths: [a.tif]}\ndask: {chunk: 1000}\n", [], r"'dask.chunk': must be a multiple of 512"),
         ("input: {paths: [a.tif]}\nsample: {size: 3}\n", [], r"sample.size \(3\) is smaller than model.k \(7\)"),

@@ -3,6 +3,7 @@ of how many restarts agreed."""
 
 import json
 import logging
+from typing import get_args
 
 import dask
 import numpy as np
@@ -11,7 +12,11 @@ from sklearn.metrics import adjusted_rand_score
 
 from pipeline import load_config, run
 from pipeline.config import ModelConfig
-from pipeline.kmeans import Restarts, fit_kmeans, kmeans_plusplus, lloyd, same_map, sum_squared_errors
+from pipeline.errors import DataError
+from pipeline.kmeans import (
+    KERNEL_CENTRES, RESTART_ROWS, SEEDINGS, Restarts, fit_kmeans, kmeans_parallel, kmeans_plusplus, lloyd, oversample, same_map,
+    sum_squared_errors,
+)
 from pipeline.html_report import report_for
 from pipeline.label import nearest
 from rasters import class_centres, planted_classes, planted_image, write_raster
@@ -34,8 +39,19 @@ def blobs(seed: int, *, k: int = 10, n: int = 40_000, bands: int = 4) -> tuple[n
     return pixels, truth, np.array([pixels[truth == j].mean(axis=0, dtype=np.float64) for j in range(k)])
 
 
-def fit(sample: np.ndarray, *, k: int = 10, n_init: int = DEFAULTS.n_init, seed: int = 0):
-    return fit_kmeans(sample, seeds_from=sample, k=k, n_init=n_init, max_iter=DEFAULTS.max_iter, tol=DEFAULTS.tol, seed=seed)
+def separated(seed: int, *, k: int = 8, n: int = 20_000, bands: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A shuffled (n, band) sample of k tight blobs of very unequal sizes, far apart (their
+    centres are corners of a cube 100 wide, the spread 1), the blob of each pixel and the centres."""
+    rng = np.random.default_rng(seed)
+    corners = 100.0 * np.array([[(j >> b) & 1 for b in range(bands)] for j in range(k)])
+    truth = rng.choice(k, size=n, p=rng.dirichlet(np.full(k, 0.5)) * 0.9 + 0.1 / k)
+    return (corners[truth] + rng.standard_normal((n, bands))).astype(np.float32), truth, corners
+
+
+def fit(sample: np.ndarray, *, k: int = 10, n_init: int = DEFAULTS.n_init, seed: int = 0, init: str = "k-means++"):
+    return fit_kmeans(
+        sample, seeds_from=sample, k=k, n_init=n_init, max_iter=DEFAULTS.max_iter, tol=DEFAULTS.tol, seed=seed, init=init
+    )
 
 
 def test_default_restarts_find_the_planted_optimum_where_one_start_does_not():
@@ -135,3 +151,93 @@ def test_two_equally_good_maps_are_a_tie():
     sample = (np.repeat(corners, 20_000, axis=0) + rng.standard_normal((60_000, 2))).astype(np.float32)
     found = fit(sample[rng.permutation(len(sample))], k=2)
     assert found.restarts.tied and found.restarts.unstable
+
+
+def test_the_seedings_are_the_configs_choices_and_k_means_plusplus_is_the_default():
+    assert set(get_args(ModelConfig.model_fields["init"].annotation)) == set(SEEDINGS)
+    sample, _, _ = separated(0, n=2_000)
+    unset = fit_kmeans(sample, seeds_from=sample, k=8, n_init=2, max_iter=DEFAULTS.max_iter, tol=DEFAULTS.tol, seed=0)
+    assert unset.seeding == DEFAULTS.init == "k-means++"
+    with pytest.raises(ValueError, match="k-means"):
+        fit(sample, k=8, init="random")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_k_means_parallel_puts_one_start_in_each_separated_class_and_recovers_them(seed):
+    sample, truth, corners = separated(seed)
+    start = kmeans_parallel(sample, 8, np.random.default_rng([seed, 0]))
+    assert sorted(nearest(start.T, corners)[0]) == list(range(1, 9))  # one start in each class
+    found = fit(sample, k=8, n_init=1, seed=seed, init="k-means||")
+    assert found.seeding == "k-means||"
+    assert adjusted_rand_score(truth, nearest(sample.T, found.centroids)[0]) == 1.0
+
+
+def test_k_means_parallel_is_deterministic_per_seed_and_not_k_means_plusplus():
+    sample, _, _ = blobs(3)
+    head = sample[:RESTART_ROWS]
+    first = kmeans_parallel(head, 10, np.random.default_rng([4, 0]))
+    np.testing.assert_array_equal(first, kmeans_parallel(head, 10, np.random.default_rng([4, 0])))
+    assert not np.array_equal(first, kmeans_parallel(head, 10, np.random.default_rng([5, 0])))
+    assert not np.array_equal(first, kmeans_plusplus(head, 10, np.random.default_rng([4, 0])))
+    # Through the fit: the same seed gives the same restarts, and init does choose them (where
+    # starts end in different optima, as here, other starts reach other inertias).
+    parallel = fit(sample, n_init=5, seed=4, init="k-means||")
+    again = fit(sample, n_init=5, seed=4, init="k-means||")
+    np.testing.assert_array_equal(parallel.centroids, again.centroids)
+    assert parallel.restarts == again.restarts
+    assert parallel.restarts.inertias != fit(sample, n_init=5, seed=4, init="k-means++").restarts.inertias
+
+
+@pytest.mark.parametrize("init", sorted(SEEDINGS))
+def test_duplicate_pixels_and_k_as_large_as_the_distinct_pixels(init):
+    rng = np.random.default_rng(0)
+    distinct = rng.uniform(0, 255, (6, 3)).astype(np.float32)
+    sample = np.repeat(distinct, [5_000, 2_000, 500, 50, 5, 1], axis=0)[rng.permutation(7_556)]
+    found = fit(sample, k=6, n_init=3, init=init)
+    np.testing.assert_allclose(np.sort(found.centroids, axis=0), np.sort(distinct, axis=0), rtol=1e-6)
+    assert found.inertia == 0
+    with pytest.raises(DataError, match="only 6 distinct spectral group"):
+        fit(sample, k=7, n_init=3, init=init)
+
+
+def test_weighted_k_means_plusplus_counts_each_candidate_weight_times():
+    points = np.array([[0.0, 0.0], [10.0, 0.0], [1000.0, 1000.0]])
+    for seed in range(20):
+        # Unweighted, the far point is all but certain to be a centre; with weight 0 it is never one.
+        centres = kmeans_plusplus(points, 2, np.random.default_rng(seed), weights=np.array([5, 5, 0]))
+        assert sorted(map(tuple, centres)) == [(0.0, 0.0), (10.0, 0.0)]
+    firsts = [kmeans_plusplus(points[:2], 2, np.random.default_rng(seed), weights=np.array([1, 999]))[0, 0] for seed in range(20)]
+    assert firsts.count(10.0) >= 19  # the first centre is drawn by weight (unweighted: half the time)
+    # After 0 (weight 1e9: first), 3 and 5 are drawn equally often (d^2 w = 900 each) for the 2
+    # trials; where both are drawn, 3 wins by the inertia it leaves, 4 x 36 against 4 x 100 (a tie
+    # unweighted). So 3 is the second centre 3/4 of the time (1/2 with an unweighted inertia).
+    line, weights = np.array([[0.0], [3.0], [5.0]]), np.array([1e9, 100, 36])
+    seconds = [kmeans_plusplus(line, 2, np.random.default_rng(seed), weights=weights)[1, 0] for seed in range(200)]
+    assert seconds.count(3.0) >= 120, seconds.count(3.0)  # 140 here; 84 with an unweighted inertia
+
+
+def test_oversample_weights_each_candidate_by_the_pixels_nearest_to_it():
+    sample, _, _ = blobs(0, k=10, n=3_000, bands=3)
+    # k = 150: about 300 draws a round, more than the kernel labels at once (counted in batches).
+    chosen, weights = oversample(sample, 150, np.random.default_rng(0))
+    assert len(chosen) > 3 * KERNEL_CENTRES
+    assert len(np.unique(chosen, axis=0)) == len(chosen)
+    assert all((sample == c.astype(np.float32)).all(axis=1).any() for c in chosen[:50])
+    pixels = sample.astype(np.float64)
+    brute = np.concatenate([np.argmin(((rows[:, None] - chosen[None]) ** 2).sum(axis=2), axis=1) for rows in np.split(pixels, 6)])
+    np.testing.assert_array_equal(weights, np.bincount(brute, minlength=len(chosen)))
+    assert weights.sum() == len(sample)
+
+
+def test_k_means_parallel_reduces_by_weight_not_to_the_outliers_it_oversamples():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0, 0], [100, 0, 0], [0, 100, 0]])
+    directions = rng.standard_normal((100, 3))
+    outliers = 50 + 400 * directions / np.linalg.norm(directions, axis=1)[:, None]  # far, and far apart
+    sample = np.concatenate([np.repeat(centres, 10_000, axis=0) + rng.standard_normal((30_000, 3)), outliers]).astype(np.float32)
+    for seed in range(10):
+        # Drawn by d^2, the outliers are many of the candidates, but each stands for one pixel only.
+        # (Reduced unweighted, they fall on outliers for every one of these seeds.)
+        start = kmeans_parallel(sample, 3, np.random.default_rng(seed))
+        blob, dist = nearest(start.T, centres, dtype=np.float64)
+        assert sorted(blob) == [1, 2, 3] and dist.max() < 30**2
