@@ -34,7 +34,7 @@ from .errors import InputError, OutputError
 from .features import Features, rgb_bands
 from .html_report import report_paths, thumbnail, thumbnail_step, write_report
 from .imagery import as_imagery
-from .label import class_sums
+from .label import class_sums, classify, confidence as margins_of, label_block, matching_imagery
 from .legend import legend, stac_item
 from .model import Model
 from .remote import is_remote
@@ -109,11 +109,16 @@ def write_cog(
     progress = progress or (lambda stage: nullcontext())
     started = time.perf_counter() if origin.started is None else origin.started
     timings = dict(origin.timings)
-    output = check_output(Path(path), inputs=origin.inputs or (), overwrite=overwrite)
     _check_labels(labels)
     grid = raster_grid(labels)
+    output = check_output(Path(path), inputs=origin.inputs or (), overwrite=overwrite)
     blocks, side = _square_chunks(labels.data, chunk)
-    pixels = None if data is None else as_imagery(data, nodata=nodata).data().rechunk((-1, *blocks.chunks))
+    imagery = None if data is None else matching_imagery(as_imagery(data, nodata=nodata), model)
+    pixels = None if imagery is None else imagery.data().rechunk((-1, *blocks.chunks))
+    # Labels that are exactly classify(data, model) (their graphs' names say so) are computed in
+    # the write tasks themselves: one task per block, and the kernel's own sums per class.
+    fused = data is not None and labels.data.name == classify(data, model, nodata=nodata).data.name
+    fused = fused and (confidence is None or confidence.data.name == margins_of(data, model, nodata=nodata).data.name)
     margins = None if confidence is None else confidence.data.rechunk(blocks.chunks)
     if pixels is not None and pixels.shape[1:] != blocks.shape:
         raise InputError(f"data: its shape {pixels.shape[1:]} differs from the labels' {blocks.shape}; give the imagery the labels were made from")
@@ -128,7 +133,7 @@ def write_cog(
     with parts_dir(output, prints, resume=resume, hint=origin.resume_hint) as parts:
         staging = fresh_dir(parts / "staged")  # the COG and sidecars until published
         with timed(timings, "label_write"), progress("label and write"):
-            stats, true_colour, sizes = _write_chunks(blocks, pixels, margins, model, parts, pyramid, layers)
+            stats, true_colour, sizes = _write_chunks(blocks, pixels, margins, model, parts, pyramid, layers, fused=fused)
         features = model.features
         if pixels is not None and features.mean is not None:  # report feature means in the features' own units
             sums = stats[:, 1 + len(model.band_names) :]
@@ -226,11 +231,12 @@ def _square_chunks(blocks: da.Array, side: int | None) -> tuple[da.Array, int]:
 
 
 def _write_chunk(
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     block: np.ndarray | None,
     margin: np.ndarray | None,
     *,
     features: Features,
+    labeller: tuple[np.ndarray, bool] | None,
     k: int,
     index: tuple[int, int],
     folder: Path,
@@ -240,14 +246,22 @@ def _write_chunk(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Write one block's tiles and in-chunk overviews as parts and record the chunk; return its
     summary (per class: pixels, and given the imagery, sums per input band and feature; its share
-    of the true-colour thumbnail; tile byte counts) and the decimated arrays for the tree."""
+    of the true-colour thumbnail; tile byte counts) and the decimated arrays for the tree. With
+    ``labeller`` (centroids, and whether the margin is written) the labels are computed here from
+    the block, in the kernel's pass that also sums the features per class."""
     bands, row_off, col_off, step = true_colour
+    if labeller is not None:
+        centroids, with_margin = labeller
+        values = features.apply(block)
+        labels, feature_stats, margin = label_block(values, centroids, with_margin=with_margin)
+        stats = feature_stats if values is block else class_sums(block, labels, k)
+    elif block is not None:
+        stats = class_sums(block, labels, k)
+        feature_stats = stats if features.is_identity else class_sums(features.apply(block), labels, k)
     if block is None:
         stats = np.bincount(labels.ravel(), minlength=k + 1).astype(np.float64)[:, None]
         preview = np.empty((3, 0, 0), dtype=np.float32)
     else:
-        stats = class_sums(block, labels, k)
-        feature_stats = stats if features.is_identity else class_sums(features.apply(block), labels, k)
         stats = np.concatenate([stats, feature_stats[:, 1:]], axis=1)
         preview = thumbnail(block, row_off, col_off, step)[bands]
     summary: dict[str, Any] = {"stats": stats, "thumbnail": preview}
@@ -261,13 +275,22 @@ def _write_chunk(
 
 
 def _write_chunks(
-    blocks: da.Array, pixels: da.Array | None, margins: da.Array | None, model: Model, folder: Path, pyramid: Pyramid, layers: tuple[Layer, ...]
+    blocks: da.Array,
+    pixels: da.Array | None,
+    margins: da.Array | None,
+    model: Model,
+    folder: Path,
+    pyramid: Pyramid,
+    layers: tuple[Layer, ...],
+    *,
+    fused: bool,
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, dict[Node, list[list[int]]]]]:
     """One streaming pass: every label block into the COG's tiles (chunks finished by an earlier
     run are read from their records), then the tree of coarse levels; return the class
     statistics, a (3, y, x) true-colour thumbnail (None without the imagery) and every node's
-    tile byte counts."""
-    inputs = [a for a in (blocks, pixels, margins) if a is not None]
+    tile byte counts. ``fused``: the labels (and margins) are ``classify`` (``confidence``) of
+    ``pixels`` with ``model``, so each chunk task labels its own block, as they would."""
+    inputs = [pixels] if fused else [a for a in (blocks, pixels, margins) if a is not None]
     name = f"write_chunk-{tokenize(*(a.name for a in inputs), str(folder), layers)}"
     rgb = list(rgb_bands(model.band_names))
     height, width = blocks.shape
@@ -285,6 +308,7 @@ def _write_chunks(
             write = partial(
                 _write_chunk,
                 features=model.features,
+                labeller=(model.centroids, margins is not None) if fused else None,
                 k=model.k,
                 index=(i, j),
                 folder=folder,
@@ -294,9 +318,9 @@ def _write_chunks(
             )
             graph[name, i, j] = (
                 write,
-                (blocks.name, i, j),
+                None if fused else (blocks.name, i, j),
                 None if pixels is None else (pixels.name, 0, i, j),
-                None if margins is None else (margins.name, i, j),
+                None if fused or margins is None else (margins.name, i, j),
             )
         graph[f"summary-{name}", i, j] = (getitem, (name, i, j), 0)
         chunks[i, j] = (name, i, j)

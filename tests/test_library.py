@@ -98,12 +98,18 @@ def test_classify_is_lazy_and_keeps_the_grid(scene):
     assert (values[:60, :200] == 0).all() and (values[60:] > 0).all()
 
 
-def test_the_mosaic_reader_gives_the_same_dataarray_and_labels(scene):
+def test_the_mosaic_reader_gives_the_same_dataarray_and_labels(scene, tmp_path):
     mosaic = pipeline.open_imagery(str(scene), chunk=512)
     data = open_scene(scene)
     model = pipeline.fit(data, k=K, sample_size=50_000, seed=1)
     assert pipeline.fit(mosaic, k=K, sample_size=50_000, seed=1).centroids.tolist() == model.centroids.tolist()
-    np.testing.assert_array_equal(pipeline.classify(mosaic, model).values, pipeline.classify(data, model).values)
+    labels = pipeline.classify(data, model)
+    np.testing.assert_array_equal(pipeline.classify(mosaic, model).values, labels.values)
+    # Labels of one array with the pixels of another: the write tasks take both blocks as given.
+    fused = pipeline.write_cog(labels, tmp_path / "fused.tif", model=model, data=data)
+    apart = pipeline.write_cog(labels, tmp_path / "apart.tif", model=model, data=mosaic)
+    assert apart.output.read_bytes() == fused.output.read_bytes()
+    assert apart.report.to_json()["classes"] == fused.report.to_json()["classes"]
 
 
 def test_model_save_and_load_round_trip(scene, tmp_path):
