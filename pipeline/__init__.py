@@ -9,7 +9,7 @@ From Python, on any (band, y, x) DataArray (rioxarray, odc-stac, stackstac, ``op
 
 from .config import Config, load_config
 from .errors import ConfigError, DataError, InputError, LandcoverError, OutputError
-from .label import classify, confidence
+from .labelling import classify, confidence
 from .model import Model, fit, load_model
 from .mosaic import open_imagery
 from .predict import predict

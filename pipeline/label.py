@@ -1,5 +1,5 @@
-"""Nearest-centroid labelling: one compiled pass per block, unit-tested without dask, and
-``classify``, which maps it over a raster lazily.
+"""Nearest-centroid labelling: one compiled pass per block, unit-tested without dask
+(``labelling.py`` maps it over a raster).
 
 The squared distance of a pixel to each centroid is summed band by band in a fixed order, so a
 pixel's label depends only on its own values: it is the same in any chunking and on any
@@ -12,18 +12,8 @@ distance and counts pixels and sums bands per class.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numba
 import numpy as np
-import xarray as xr
-
-from .errors import InputError
-from .imagery import Imagery, as_imagery
-
-if TYPE_CHECKING:
-    from .features import Features
-    from .model import Model
 
 NODATA_LABEL = 0
 TILE = 512
@@ -136,52 +126,3 @@ def class_sums(block: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     stats = np.zeros((k + 1, 1 + block.shape[0]), dtype=np.float64)
     _class_sums(values, np.ascontiguousarray(labels.ravel()), stats)
     return stats
-
-
-def labels_of(block: np.ndarray, *, features: Features, centroids: np.ndarray) -> np.ndarray:
-    """A float32 (band, y, x) block of input bands (NaN = invalid) → uint8 (y, x) labels."""
-    return label_block(features.apply(block), centroids)[0]
-
-
-def margin_of(block: np.ndarray, *, features: Features, centroids: np.ndarray) -> np.ndarray:
-    """A float32 (band, y, x) block → the float32 (y, x) margin of ``label_block``."""
-    return label_block(features.apply(block), centroids, with_margin=True)[2]
-
-
-def classify(data: xr.DataArray | xr.Dataset, model: Model, *, nodata: float | None = None) -> xr.DataArray:
-    """Lazy uint8 (y, x) labels of ``data`` by ``model``: classes 1..k, 0 where a pixel is
-    invalid; the array's CRS, transform and coordinates are kept. Nothing is read until the
-    labels are computed or written."""
-    return _lazy(data, model, labels_of, np.uint8, nodata=nodata, fill=0, name="labels")
-
-
-def confidence(data: xr.DataArray | xr.Dataset, model: Model, *, nodata: float | None = None) -> xr.DataArray:
-    """Lazy float32 (y, x) margin of every pixel: distance to the second-nearest centroid minus
-    distance to the nearest, in feature units (small = doubtful); NaN where the label is 0."""
-    return _lazy(data, model, margin_of, np.float32, nodata=nodata, fill=np.nan, name="confidence")
-
-
-def _lazy(data, model: Model, kernel, dtype, *, nodata: float | None, fill: float, name: str) -> xr.DataArray:
-    imagery = matching_imagery(as_imagery(data, nodata=nodata), model)
-    pixels = imagery.data()
-    blocks = pixels.map_blocks(
-        kernel, features=model.features, centroids=model.centroids, drop_axis=0, dtype=dtype, token=name
-    )
-    labels = xr.DataArray(blocks, dims=imagery.dims, coords=imagery.coords, name=name)
-    labels = labels.rio.write_transform(imagery.transform).rio.write_nodata(fill)
-    return labels if imagery.crs is None else labels.rio.write_crs(imagery.crs)
-
-
-def matching_imagery(imagery: Imagery, model: Model) -> Imagery:
-    """The imagery, if it has the model's bands; else one line naming what differs."""
-    fix = "give the bands the model was fitted on, in its order"
-    if len(imagery.band_names) != len(model.band_names):
-        raise InputError(
-            f"data: has {len(imagery.band_names)} band(s) but the model was fitted on {len(model.band_names)} "
-            f"({', '.join(model.band_names)}); {fix}"
-        )
-    for number, (name, expected) in enumerate(zip(imagery.band_names, model.band_names), start=1):
-        # An undescribed band (GDAL's default name) takes the model's name; a described one must agree.
-        if not name.startswith("band") and name.lower() != expected.lower():
-            raise InputError(f"data: band {number} is named '{name}' but the model's band {number} is '{expected}'; {fix}")
-    return imagery

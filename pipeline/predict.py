@@ -20,7 +20,7 @@ from pathlib import Path
 from .balance import balance_for_predict
 from .config import DaskConfig, InputConfig
 from .errors import InputError
-from .label import classify, confidence as margin_of
+from .labelling import classify, confidence as margin_of
 from .model import Model, load_model
 from .mosaic import Mosaic, open_mosaic
 from .products import Origin, Progress, RunResult, check_output, timed, write_cog

@@ -34,7 +34,8 @@ from .errors import InputError, OutputError
 from .features import Features, rgb_bands
 from .html_report import report_paths, thumbnail, thumbnail_step, write_report
 from .imagery import as_imagery
-from .label import class_sums, classify, confidence as margins_of, label_block, matching_imagery
+from .label import class_sums, label_block
+from .labelling import classify, confidence as margins_of, matching_imagery
 from .legend import legend, stac_item
 from .model import Model
 from .remote import is_remote

@@ -18,7 +18,7 @@ import xarray as xr
 from .balance import balance
 from .config import Config
 from .features import features_from_config, ndvi_bands
-from .label import classify, confidence
+from .labelling import classify, confidence
 from .model import Model, SourceRecord, fit
 from .mosaic import Mosaic, open_mosaic
 from .products import Origin, RunResult, check_output, parts_fingerprint, raster_grid, timed, write_cog
