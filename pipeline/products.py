@@ -255,15 +255,15 @@ def _write_chunk(
         centroids, with_margin = labeller
         values = features.apply(block)
         labels, feature_stats, margin = label_block(values, centroids, with_margin=with_margin)
-        stats = feature_stats if values is block else class_sums(block, labels, k)
+        band_stats = feature_stats if values is block else class_sums(block, labels, k)
     elif block is not None:
-        stats = class_sums(block, labels, k)
-        feature_stats = stats if features.is_identity else class_sums(features.apply(block), labels, k)
-    if block is None:
+        band_stats = class_sums(block, labels, k)
+        feature_stats = band_stats if features.is_identity else class_sums(features.apply(block), labels, k)
+    if block is None:  # labels alone: pixels per class only
         stats = np.bincount(labels.ravel(), minlength=k + 1).astype(np.float64)[:, None]
         preview = np.empty((3, 0, 0), dtype=np.float32)
     else:
-        stats = np.concatenate([stats, feature_stats[:, 1:]], axis=1)
+        stats = np.concatenate([band_stats, feature_stats[:, 1:]], axis=1)
         preview = thumbnail(block, row_off, col_off, step)[bands]
     summary: dict[str, Any] = {"stats": stats, "thumbnail": preview}
     ups = {}
