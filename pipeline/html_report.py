@@ -29,7 +29,7 @@ from .config import InputConfig
 from .errors import InputError, LandcoverError
 from .features import rgb_bands
 from .label import NODATA_LABEL
-from .model import Model, library_versions
+from .model import Model
 from .mosaic import open_mosaic
 from .report import QUICKLOOK_SIDE, ClassSummary, Report
 from .write import beside, sidecar_paths, staging_dir
@@ -358,7 +358,7 @@ def _page(*, name: str, model: Model, report: Report, images: dict[str, str], rg
         balance=_balance_section(model.balance, model.band_names),
         unstable=bool(model.fit and model.fit.unstable),
         fit_note=_fit_note(model),
-        versions=", ".join(f"{k} {v}" for k, v in library_versions().items()),
+        versions=", ".join(f"{k} {v}" for k, v in model.versions.items()),
         config_text=yaml.safe_dump(report.config, sort_keys=False) if report.config else "(not recorded by the run that wrote this output)",
         generated=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     )

@@ -37,6 +37,17 @@ PALETTE_SAMPLE = 100_000  # pixels for scaling statistics, class order and palet
 _VERSIONED = ("landcover-pipeline", "dask", "distributed", "dask-ml", "scikit-learn", "numpy", "rasterio", "xarray", "rioxarray")
 
 
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    versions["gdal"] = rasterio.__gdal_version__
+    return versions
+
+
 @dataclass(frozen=True)
 class FitRecord:
     """How the centroids were found (the model JSON's ``fit``)."""
@@ -112,6 +123,8 @@ class Model:
     source: SourceRecord | None = None
     balance: dict[str, Any] | None = None
     """``balance.Balance.to_json()``: each tile's correction, reused by ``predict``."""
+    versions: dict[str, str] = field(default_factory=library_versions, compare=False)
+    """The libraries that fitted the model (kept when it is loaded and saved again)."""
 
     @property
     def k(self) -> int:
@@ -142,7 +155,7 @@ class Model:
             doc["class_names"] = list(self.class_names)
         if self.balance is not None:
             doc["balance"] = self.balance
-        doc["versions"] = library_versions()
+        doc["versions"] = dict(self.versions)
         return doc
 
     def save(self, path: str | Path) -> Path:
@@ -188,6 +201,7 @@ class Model:
             fit=FitRecord(**doc["fit"]) if doc.get("fit") else None,
             source=SourceRecord.from_json(doc["input"]) if doc.get("input") else None,
             balance=doc.get("balance"),
+            versions=dict(doc.get("versions") or {}),
         )
 
 
@@ -312,14 +326,3 @@ def _feature_rows(matrix: da.Array, features: Features) -> da.Array:
 def load_model(path: str | Path) -> Model:
     """``Model.load``."""
     return Model.load(path)
-
-
-def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    versions["gdal"] = rasterio.__gdal_version__
-    return versions

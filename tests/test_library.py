@@ -121,6 +121,7 @@ def test_model_save_and_load_round_trip(scene, tmp_path):
         k: v for k, v in model.to_json().items() if k != "versions"
     }
     np.testing.assert_array_equal(pipeline.classify(data, loaded).values, pipeline.classify(data, model).values)
+    assert loaded.versions == model.versions and loaded.versions["numpy"] == np.__version__  # the fitting libraries, kept
     scalable = pipeline.fit(data, k=K, sample_size=50_000, seed=2, init="k-means||", n_init=3)
     assert (scalable.fit.init, scalable.fit.seeding, model.fit.seeding) == ("k-means||", "k-means||", "k-means++")
 
