@@ -97,18 +97,6 @@ def label_block(
     return label.reshape(height, width), stats, margin
 
 
-def class_statistics(block: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Per label 0..k: pixel count and per-band sums, as a float64 (k + 1, 1 + band) array, for
-    bands that were not the ones labelled (``nearest_all`` sums those in the same pass)."""
-    flat = labels.ravel()
-    stats = np.zeros((k + 1, 1 + block.shape[0]), dtype=np.float64)
-    stats[:, 0] = np.bincount(flat, minlength=k + 1)
-    valid = flat != NODATA_LABEL
-    for b, band in enumerate(block.reshape(block.shape[0], -1)):
-        stats[:, 1 + b] = np.bincount(flat[valid], weights=band[valid], minlength=k + 1)
-    return stats
-
-
 @numba.njit(nogil=True, cache=True)
 def _class_sums(values, labels, stats):  # pragma: no cover - compiled
     bands, n = values.shape
@@ -120,8 +108,10 @@ def _class_sums(values, labels, stats):  # pragma: no cover - compiled
                 stats[cls, 1 + b] += values[b, i]
 
 
-def class_sums(block: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """``class_statistics`` in one compiled pass, summing in float64 in pixel order."""
+def class_statistics(block: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per label 0..k: pixel count and per-band sums, as a float64 (k + 1, 1 + band) array (sums
+    of label 0 stay 0), for bands that were not the ones labelled (``nearest_all`` sums those in
+    the same pass). One compiled pass, summing in pixel order."""
     values = np.ascontiguousarray(block.reshape(block.shape[0], -1))
     stats = np.zeros((k + 1, 1 + block.shape[0]), dtype=np.float64)
     _class_sums(values, np.ascontiguousarray(labels.ravel()), stats)

@@ -24,6 +24,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
+from affine import Affine
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
@@ -34,7 +35,7 @@ from .errors import InputError, OutputError
 from .features import Features, rgb_bands
 from .html_report import report_paths, thumbnail, thumbnail_step, write_report
 from .imagery import as_imagery
-from .label import class_sums, label_block
+from .label import class_statistics, label_block
 from .labelling import classify, confidence as margins_of, matching_imagery
 from .legend import legend, stac_item
 from .model import Model
@@ -255,10 +256,10 @@ def _write_chunk(
         centroids, with_margin = labeller
         values = features.apply(block)
         labels, feature_stats, margin = label_block(values, centroids, with_margin=with_margin)
-        band_stats = feature_stats if values is block else class_sums(block, labels, k)
+        band_stats = feature_stats if values is block else class_statistics(block, labels, k)
     elif block is not None:
-        band_stats = class_sums(block, labels, k)
-        feature_stats = band_stats if features.is_identity else class_sums(features.apply(block), labels, k)
+        band_stats = class_statistics(block, labels, k)
+        feature_stats = band_stats if features.is_identity else class_statistics(features.apply(block), labels, k)
     if block is None:  # labels alone: pixels per class only
         stats = np.bincount(labels.ravel(), minlength=k + 1).astype(np.float64)[:, None]
         preview = np.empty((3, 0, 0), dtype=np.float32)
@@ -360,8 +361,6 @@ def _finalise(
 ) -> None:
     """The client writes the header for the parts' tiles, tasks place the parts behind it
     (timed as "place"), the client validates the COG."""
-    from affine import Affine
-
     template = destination.with_name(f"{layer.name}.template.tif")
     write_template(template, layer=layer, crs=grid["crs"], transform=Affine(*grid["transform"]), **band)
     placements = write_header(destination, layer=layer, pyramid=pyramid, sizes=sizes[layer.name], template=template)
