@@ -8,8 +8,9 @@ Later tiles are drawn on top, as ``gdalbuildvrt`` does. Tiles must share CRS, re
 count and dtype unless ``input.crs`` reprojects them: mixing them is refused, never silently dropped.
 
 A state is thousands of tiles, so nothing per window may cost O(all tiles): a ``TileIndex`` maps
-each cell of a regular grid over the mosaic to the few tiles that overlap it, and each read task
-carries only a ``WindowRead`` (its window and its own tiles, as plain data), never the mosaic.
+each cell of a regular grid over the mosaic to the few tiles that overlap it, and a window is read
+as a ``WindowRead`` (its window and its own tiles, as plain data). The dask array holds the tiles
+in one graph key (``MosaicArray``, sent once to each worker); its tasks name that key and a window.
 """
 
 from __future__ import annotations

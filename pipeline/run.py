@@ -8,8 +8,7 @@ tiles); the other stages are the ones a Python user calls on any DataArray (``pi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -21,12 +20,11 @@ from .features import features_from_config, ndvi_bands
 from .labelling import classify, confidence
 from .model import Model, SourceRecord, fit
 from .mosaic import Mosaic, open_mosaic
-from .products import Origin, RunResult, check_output, parts_fingerprint, raster_grid, timed, write_cog
+from .products import Origin, Progress, RunResult, check_output, parts_fingerprint, raster_grid, timed, write_cog
 from .remote import redact
 from .scheduler import computing
 from .write import refuse_leftover_parts
 
-Progress = Callable[[str], AbstractContextManager[Any]]
 RESUME_HINT = "run again with --resume to finish it, or delete the folder to start again"
 
 __all__ = ["RunResult", "run"]
@@ -40,13 +38,14 @@ def run(config: Config, *, progress: Progress | None = None, resume: bool = Fals
     with timed(origin.timings, "open"):
         mosaic = open_mosaic(config.input, chunk=config.dask.chunk)
         origin = replace(origin, inputs=tuple(t.path for t in mosaic.tiles))
-        _refuse_before_reading(config, mosaic, origin, resume=resume)
+        data = mosaic.to_xarray()
+        _refuse_before_reading(config, mosaic, data, origin, resume=resume)
     with computing(config.dask):
         balanced = None
         if config.features.balance != "none":
             with timed(origin.timings, "balance"), progress("balance"):
                 mosaic, balanced = balance(mosaic, method=config.features.balance, seed=config.sample.seed)
-        data = mosaic.to_xarray()
+            data = mosaic.to_xarray()  # the corrected tiles, on the same grid
         with progress("sample and fit"):
             model = _fit(data, config, mosaic, balanced)
         origin.timings.update(model.fit.timings_s)
@@ -58,7 +57,7 @@ def run(config: Config, *, progress: Progress | None = None, resume: bool = Fals
         )
 
 
-def _refuse_before_reading(config: Config, mosaic: Mosaic, origin: Origin, *, resume: bool) -> None:
+def _refuse_before_reading(config: Config, mosaic: Mosaic, data: xr.DataArray, origin: Origin, *, resume: bool) -> None:
     """Every mistake that can be found before a pixel is read: features, class order, output."""
     features_from_config(config.features, mosaic.band_names)
     if config.model.order_by == "ndvi":
@@ -67,7 +66,7 @@ def _refuse_before_reading(config: Config, mosaic: Mosaic, origin: Origin, *, re
         config.output_path, inputs=origin.inputs, overwrite=config.output.overwrite, key="output.path",
         overwrite_hint="set output.overwrite: true",
     )
-    known = parts_fingerprint(raster_grid(mosaic.to_xarray()), config.dask.chunk, origin)  # all but the model
+    known = parts_fingerprint(raster_grid(data), config.dask.chunk, origin)  # all but the model
     refuse_leftover_parts(output, known, resume=resume, hint=RESUME_HINT)
 
 

@@ -22,11 +22,10 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
@@ -40,6 +39,9 @@ from .mosaic import open_mosaic
 from .remote import redact, where
 from .sample import draw_sample
 from .scheduler import computing
+
+if TYPE_CHECKING:
+    from .products import Progress
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,7 @@ def sweep(
     ks: tuple[int, ...],
     *,
     out_dir: str | Path | None = None,
-    progress: Callable[[str], AbstractContextManager[Any]] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[Sweep, Path, Path]:
     """Fit and score every k on one sample; write sweep.json and sweep.png; return all three."""
     progress = progress or (lambda stage: nullcontext())
