@@ -249,7 +249,7 @@ def fit(
     fit_on_all = sample_size == "all"
     sample = draw_sample(imagery, size=PALETTE_SAMPLE if fit_on_all else settings.sample.size, seed=seed)
     if len(sample) == 0:
-        raise DataError(f"{_name(imagery)}: no valid pixel in the input; check the nodata value and the rasters' masks")
+        raise DataError(f"{_name(imagery)}: no valid pixel in the input; check input.nodata (nodata= from Python) and the rasters' masks")
     spec = spec.fitted(sample)  # scaling statistics come from the sample
     sample_features = spec.apply(sample.T).T
     matrix = _feature_rows(full_matrix(imagery.data()), spec) if fit_on_all else sample_features
