@@ -7,14 +7,21 @@ From Python, on any (band, y, x) DataArray (rioxarray, odc-stac, stackstac, ``op
     pipeline.write_cog(labels, "out/labels.tif", model=model, data=data)
 """
 
-from .config import Config, load_config
-from .errors import ConfigError, DataError, InputError, LandcoverError, OutputError
-from .labelling import classify, confidence
-from .model import Model, fit, load_model
-from .mosaic import open_imagery
-from .predict import predict
-from .products import RunResult, write_cog
-from .run import run
+from pipeline.algo.model import Model, load_model
+from pipeline.config import Config, load_config
+from pipeline.errors import (
+    ConfigError,
+    DataError,
+    InputError,
+    LandcoverError,
+    OutputError,
+)
+from pipeline.io.mosaic import open_imagery
+from pipeline.stages.classify import classify, confidence
+from pipeline.stages.fit import fit
+from pipeline.stages.predict import predict
+from pipeline.stages.run import run
+from pipeline.stages.write import RunResult, write_cog
 
 __all__ = [
     "Config",

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import logging
 import sys
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
-from .config import dask_settings, load_config
-from .errors import LandcoverError
-from .html_report import report_for
-from .predict import predict as predict_pipeline
-from .run import RunResult
-from .run import run as run_pipeline
-from .sweep import format_table, parse_k
-from .sweep import sweep as run_sweep
+from pipeline.config import dask_settings, load_config
+from pipeline.errors import LandcoverError
+from pipeline.products.html import report_for
+from pipeline.stages.predict import predict as predict_pipeline
+from pipeline.stages.run import RunResult
+from pipeline.stages.run import run as run_pipeline
+from pipeline.stages.sweep import format_table, parse_k
+from pipeline.stages.sweep import sweep as run_sweep
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

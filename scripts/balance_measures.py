@@ -36,12 +36,12 @@ from sklearn.metrics import adjusted_rand_score
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline import balance as balance_module  # noqa: E402
+import pipeline.algo.balance.solve as balance_module  # noqa: E402
 from pipeline import load_config, run  # noqa: E402
-from pipeline.label import label_block  # noqa: E402
-from pipeline.mosaic import WindowRead, open_mosaic, read  # noqa: E402
+from pipeline.algo.kernel import label_block  # noqa: E402
+from pipeline.algo.model import load_model  # noqa: E402
 from pipeline.config import InputConfig  # noqa: E402
-from pipeline.model import load_model  # noqa: E402
+from pipeline.io.mosaic import WindowRead, open_mosaic, read  # noqa: E402
 
 log = logging.getLogger("balance_measures")
 SHAPE = (720, 928)  # common crop of the four scenes
@@ -165,7 +165,7 @@ def real_years(folder: Path, images: dict[str, np.ndarray], profile: dict, png: 
         mosaic = open_mosaic(InputConfig(paths=tuple(map(str, paths))), chunk=2048)
         tiles = mosaic.tiles
         if method == "overlaps":
-            from pipeline.balance import balance_for_predict
+            from pipeline.algo.balance import balance_for_predict
 
             mosaic, _ = balance_for_predict(mosaic, model.balance, seed=0)
             tiles = mosaic.tiles

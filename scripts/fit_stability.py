@@ -32,11 +32,11 @@ import numpy as np
 from dask_ml.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
+from pipeline.algo.kernel import nearest
+from pipeline.algo.kmeans import SEEDINGS, fit_kmeans, sum_squared_errors
+from pipeline.algo.sample import draw_sample, full_matrix
 from pipeline.config import Config
-from pipeline.kmeans import SEEDINGS, fit_kmeans, sum_squared_errors
-from pipeline.label import nearest
-from pipeline.mosaic import open_mosaic
-from pipeline.sample import draw_sample, full_matrix
+from pipeline.io.mosaic import open_mosaic, to_dask
 
 ROOT = Path(__file__).resolve().parent.parent
 NAIP = ROOT.parent / "shared" / "data" / "naip"
@@ -82,7 +82,7 @@ def measure(path: Path, ks: list[int], seeds: int, fits: list[str]) -> list[dict
     config = Config.model_validate({"input": {"paths": [str(path)]}})
     m = config.model
     mosaic = open_mosaic(config.input, chunk=config.dask.chunk)
-    pixels = full_matrix(mosaic.to_dask()).compute()
+    pixels = full_matrix(to_dask(mosaic)).compute()
     samples = [draw_sample(mosaic, size=config.sample.size, seed=s) for s in range(seeds)]
     rows = []
     for k in ks:

@@ -31,11 +31,10 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
+from benchmark import REPO, SCENE_SHAPE, scene_variants, timed_run
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as copy_raster
 from rasterio.warp import transform_bounds
-
-from benchmark import REPO, SCENE_SHAPE, scene_variants, timed_run
 
 sys.path.insert(0, str(REPO / "tests"))
 from http_server import RangeServer  # noqa: E402  (the tests' server: one Range server for both)
@@ -116,8 +115,8 @@ def run(config: dict[str, Any], path: Path, env: dict[str, str] | None = None) -
 def measure_settings(server: RangeServer, urls: list[str], files_bytes: int) -> dict[str, Any]:
     """The sample stage over HTTP in a fresh process per variant of the GDAL settings."""
     code = (
-        "import sys, json, time; from pipeline.config import InputConfig; from pipeline.mosaic import open_mosaic\n"
-        "from pipeline.sample import draw_sample\n"
+        "import sys, json, time; from pipeline.config import InputConfig; from pipeline.io.mosaic import open_mosaic\n"
+        "from pipeline.algo.sample import draw_sample\n"
         "urls = json.loads(sys.argv[1]); start = time.perf_counter()\n"
         "m = open_mosaic(InputConfig(paths=urls), chunk=2048); opened = time.perf_counter()\n"
         "draw_sample(m, size=int(sys.argv[2]), seed=0, min_windows=32)\n"
@@ -201,7 +200,7 @@ def main(args) -> None:
 
         print("open: every header over HTTP against the search ...", flush=True)
         code = (
-            "import sys, time; from pipeline.config import InputConfig, StacConfig; from pipeline.mosaic import open_mosaic\n"
+            "import sys, time; from pipeline.config import InputConfig, StacConfig; from pipeline.io.mosaic import open_mosaic\n"
             "spec = InputConfig(paths=sys.argv[2:]) if sys.argv[1] == 'paths' else InputConfig(stac=StacConfig(source=sys.argv[2]))\n"
             "start = time.perf_counter(); open_mosaic(spec, chunk=2048); print(time.perf_counter() - start)"
         )

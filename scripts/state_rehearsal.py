@@ -36,10 +36,9 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from benchmark import artefact, build_mosaic, scene_variants, timed_run
 from rasterio.warp import transform as transform_points
 from rasterio.windows import Window
-
-from benchmark import artefact, build_mosaic, scene_variants, timed_run
 
 ZONE, EAST_ZONE = "EPSG:26914", "EPSG:26915"
 TILE = (1300, 1600)  # rows, cols of a tile VRT: four 650 x 800 quadrants of the sources
@@ -188,15 +187,15 @@ def _pixels(path: Path) -> bytes:
 
 def graph_size(config: dict[str, Any]) -> dict[str, Any]:
     """The label pass's read graph and the sample's tasks, built in this process as a run builds them."""
+    from pipeline.algo.sample import plan_sample, window_of
     from pipeline.config import InputConfig
-    from pipeline.mosaic import open_mosaic
-    from pipeline.sample import plan_sample, window_of
+    from pipeline.io.mosaic import open_mosaic, to_dask
 
     spec = InputConfig(**config["input"])
     start = time.perf_counter()
     mosaic = open_mosaic(spec, chunk=config["dask"]["chunk"])
     opened = time.perf_counter()
-    graph = dict(mosaic.to_dask().__dask_graph__())
+    graph = dict(to_dask(mosaic).__dask_graph__())
     built = time.perf_counter()
     plan = plan_sample(mosaic, size=config["sample"]["size"], seed=0)
     jobs = [mosaic.plan(window_of(mosaic, n)) for n in plan.windows]
@@ -239,7 +238,7 @@ def same_bytes_on_many_files(state: Path, paths: list[Path]) -> dict[str, Any]:
 
 def time_open(paths: list[Path]) -> dict[str, Any]:
     code = (
-        "import time, sys, json; from pipeline.config import InputConfig; from pipeline.mosaic import open_mosaic\n"
+        "import time, sys, json; from pipeline.config import InputConfig; from pipeline.io.mosaic import open_mosaic\n"
         "start = time.perf_counter(); m = open_mosaic(InputConfig(paths=sys.argv[1]), chunk=2048)\n"
         "print(json.dumps({'files': len(m.tiles), 'seconds': round(time.perf_counter() - start, 2)}))"
     )
@@ -260,8 +259,8 @@ def time_samples(configs: dict[str, dict[str, Any]], seeds=(0, 1, 2)) -> dict[st
 def time_sample(config: dict[str, Any], seed: int) -> float:
     """Seconds of the sample stage (plan, read, select) in a fresh process."""
     code = (
-        "import time, sys, json; from pipeline.config import InputConfig; from pipeline.mosaic import open_mosaic\n"
-        "from pipeline.sample import draw_sample\n"
+        "import time, sys, json; from pipeline.config import InputConfig; from pipeline.io.mosaic import open_mosaic\n"
+        "from pipeline.algo.sample import draw_sample\n"
         "cfg = json.loads(sys.argv[1]); m = open_mosaic(InputConfig(**cfg['input']), chunk=2048)\n"
         "start = time.perf_counter(); draw_sample(m, size=cfg['sample']['size'], seed=int(sys.argv[2]))\n"
         "print(time.perf_counter() - start)"
@@ -276,11 +275,10 @@ def sample_spread(spec_input: dict[str, Any], *, size: int, k: int) -> dict[str,
     import dask
     from scipy.optimize import linear_sum_assignment
 
+    from pipeline.algo.kmeans import fit_kmeans
+    from pipeline.algo.sample import draw_sample, sample_block, window_of
     from pipeline.config import InputConfig, ModelConfig
-    from pipeline.kmeans import fit_kmeans
-    from pipeline.mosaic import open_mosaic
-    from pipeline.sample import draw_sample, sample_block, window_of
-    from pipeline.mosaic import read
+    from pipeline.io.mosaic import open_mosaic, read
 
     mosaic = open_mosaic(InputConfig(**spec_input), chunk=2048)
 
@@ -298,7 +296,7 @@ def sample_spread(spec_input: dict[str, Any], *, size: int, k: int) -> dict[str,
         return pixels[chosen], len(jobs), len({t.path for j in jobs for t in j.tiles})
 
     def stratified(seed: int) -> tuple[np.ndarray, int, int]:
-        from pipeline.sample import plan_sample
+        from pipeline.algo.sample import plan_sample
 
         plan = plan_sample(mosaic, size=size, seed=seed)
         jobs = [mosaic.plan(window_of(mosaic, n)) for n in plan.windows]

@@ -9,7 +9,7 @@ import rasterio
 from affine import Affine
 from rasterio.enums import ColorInterp
 
-from pipeline.label import label_block
+from pipeline.algo.kernel import label_block
 
 CRS = "EPSG:32614"
 ORIGIN = (500_000.0, 5_200_000.0)

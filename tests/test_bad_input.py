@@ -22,7 +22,6 @@ import pytest
 import rasterio
 import yaml
 from affine import Affine
-
 from rasters import write_raster
 from test_cli import LANDCOVER, scene
 

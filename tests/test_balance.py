@@ -10,9 +10,18 @@ import pytest
 import yaml
 from affine import Affine
 from rasterio.windows import Window
+from rasters import (
+    ORIGIN,
+    RESOLUTION,
+    class_centres,
+    planted_classes,
+    planted_image,
+    read_labels,
+    write_raster,
+)
 
 from pipeline import load_config, run
-from pipeline.balance import (
+from pipeline.algo.balance import (
     acquisition_groups,
     balance,
     overlapping_pairs,
@@ -23,9 +32,8 @@ from pipeline.balance import (
     solve_corrections,
 )
 from pipeline.config import InputConfig
-from pipeline.mosaic import Mosaic, Tile, WindowRead, open_mosaic, read, read_window
-from pipeline.predict import predict
-from rasters import ORIGIN, RESOLUTION, class_centres, planted_classes, planted_image, read_labels, write_raster
+from pipeline.io.mosaic import Mosaic, Tile, WindowRead, open_mosaic, read, read_window
+from pipeline.stages.predict import predict
 
 # --- pure maths ----------------------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
 from rasters import read_labels, write_raster
 
 LANDCOVER = Path(sys.executable).with_name("landcover")

@@ -8,12 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from rasters import CRS, ORIGIN, RESOLUTION
 from rio_cogeo.cogeo import cog_validate
 
 from pipeline.cog import (
-    LABELS, MARGIN, TILE, Pyramid, halve, merge_node, place_parts, tiles_of, write_header, write_levels, write_template,
+    LABELS,
+    MARGIN,
+    TILE,
+    Pyramid,
+    halve,
+    merge_node,
+    place_parts,
+    tiles_of,
+    write_header,
+    write_levels,
+    write_template,
 )
-from rasters import CRS, ORIGIN, RESOLUTION
 
 GRIDS = [(1300, 1100, 512), (1300, 1100, 2048), (2600, 5000, 1536), (5000, 300, 1024), (400, 300, 512)]
 

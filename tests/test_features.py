@@ -5,14 +5,26 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import rasterio
+from rasters import (
+    assign_labels,
+    class_centres,
+    planted_classes,
+    planted_image,
+    read_labels,
+    write_raster,
+)
 from sklearn.metrics import adjusted_rand_score
 
 from pipeline import ConfigError, InputError, load_config, load_model, run
+from pipeline.algo.features import (
+    Features,
+    Index,
+    features_from_config,
+    normalized_difference,
+)
+from pipeline.algo.sample import draw_sample
 from pipeline.config import FeaturesConfig
-from pipeline.features import Features, Index, features_from_config, normalized_difference
-from pipeline.mosaic import open_mosaic
-from pipeline.sample import draw_sample
-from rasters import assign_labels, class_centres, planted_classes, planted_image, read_labels, write_raster
+from pipeline.io.mosaic import open_mosaic, to_dask
 
 NAMES = ("red", "green", "blue", "nir")
 
@@ -39,7 +51,7 @@ def test_ndvi_per_block_equals_ndvi_on_the_whole_array(tmp_path, make_config):
     mosaic = open_mosaic(config.input, chunk=512)  # 2 x 2 chunks, the last ones partial
     features = features_from_config(config.features, mosaic.band_names)
     assert features.names == (*NAMES, "ndvi", "gn") and features.indices[0] == Index("ndvi", "nir", "red")
-    data = mosaic.to_dask()
+    data = to_dask(mosaic)
     per_block = data.map_blocks(features.apply, chunks=(6, *data.chunks[1:]), dtype=np.float32).compute()
     whole = features.apply(data.compute())
     np.testing.assert_array_equal(per_block, whole)

@@ -8,18 +8,27 @@ from typing import get_args
 import dask
 import numpy as np
 import pytest
+from rasters import class_centres, planted_classes, planted_image, write_raster
 from sklearn.metrics import adjusted_rand_score
 
 from pipeline import load_config, run
-from pipeline.config import ModelConfig
-from pipeline.errors import DataError
-from pipeline.kmeans import (
-    KERNEL_CENTRES, RESTART_ROWS, SEEDINGS, Restarts, fit_kmeans, kmeans_parallel, kmeans_plusplus, lloyd, oversample, same_map,
+from pipeline.algo.kernel import nearest
+from pipeline.algo.kmeans import (
+    KERNEL_CENTRES,
+    RESTART_ROWS,
+    SEEDINGS,
+    Restarts,
+    fit_kmeans,
+    kmeans_parallel,
+    kmeans_plusplus,
+    lloyd,
+    oversample,
+    same_map,
     sum_squared_errors,
 )
-from pipeline.html_report import report_for
-from pipeline.label import nearest
-from rasters import class_centres, planted_classes, planted_image, write_raster
+from pipeline.config import ModelConfig
+from pipeline.errors import DataError
+from pipeline.products.html import report_for
 
 DEFAULTS = ModelConfig()
 
@@ -113,7 +122,7 @@ def test_restart_statistics_are_recorded_in_the_model(tmp_path, make_config, cap
     truth = planted_classes(400, 500, 4, seed=1)
     image = planted_image(truth, class_centres(4, 4, low=10, high=250, seed=1), noise=3.0, dtype="uint8", seed=1)
     path = write_raster(tmp_path / "scene.tif", image)
-    with caplog.at_level(logging.INFO, logger="pipeline.kmeans"):
+    with caplog.at_level(logging.INFO, logger="pipeline.algo.kmeans"):
         result = run(load_config(make_config([path], model={"k": 4, "n_init": 6})))
     record = json.loads(result.model_path.read_text())["fit"]
     assert record["restarts"]["count"] == 6 and len(record["restarts"]["inertias"]) == 6
@@ -130,7 +139,7 @@ def test_restart_statistics_are_recorded_in_the_model(tmp_path, make_config, cap
 
 def test_an_unstable_fit_is_logged(caplog):
     sample, _, _ = blobs(3)  # where one start in ten finds the best optimum
-    with caplog.at_level(logging.WARNING, logger="pipeline.kmeans"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.algo.kmeans"):
         found = fit(sample, n_init=3, seed=0)
     assert found.restarts.unstable and found.restarts.reached_best == 1
     assert "only 1 of 3 restarts reached the best inertia" in caplog.text

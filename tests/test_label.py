@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
+from rasters import assign_labels
 from scipy.spatial.distance import cdist
 
 from pipeline import ConfigError
-from pipeline.kmeans import class_order, sum_squared_errors
-from pipeline.label import class_statistics, label_block, nearest_all
-from rasters import assign_labels
-from pipeline.sample import sample_block, valid_pixels
+from pipeline.algo.kernel import class_statistics, label_block, nearest_all
+from pipeline.algo.kmeans import class_order, sum_squared_errors
+from pipeline.algo.sample import sample_block, valid_pixels
 
 
 @pytest.mark.parametrize("k", [2, 7, 254])

@@ -16,10 +16,16 @@ import xarray as xr
 import yaml
 from dask.callbacks import Callback
 from rasterio.warp import transform_bounds
+from rasters import (
+    class_centres,
+    planted_classes,
+    planted_image,
+    read_labels,
+    write_raster,
+)
 
 import pipeline
 from pipeline import InputError, Model
-from rasters import class_centres, planted_classes, planted_image, read_labels, write_raster
 
 LANDCOVER = Path(sys.executable).with_name("landcover")
 SHAPE = (1100, 900)  # 3 x 2 chunks of 512, with edge chunks

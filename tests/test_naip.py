@@ -5,7 +5,7 @@ import rasterio
 from rio_cogeo.cogeo import cog_validate
 
 from pipeline import load_config, run
-from pipeline.mosaic import open_mosaic
+from pipeline.io.mosaic import open_mosaic, to_dask
 
 
 def test_naip_mosaic_to_valid_cog(naip_scenes, make_config):
@@ -15,7 +15,7 @@ def test_naip_mosaic_to_valid_cog(naip_scenes, make_config):
     valid, errors, _ = cog_validate(str(result.output), quiet=True)
     assert valid, errors
     mosaic = open_mosaic(config.input, chunk=config.dask.chunk)
-    pixels = mosaic.to_dask().compute()
+    pixels = to_dask(mosaic).compute()
     expected_valid = ~np.isnan(pixels).any(axis=0)
     with rasterio.open(result.output) as src:
         labels = src.read(1)

@@ -6,14 +6,21 @@ import dask
 import numpy as np
 import pytest
 import rasterio
+from rasters import (
+    assign_labels,
+    class_centres,
+    planted_classes,
+    planted_image,
+    read_labels,
+    write_raster,
+)
 from rio_cogeo.cogeo import cog_validate
 from scipy.spatial.distance import cdist
 from sklearn.metrics import adjusted_rand_score
 
 from pipeline import DataError, InputError, OutputError, load_config, load_model, run
-from pipeline.mosaic import open_mosaic
-from pipeline.sample import draw_sample
-from rasters import assign_labels, class_centres, planted_classes, planted_image, read_labels, write_raster
+from pipeline.algo.sample import draw_sample
+from pipeline.io.mosaic import open_mosaic, to_dask
 
 
 def planted(tmp_path: Path, *, k=5, bands=4, dtype="uint8", shape=(1300, 1100), noise=3.0, seed=0, **write):
@@ -134,7 +141,7 @@ def test_mosaic_labels_agree_with_single_tiles_and_across_seams(tmp_path, make_c
     assert adjusted_rand_score(truth.ravel(), mosaic_labels.ravel()) == 1.0
     # ... and so does each tile opened and labelled alone.
     for tile, (r0, r1, c0, c1) in zip(tiles, cuts):
-        alone = open_mosaic(load_config(make_config([tile], name="one.yaml")).input, chunk=512).to_dask()
+        alone = to_dask(open_mosaic(load_config(make_config([tile], name="one.yaml")).input, chunk=512))
         labels = alone.map_blocks(assign_labels, result.model.centroids, drop_axis=0, dtype=np.uint8).compute()
         np.testing.assert_array_equal(labels, mosaic_labels[r0:r1, c0:c1])
 

@@ -9,12 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from rasters import (
+    class_centres,
+    planted_classes,
+    planted_image,
+    read_labels,
+    write_raster,
+)
 from rio_cogeo.cogeo import cog_validate
 
 from pipeline import InputError, OutputError, load_config, load_model, predict, run
-from pipeline.features import normalized_difference
-from pipeline.label import label_block
-from rasters import class_centres, planted_classes, planted_image, read_labels, write_raster
+from pipeline.algo.features import normalized_difference
+from pipeline.algo.kernel import label_block
 
 NAMES = ["red", "green", "blue", "nir"]
 LANDCOVER = Path(sys.executable).with_name("landcover")

@@ -22,20 +22,20 @@ import rasterio
 import rasterio.warp
 import yaml
 from affine import Affine
+from http_server import RangeServer
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as copy_raster
 from rasterio.windows import Window
-
-from http_server import RangeServer
-from pipeline.config import InputConfig, StacConfig
-from pipeline.errors import InputError
-from pipeline.mosaic import open_mosaic, read
-from pipeline.remote import gdal_path, redact, scrub
-from pipeline.sample import draw_sample
-from pipeline.sources import expand_paths
-from pipeline.stac import find_items
 from rasters import read_labels
 from test_cli import LANDCOVER
+
+from pipeline.algo.sample import draw_sample
+from pipeline.config import InputConfig, StacConfig
+from pipeline.errors import InputError
+from pipeline.io.mosaic import open_mosaic, read
+from pipeline.io.remote import gdal_path, redact, scrub
+from pipeline.io.sources import expand_paths
+from pipeline.io.stac import find_items
 
 SECRET = "SECRET"
 SIGNED = f"sv=2026-01-01&sig={SECRET}"

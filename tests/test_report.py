@@ -14,14 +14,18 @@ import pytest
 import rasterio
 from pystac.extensions.classification import ClassificationExtension
 from pystac.extensions.projection import ProjectionExtension
-
-from pipeline import ConfigError, InputError, Model, load_config, run
-from pipeline.features import Features
-from pipeline.html_report import closest_pairs, ndvi_of_means, red_nir, report_for, report_paths, write_report
-from pipeline.legend import legend, machine_name, stac_item
-from pipeline.model import FitRecord
-from pipeline.report import ClassSummary, Report, class_report
 from rasters import class_centres, planted_classes, planted_image, write_raster
+
+from pipeline import ConfigError, InputError, load_config, run
+from pipeline.products.html import (
+    closest_pairs,
+    ndvi_of_means,
+    red_nir,
+    report_for,
+    report_paths,
+)
+from pipeline.products.legend import legend, machine_name, stac_item
+from pipeline.products.report import ClassSummary, Report, class_report
 
 LANDCOVER = Path(sys.executable).with_name("landcover")
 CLASSES = [
@@ -219,8 +223,8 @@ import sys
 import matplotlib
 matplotlib.use("svg")
 from pipeline import load_config
-from pipeline.html_report import report_for
-from pipeline.sweep import sweep
+from pipeline.products.html import report_for
+from pipeline.stages.sweep import sweep
 report_for(sys.argv[1])
 sweep(load_config(sys.argv[2]), (2, 3), out_dir=sys.argv[3])
 assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pipeline import InputError, Model
-from pipeline.features import Features
-from pipeline.model import FitRecord
-from pipeline.report import Report, class_report
+from pipeline.algo.features import Features
+from pipeline.algo.model import FitRecord
+from pipeline.products.report import Report, class_report
 
 FIT = FitRecord(init="k-means++", n_init=2, max_iter=50, n_iter=4, tol=1e-4, tol_absolute=0.5, order_by="brightness",
                 seeding="k-means++", unstable=False, restarts={"count": 2, "reached_best": 2})

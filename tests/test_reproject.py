@@ -9,12 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_bounds
+from rasterio.warp import (
+    Resampling,
+    calculate_default_transform,
+    reproject,
+    transform_bounds,
+)
+from rasters import (
+    RESOLUTION,
+    class_centres,
+    planted_classes,
+    planted_image,
+    read_labels,
+    write_raster,
+)
 from sklearn.metrics import adjusted_rand_score
 
 from pipeline import InputError, load_config, run
-from pipeline.mosaic import open_mosaic
-from rasters import RESOLUTION, class_centres, planted_classes, planted_image, read_labels, write_raster
+from pipeline.io.mosaic import open_mosaic, to_dask
 
 # 2 km across the zone 14 / zone 15 border (96° W) at 47° N, in zone 14 coordinates.
 ORIGIN = (727_000.0, 5_210_600.0)
@@ -89,7 +101,7 @@ def test_naip_scene_reprojected_to_the_next_zone_joins_the_mosaic(naip_scenes, m
         assert grid[0] <= left + 1e-6 and grid[1] <= bottom + 1e-6 and grid[2] >= right - 1e-6 and grid[3] >= top - 1e-6
     # The moved scene alone, read through its WarpedVRT on the mosaic's grid: its pixels are all
     # there (the 5 m grid keeps the area) and every one of them is labelled.
-    alone = dataclasses.replace(mosaic, tiles=mosaic.tiles[1:]).to_dask().compute()
+    alone = to_dask(dataclasses.replace(mosaic, tiles=mosaic.tiles[1:])).compute()
     from_moved = ~np.isnan(alone).any(axis=0)
     with rasterio.open(naip_scenes[-1]) as src:
         assert from_moved.sum() == pytest.approx((src.read() != 0).any(axis=0).sum(), rel=0.01)
@@ -102,13 +114,13 @@ def test_reprojection_is_exact_and_does_not_depend_on_the_window(naip_scenes, tm
     from rasterio.windows import Window
 
     from pipeline.config import InputConfig
-    from pipeline.mosaic import read
+    from pipeline.io.mosaic import read
 
     moved = to_crs(naip_scenes[0], tmp_path / "naip_z15.tif", "EPSG:32615")
     mosaic = open_mosaic(InputConfig(paths=str(moved), crs="EPSG:26914"), chunk=256)
     whole = read(mosaic.plan(Window(0, 0, mosaic.width, mosaic.height)))
     # Any chunking gives the same pixels (the source positions hang on a lattice of the footprint).
-    np.testing.assert_array_equal(mosaic.to_dask().compute(), whole)
+    np.testing.assert_array_equal(to_dask(mosaic).compute(), whole)
     with rasterio.open(moved) as src:
         source, inverse, source_crs = src.read(), ~src.transform, src.crs
         gdal = np.zeros((src.count, mosaic.height, mosaic.width), np.uint8)

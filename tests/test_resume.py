@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rasters import class_centres, planted_classes, planted_image, write_raster
 
 from pipeline import load_config, run
-from rasters import class_centres, planted_classes, planted_image, write_raster
 
 LANDCOVER = Path(sys.executable).with_name("landcover")
 SHAPE = (3072, 3072)  # 36 chunks of 512, labelled one at a time (dask.workers: 1)

@@ -5,19 +5,26 @@ import re
 
 import numpy as np
 import pytest
+from rasters import (
+    ORIGIN,
+    RESOLUTION,
+    class_centres,
+    planted_classes,
+    planted_image,
+    write_raster,
+)
 
+from pipeline.algo.kernel import nearest
+from pipeline.algo.sample import draw_sample
 from pipeline.config import InputConfig
-from pipeline.label import nearest
-from pipeline.mosaic import open_mosaic
-from pipeline.sample import draw_sample
-from rasters import ORIGIN, RESOLUTION, class_centres, planted_classes, planted_image, write_raster
+from pipeline.io.mosaic import open_mosaic
 
 K = 4
 
 
 def windows_read(caplog) -> tuple[int, int, int]:
     """(windows read, windows covered, rounds) from the sample's log line."""
-    message = [r.getMessage() for r in caplog.records if r.name == "pipeline.sample"][-1]
+    message = [r.getMessage() for r in caplog.records if r.name == "pipeline.algo.sample"][-1]
     read, total, rounds = re.search(r"from (\d+) of (\d+) windows \(\d+ strata, (\d+) round", message).groups()
     return int(read), int(total), int(rounds)
 
@@ -33,7 +40,7 @@ def planted_mosaic(tmp_path):
 
 def test_reads_a_fraction_of_the_windows_and_stays_unbiased(planted_mosaic, caplog):
     mosaic, truth, centres = planted_mosaic
-    caplog.set_level(logging.INFO, logger="pipeline.sample")
+    caplog.set_level(logging.INFO, logger="pipeline.algo.sample")
     classes = []
     for seed in range(32):
         sample = draw_sample(mosaic, size=2000, seed=seed, window=64, min_windows=32)
@@ -50,7 +57,7 @@ def test_nodata_heavy_mosaic_raises_the_rate_until_the_sample_is_full(tmp_path, 
     image = planted_image(truth, class_centres(K, 4, low=20, high=240, seed=12), noise=2.0, dtype="uint8", seed=12)
     image[:, 128:] = 0  # seven eighths nodata
     mosaic = open_mosaic(InputConfig(paths=str(write_raster(tmp_path / "collar.tif", image, nodata=0))), chunk=512)
-    caplog.set_level(logging.INFO, logger="pipeline.sample")
+    caplog.set_level(logging.INFO, logger="pipeline.algo.sample")
     sample = draw_sample(mosaic, size=4000, seed=0, window=64, min_windows=32)
     assert len(sample) == 4000 and not np.isnan(sample).any() and (sample > 0).any(axis=1).all()
     read, total, rounds = windows_read(caplog)

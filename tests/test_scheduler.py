@@ -13,10 +13,16 @@ import yaml
 from dask.utils import key_split
 from distributed import LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
+from rasters import (
+    class_centres,
+    planted_classes,
+    planted_image,
+    read_labels,
+    write_raster,
+)
 
 from pipeline import load_config, run
-from pipeline.products import _write_chunk
-from rasters import class_centres, planted_classes, planted_image, read_labels, write_raster
+from pipeline.stages.write import _write_chunk
 
 SHAPE = (1536, 1280)  # 7.9 MB of uint8 imagery, 3 x 3 chunks of 512
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rasters import class_centres, planted_classes, planted_image, write_raster
 
 from pipeline import ConfigError
-from pipeline.sweep import knee, parse_k
-from rasters import class_centres, planted_classes, planted_image, write_raster
+from pipeline.stages.sweep import knee, parse_k
 
 LANDCOVER = Path(sys.executable).with_name("landcover")
 

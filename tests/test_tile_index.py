@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from affine import Affine
 from rasterio.windows import Window
-
-from pipeline.config import InputConfig
-import pipeline.mosaic as mosaic_module
-from pipeline.mosaic import Mosaic, Tile, open_mosaic, read
-from pipeline.sample import plan_sample, window_of
 from rasters import write_raster
+
+import pipeline.io.mosaic.array as mosaic_module
+from pipeline.algo.sample import plan_sample, window_of
+from pipeline.config import InputConfig
+from pipeline.io.mosaic import Mosaic, Tile, open_mosaic, read, to_dask, to_xarray
 
 
 def synthetic_mosaic(tiles: list[Tile], *, height: int, width: int, chunk: int) -> Mosaic:
@@ -67,7 +67,7 @@ def test_read_tasks_name_the_tiles_never_copy_them():
     # names it and its window: no task grows with the number of tiles in the mosaic.
     tiles = [Tile(f"t{i}.tif", (i // 50) * 100, (i % 50) * 100, 120, 120, "none", None, (None,) * 3) for i in range(2500)]
     mosaic = synthetic_mosaic(tiles, height=5020, width=5020, chunk=256)
-    graph = dict(mosaic.to_dask().__dask_graph__())
+    graph = dict(to_dask(mosaic).__dask_graph__())
     sizes = sorted(len(pickle.dumps(task)) for task in graph.values())
     assert len(graph) == len(mosaic.windows()) + 1
     assert sizes[-2] < 1000 and sizes[-1] < 2 * len(pickle.dumps(mosaic.tiles))
@@ -79,7 +79,7 @@ def test_a_slice_of_the_mosaic_reads_only_its_window(tmp_path, monkeypatch):
     mosaic = open_mosaic(InputConfig(paths=str(write_raster(tmp_path / "one.tif", image, nodata=0))), chunk=256)
     windows = []
     monkeypatch.setattr(mosaic_module, "read", lambda job, read=read: windows.append(job.window) or read(job))
-    part = mosaic.to_dask()[:, 100:160, 200:300:3].compute()
+    part = to_dask(mosaic)[:, 100:160, 200:300:3].compute()
     np.testing.assert_array_equal(part, image[:, 100:160, 200:300:3])
     # Two chunks (256 wide) share the window; each reads only its part of it.
     assert [(w.row_off, w.height) for w in windows] == [(100, 60)] * 2
@@ -97,7 +97,7 @@ def test_tiles_of_different_sizes_and_zones_read_through_the_index(tmp_path):
         crs="EPSG:32615", origin=(44_285.0, 5_217_137.0),  # (500_800, 5_199_700) in zone 14
     )
     mosaic = open_mosaic(InputConfig(paths=[str(big), str(small), str(east)], crs="EPSG:32614"), chunk=128)
-    full = mosaic.to_dask().compute()
+    full = to_dask(mosaic).compute()
     all_tiles = list(mosaic.tiles)
     for (_, window), block in zip(mosaic.windows(), [b for row in _blocks(full, mosaic) for b in row]):
         job = mosaic.plan(window)
@@ -137,6 +137,6 @@ def test_strata_follow_the_covered_area_not_the_bounding_box():
 def test_the_mosaic_as_xarray_keeps_its_grid_and_crs(tmp_path):
     image = np.random.default_rng(5).integers(1, 255, (3, 90, 70), dtype=np.uint8)
     mosaic = open_mosaic(InputConfig(paths=str(write_raster(tmp_path / "one.tif", image, nodata=0))), chunk=64)
-    array = mosaic.to_xarray()
+    array = to_xarray(mosaic)
     assert array.rio.crs.to_string() == mosaic.crs and array.rio.transform() == mosaic.transform
     np.testing.assert_array_equal(array.values, image.astype(np.float32))

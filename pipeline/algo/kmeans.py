@@ -1,0 +1,368 @@
+"""One global K-Means that finds the same optimum whatever the seed.
+
+Lloyd's algorithm stops in a local minimum that depends on its start. The fit this replaces
+(dask-ml's k-means||, 8 rounds, 3 restarts on 100 000 pixels, stopped at ``tol``) gave maps that
+changed with the seed on every real NAIP scene (lowest adjusted Rand index between the maps of 5
+seeds, over k = 5, 7, 10: 0.64 to 0.76 per scene), for two reasons. Too few starts: a k-means++
+start reaches the best optimum in 5 to 50 % of tries, so 3 restarts often missed it (inertia up
+to 6 % higher). And stopping at ``tol``: seeds whose inertias were within 0.05 % of each other
+still gave maps at ARI 0.82, because Lloyd crawls along flat valleys and stops part-way.
+Restarts are cheap on the in-memory sample, so the fit now makes many of them there, in numpy:
+
+1. ``n_init`` restarts on the first ``RESTART_ROWS`` rows of the sample (which is in random
+   order), each seeded as ``model.init`` says (``SEEDINGS``): by greedy k-means++
+   (``kmeans_plusplus``, the default) or by scalable k-means++ (``kmeans_parallel``, k-means||,
+   here in numpy on the restart rows, not dask-ml's), and run to convergence by ``lloyd`` (the
+   numba labelling kernel, then per-class means);
+2. the ``REFINED`` best of them that are different maps are run on the whole sample until no
+   label changes (not to ``tol``) and the lowest inertia there wins: near-ties between optima
+   are decided on all the sample, not on 100 000 pixels of it;
+3. how many restarts reached the best inertia (within ``SAME_OPTIMUM``) is recorded: when few did,
+   or when the two refined maps tie, a run with another seed may well find another map
+   (``Restarts.unstable``), and the run says so.
+
+Everything runs in one thread on in-memory arrays, with sums in a fixed order, so the same sample
+and seed give identical centroids on any scheduler. With ``sample.size: all`` the matrix is
+chunked over the mosaic: the winner of the sample is then refined on it by dask-ml's Lloyd
+(``init=`` the centroids), which reads the mosaic once or twice per iteration. dask-ml's ``tol`` is
+an absolute squared shift, so ``tol`` is scaled by the sample's mean band variance (as
+scikit-learn does); its ``inertia_`` sums unsquared distances, so inertia is computed here.
+Centroids come back in the order found; ``class_order`` numbers the classes deterministically.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+from dask_ml.cluster import KMeans
+
+from pipeline.algo.features import ndvi_bands, normalized_difference
+from pipeline.algo.kernel import nearest, nearest_all
+from pipeline.errors import DataError
+
+log = logging.getLogger(__name__)
+
+RESTART_ROWS = 100_000
+REFINED = 2
+SAME_OPTIMUM = 1e-3  # a restart within 0.1 % of the best inertia reached the best optimum
+SAME_MAP = 0.01  # two labellings that differ on at most 1 % of the pixels (up to numbering) are one map
+# Unstable: at the rate this fit's restarts reached the best, as many restarts again (a run with
+# another seed) would miss it with a probability above this.
+MISS_RISK = 0.05
+# k-means||: rounds of about l = 2k draws each. A few rounds suffice in Bahmani et al.'s
+# experiments (Spark makes 2, dask-ml about ln(initial cost)); a fixed number keeps the draw
+# independent of the feature units.
+PARALLEL_ROUNDS = 5
+OVERSAMPLING = 2.0
+KERNEL_CENTRES = 255  # the labelling kernel's labels are uint8 with 0 for nodata
+
+
+@dataclass(frozen=True)
+class Restarts:
+    """The inertias the restarts reached on the restart rows, in restart order."""
+
+    inertias: tuple[float, ...]
+    rows: int
+    tied: bool = False
+    """The two best optima, refined on the whole sample, are different maps whose inertias are
+    within ``SAME_OPTIMUM``: another sample (another seed) may well rank them the other way."""
+
+    @property
+    def reached_best(self) -> int:
+        best = min(self.inertias)
+        return sum(i <= best * (1 + SAME_OPTIMUM) for i in self.inertias)
+
+    @property
+    def miss_risk(self) -> float:
+        """(1 - p)^n, with p the share of the n restarts that reached the best: the chance that n
+        restarts from another seed miss the best optimum, estimated from this fit's restarts."""
+        n = len(self.inertias)
+        return (1 - self.reached_best / n) ** n
+
+    @property
+    def unstable(self) -> bool | None:
+        """True when restarts from another seed could well miss the optimum this fit found (or a
+        better one: this fit may have missed it too), or when it is tied with another; None when
+        one restart cannot tell."""
+        return None if len(self.inertias) < 2 else self.miss_risk > MISS_RISK or self.tied
+
+    def to_json(self) -> dict:
+        return {
+            "count": len(self.inertias), "rows": self.rows, "reached_best": self.reached_best, "within": SAME_OPTIMUM,
+            "miss_risk": self.miss_risk, "tied": self.tied, "inertias": list(self.inertias),
+        }
+
+
+@dataclass(frozen=True)
+class Fit:
+    centroids: np.ndarray
+    """(k, feature) float64, in the order found (see ``class_order``)."""
+    n_iter: int
+    tol_absolute: float
+    inertia: float
+    """Sum of squared distances of the fitted pixels to their nearest centroid."""
+    n_pixels: int
+    restarts: Restarts
+    seeding: str
+    """How each restart was seeded: a key of ``SEEDINGS``."""
+
+
+def class_order(spectra: np.ndarray, band_names: tuple[str, ...], order_by: str) -> np.ndarray:
+    """The permutation numbering classes from their (k, band) mean spectra in input units:
+    "brightness" by mean value, "ndvi" by NDVI of the spectrum (bands named red and nir), each
+    with ties broken band by band so the order is deterministic; "none" keeps the fitted order."""
+    if order_by == "none":
+        return np.arange(len(spectra))
+    keys = [spectra[:, b] for b in reversed(range(spectra.shape[1]))]
+    if order_by == "brightness":
+        return np.lexsort(keys + [spectra.mean(axis=1)])
+    red, nir = ndvi_bands(band_names, "model.order_by: ndvi")
+    return np.lexsort(keys + [normalized_difference(spectra[:, nir], spectra[:, red])])
+
+
+def sum_squared_errors(matrix: np.ndarray | da.Array, centroids: np.ndarray) -> float:
+    """Exact inertia in float64 over an (n, band) matrix, in memory or chunked."""
+
+    def block_sse(block: np.ndarray) -> np.ndarray:
+        _, dist = nearest(block.T, centroids, dtype=np.float64)
+        return np.array([[dist.sum()]])
+
+    if isinstance(matrix, np.ndarray):
+        step = 1 << 20
+        return float(sum(block_sse(matrix[i : i + step])[0, 0] for i in range(0, len(matrix), step)))
+    return float(matrix.map_blocks(block_sse, chunks=(1, 1), dtype=np.float64).sum().compute())
+
+
+def kmeans_plusplus(pixels: np.ndarray, k: int, rng: np.random.Generator, *, weights: np.ndarray | None = None) -> np.ndarray:
+    """k starting centres drawn from (n, band) pixels by greedy k-means++ (Arthur and
+    Vassilvitskii; scikit-learn's variant): each next centre is the best, by the inertia it leaves,
+    of 2 + ln k candidates drawn with probability proportional to the squared distance to the
+    nearest centre so far. Written in numpy rather than taken from scikit-learn, whose distances
+    go through BLAS, so that the draw does not depend on the machine's thread count.
+
+    With ``weights`` (one per pixel, e.g. how many pixels a k-means|| candidate stands for), a
+    pixel counts ``weight`` times: in the draws and in the inertia; one of weight 0 is never drawn.
+    """
+    x = pixels.astype(np.float64)
+    # 1.0 without weights: multiplying by it changes no bit, so the draws stay those of before.
+    w = 1.0 if weights is None else np.asarray(weights, dtype=np.float64)
+    trials = 2 + int(math.log(k))
+    centres = np.empty((k, x.shape[1]))
+    first = rng.integers(len(x)) if weights is None else _draw(np.cumsum(w), rng.random(1))[0]
+    centres[0] = x[first]
+    closest = ((x - centres[0]) ** 2).sum(axis=1)
+    for c in range(1, k):
+        cumulative = np.cumsum(closest * w)
+        # Fewer distinct pixels (of weight > 0) than k: any pixel is as good, and ``lloyd`` gives
+        # the classes left empty the farthest pixels (or says there are too few groups).
+        if cumulative[-1] == 0:
+            centres[c:] = centres[0]
+            break
+        picks = _draw(cumulative, rng.random(trials))
+        candidates = np.minimum(closest, ((x[None, :, :] - x[picks][:, None, :]) ** 2).sum(axis=2))
+        best = int(np.argmin((candidates * w).sum(axis=1)))
+        centres[c], closest = x[picks[best]], candidates[best]
+    return centres
+
+
+def _draw(cumulative: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+    """Indices drawn with probability proportional to the steps of ``cumulative`` (a cumulative
+    sum), one per ``uniform`` value in [0, 1): an index whose step is 0 is never drawn."""
+    return np.minimum(np.searchsorted(cumulative, uniform * cumulative[-1], side="right"), len(cumulative) - 1)
+
+
+def kmeans_parallel(
+    pixels: np.ndarray, k: int, rng: np.random.Generator, *, rounds: int = PARALLEL_ROUNDS, oversampling: float = OVERSAMPLING
+) -> np.ndarray:
+    """k starting centres drawn from (n, band) pixels by scalable k-means++ ("k-means||", Bahmani
+    et al. 2012, as in Spark and dask-ml): ``oversample`` draws candidates in a few passes, and
+    weighted greedy k-means++ reduces the candidates, each weighted by the pixels nearest to it,
+    to k centres."""
+    chosen, weights = oversample(pixels, k, rng, rounds=rounds, oversampling=oversampling)
+    return kmeans_plusplus(chosen, k, rng, weights=weights)
+
+
+def oversample(
+    pixels: np.ndarray, k: int, rng: np.random.Generator, *, rounds: int = PARALLEL_ROUNDS, oversampling: float = OVERSAMPLING
+) -> tuple[np.ndarray, np.ndarray]:
+    """The oversampling passes of k-means||: from one random pixel, ``rounds`` passes each draw
+    every pixel independently with probability min(1, l d^2 / cost), l = ``oversampling`` x k, d
+    its distance to the nearest candidate so far and cost the sum of d^2 (about l new candidates
+    per pass). Returns the (m, band) float64 candidates, in the order drawn, and per candidate the
+    number of pixels nearest to it (ties go to the earlier candidate)."""
+    # The labelling kernel's layout and float32, as in ``lloyd`` (faster than float64, and a
+    # pixel is still at distance exactly 0 from itself). No copy when ``pixels`` is a transposed
+    # (band, n) float32 array, as the fit passes it.
+    bands_first = np.ascontiguousarray(pixels.T, dtype=np.float32)
+    n = bands_first.shape[1]
+    chosen = np.array([rng.integers(n)])
+    closest, owner = np.full(n, np.inf), np.zeros(n, dtype=np.intp)  # float64: the cost is summed from it
+    _take_nearer(bands_first, bands_first[:, chosen].T, 0, closest, owner)
+    for _ in range(rounds):
+        cost = float(closest.sum())
+        if cost == 0:  # every pixel sits on a candidate: there is nothing left to draw
+            break
+        # A probability above 1 is drawn always; a candidate (d = 0) is never drawn again.
+        drawn = np.flatnonzero(rng.random(n) * cost < oversampling * k * closest)
+        _take_nearer(bands_first, bands_first[:, drawn].T, len(chosen), closest, owner)
+        chosen = np.concatenate([chosen, drawn])
+    return bands_first[:, chosen].T.astype(np.float64), np.bincount(owner, minlength=len(chosen))
+
+
+def _take_nearer(bands_first: np.ndarray, centres: np.ndarray, first: int, closest: np.ndarray, owner: np.ndarray) -> None:
+    """Where one of ``centres`` (numbered from ``first``) is nearer to a (band, n) pixel than
+    ``closest``, record its squared distance in ``closest`` and its number in ``owner``, in place.
+    The kernel's labels are uint8, so it sees at most ``KERNEL_CENTRES`` centres at a time; ties
+    keep the lower number, as one argmin over all the centres would."""
+    for start in range(0, len(centres), KERNEL_CENTRES):
+        label, dist = nearest(bands_first, centres[start : start + KERNEL_CENTRES])
+        nearer = dist < closest
+        np.copyto(closest, dist, where=nearer)  # copyto rather than masked indexing: no gathers
+        np.copyto(owner, label.astype(np.intp) + (first + start - 1), where=nearer)
+
+
+SEEDINGS = {"k-means++": kmeans_plusplus, "k-means||": kmeans_parallel}
+"""``model.init``: how a restart draws its k starting centres from the restart pixels."""
+
+
+def lloyd(bands_first: np.ndarray, centroids: np.ndarray, *, max_iter: int, tol: float) -> tuple[np.ndarray, int, float]:
+    """Lloyd's algorithm on (band, n) float32 pixels in memory: (centroids, iterations, inertia).
+
+    Stops when the centres move by at most ``tol`` (summed squared shift; 0 once no label changes).
+    A class left empty takes the pixel farthest from its centre, as in scikit-learn; fewer
+    distinct pixels than classes is an error. Sums run in a fixed order: deterministic.
+    """
+    k = len(centroids)
+    for iteration in range(1, max_iter + 1):
+        _, dist, _, stats = nearest_all(bands_first, centroids)
+        counts = stats[1:, 0]
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):
+            farthest = np.argsort(dist, kind="stable")[::-1][: len(empty)]
+            if dist[farthest[-1]] == 0:
+                raise DataError(
+                    f"the valid pixels form only {k - len(empty)} distinct spectral group(s) but model.k is {k}; "
+                    f"lower model.k to {k - len(empty)}"
+                )
+            centroids = centroids.copy()
+            centroids[empty] = bands_first[:, farthest].T
+            continue
+        moved = stats[1:, 1:] / counts[:, None]
+        shift = float(((moved - centroids) ** 2).sum())  # 0 once no label changes
+        centroids = moved
+        if shift <= tol:
+            break
+    _, dist = nearest(bands_first, centroids)
+    return centroids, iteration, float(dist.sum(dtype=np.float64))
+
+
+def fit_kmeans(
+    matrix: np.ndarray | da.Array,
+    *,
+    seeds_from: np.ndarray,
+    k: int,
+    n_init: int,
+    max_iter: int,
+    tol: float,
+    seed: int,
+    init: str = "k-means++",
+) -> Fit:
+    """Fit k centroids on an (n, band) float32 matrix (a sample in memory, or chunked).
+
+    ``seeds_from`` is an in-memory sample in random order (the matrix itself when it is in
+    memory): the ``n_init`` restarts run on its first ``RESTART_ROWS`` rows, each seeded by
+    ``init`` (a key of ``SEEDINGS``), the ``REFINED`` best distinct ones on all of it, and the
+    winner is refined on ``matrix`` when that is chunked.
+    """
+    if init not in SEEDINGS:
+        raise ValueError(f"init must be one of {', '.join(SEEDINGS)}, not {init!r}")
+    draw_starts = SEEDINGS[init]
+    n = matrix.shape[0]
+    if n < k:
+        raise DataError(
+            f"only {n} valid pixel(s) were found but model.k is {k}; lower model.k or check the nodata settings"
+        )
+    sample = np.ascontiguousarray(seeds_from.T, dtype=np.float32)  # (band, n): the labelling kernel's layout
+    tol_absolute = tol * float(_variance(matrix).mean())
+    head = np.ascontiguousarray(sample[:, :RESTART_ROWS])
+    candidates, inertias, n_iter = [], [], 0
+    for restart in range(n_init):
+        start = draw_starts(head.T, k, np.random.default_rng([seed, restart]))
+        centroids, iterations, inertia = lloyd(head, start, max_iter=max_iter, tol=tol_absolute)
+        candidates.append(centroids)
+        inertias.append(inertia)
+        n_iter += iterations
+    refined = []
+    for i in _distinct_optima(head, candidates, inertias):
+        # Until no label changes, not to ``tol``: two seeds that reach one optimum then give one
+        # map (stopped at tol / 100, their maps were at ARI 0.96 on a NAIP scene at k = 10).
+        centroids, iterations, inertia = lloyd(sample, candidates[i], max_iter=max_iter, tol=0.0)
+        n_iter += iterations
+        refined.append((inertia, centroids))
+    refined.sort(key=lambda r: r[0])
+    tied = len(refined) > 1 and refined[1][0] <= refined[0][0] * (1 + SAME_OPTIMUM) and not same_map(
+        nearest(sample, refined[0][1])[0], nearest(sample, refined[1][1])[0], k
+    )
+    restarts = Restarts(tuple(inertias), head.shape[1], tied)
+    log.info(
+        "fit: %d restart(s) on %d pixels, %d within %.1f %% of the best inertia %.6g (%s starts)",
+        n_init, head.shape[1], restarts.reached_best, 100 * SAME_OPTIMUM, min(inertias), init,
+    )
+    if tied:
+        log.warning(
+            "fit: two different maps are within %.1f %% of the best inertia on the sample: another seed (another "
+            "sample) may choose the other; a larger sample.size decides between them better", 100 * SAME_OPTIMUM,
+        )
+    elif restarts.unstable:
+        log.warning(
+            "fit: only %d of %d restarts reached the best inertia: another seed may find another optimum "
+            "(another map); raise model.n_init (now %d)", restarts.reached_best, n_init, n_init,
+        )
+    centroids = refined[0][1]
+    if isinstance(matrix, da.Array):
+        centroids, iterations = _dask_lloyd(matrix, centroids, max_iter=max_iter, tol=tol_absolute)
+        n_iter += iterations
+    inertia = sum_squared_errors(matrix, centroids)
+    log.info("fit: refined on %d pixels, inertia %.6g", n, inertia)
+    return Fit(centroids, n_iter, tol_absolute, inertia, n, restarts, init)
+
+
+def same_map(a: np.ndarray, b: np.ndarray, k: int) -> bool:
+    """Whether two labellings (1..k) of the same pixels agree on all but ``SAME_MAP`` of them,
+    whatever the class numbers: each class of one is matched with its commonest class in the
+    other, both ways."""
+    table = np.bincount(a.astype(np.intp) * (k + 1) + b, minlength=(k + 1) ** 2).reshape(k + 1, k + 1)
+    return min(table.max(axis=0).sum(), table.max(axis=1).sum()) >= (1 - SAME_MAP) * len(a)
+
+
+def _distinct_optima(head: np.ndarray, candidates: list[np.ndarray], inertias: list[float]) -> list[int]:
+    """The ``REFINED`` best restarts that are different maps of the restart pixels: refining two
+    restarts of one optimum would decide nothing."""
+    chosen: list[tuple[int, np.ndarray]] = []
+    for i in np.argsort(inertias, kind="stable"):
+        labels = nearest(head, candidates[i])[0]
+        if not any(same_map(labels, other, len(candidates[i])) for _, other in chosen):
+            chosen.append((int(i), labels))
+        if len(chosen) == REFINED:
+            break
+    return [i for i, _ in chosen]
+
+
+def _variance(matrix: np.ndarray | da.Array) -> np.ndarray:
+    if isinstance(matrix, np.ndarray):
+        return matrix.var(axis=0, dtype=np.float64)
+    return matrix.astype(np.float32).var(axis=0, dtype=np.float64).compute()
+
+
+def _dask_lloyd(matrix: da.Array, init: np.ndarray, *, max_iter: int, tol: float) -> tuple[np.ndarray, int]:
+    """dask-ml's Lloyd from ``init`` on a chunked matrix (float32: dask-ml keeps the input dtype)."""
+    model = KMeans(n_clusters=len(init), init=init, max_iter=max_iter, tol=tol)
+    with warnings.catch_warnings():  # dask-ml divides by zero for a class the full data leaves empty
+        warnings.simplefilter("ignore", RuntimeWarning)
+        model.fit(matrix.astype(np.float32))
+    return np.asarray(model.cluster_centers_, dtype=np.float64), int(model.n_iter_)

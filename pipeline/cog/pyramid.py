@@ -1,0 +1,102 @@
+"""The COG's levels over a chunked mosaic, and which task writes which: pure geometry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+TILE = 512
+
+
+Key = tuple  # a dask key: (name, index, ...)
+
+
+Node = tuple[int, int, int]
+
+
+"""(depth, row, column): depth 0 is the mosaic's chunk (row, column); depth d groups 2**d x 2**d chunks."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One COG the label pass writes."""
+
+    name: str
+    """Prefix of its part files."""
+    dtype: str
+    nodata: float
+    """Also fills the edge tiles past the mosaic."""
+    resampling: Literal["nearest", "average"]
+    """How each overview level is made from the one before."""
+
+
+LABELS = Layer("labels", "uint8", 0, "nearest")
+
+
+MARGIN = Layer("confidence", "float32", float("nan"), "average")
+
+
+@dataclass(frozen=True)
+class Pyramid:
+    """The levels of a COG over a mosaic chunked in ``chunk`` pixels, and which task writes which."""
+
+    height: int
+    width: int
+    chunk: int
+
+    @cached_property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """(height, width) of full resolution, then of each overview, down to one tile."""
+        shapes = [(self.height, self.width)]
+        while max(shapes[-1]) > TILE:
+            h, w = shapes[-1]
+            shapes.append((-(-h // 2), -(-w // 2)))
+        return tuple(shapes)
+
+    @property
+    def inner(self) -> int:
+        """The coarsest level whose tiles each lie inside one chunk (chunk = 512 x 2**inner x odd)."""
+        m = self.chunk // TILE
+        return min((m & -m).bit_length() - 1, len(self.shapes) - 1)
+
+    def grid(self, depth: int) -> tuple[int, int]:
+        side = self.chunk << depth
+        return -(-self.height // side), -(-self.width // side)
+
+    def depths(self) -> range:
+        """Tree depths with nodes: until a depth writes the last level."""
+        depth = 0
+        while self.levels((depth, 0, 0)).stop < len(self.shapes):
+            depth += 1
+        return range(1, depth + 1)
+
+    def levels(self, node: Node) -> range:
+        depth = node[0]
+        first = 0 if depth == 0 else self.inner + depth
+        last = len(self.shapes) - 1 if self.grid(depth) == (1, 1) else self.inner + depth
+        return range(first, min(last, len(self.shapes) - 1) + 1)
+
+    def nodes(self, depth: int) -> list[Node]:
+        rows, cols = self.grid(depth)
+        return [(depth, i, j) for i in range(rows) for j in range(cols)]
+
+    def children(self, node: Node) -> list[list[Node]]:
+        """The node's children as rows of columns (for ``np.block``)."""
+        depth, i, j = node
+        rows, cols = self.grid(depth - 1)
+        return [[(depth - 1, r, c) for c in (2 * j, 2 * j + 1) if c < cols] for r in (2 * i, 2 * i + 1) if r < rows]
+
+    def tiles(self, node: Node, level: int) -> tuple[int, int, int, int]:
+        """First and end tile row, first and end tile column of the node at ``level``."""
+        depth, i, j = node
+        side = self.chunk << depth
+        h, w = self.shapes[level]
+        row0, col0 = (i * side) >> level, (j * side) >> level
+        row1 = min(h, -(-min(self.height, (i + 1) * side) // (1 << level)))
+        col1 = min(w, -(-min(self.width, (j + 1) * side) // (1 << level)))
+        return row0 // TILE, -(-row1 // TILE), col0 // TILE, -(-col1 // TILE)
+
+    def tile_grid(self, level: int) -> tuple[int, int]:
+        h, w = self.shapes[level]
+        return -(-h // TILE), -(-w // TILE)

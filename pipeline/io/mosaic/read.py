@@ -1,0 +1,157 @@
+"""Decoding one window of the mosaic: its tiles only, reprojected where needed, corrections
+applied, NaN where invalid.
+
+A pixel is invalid where the file's alpha band or internal mask says so, otherwise only where
+*every* band equals nodata: real NAIP water reads 0 in NIR alone. (rasterio's ``dataset_mask()``
+uses band 4's mask alone for RGB-tagged 4-band files, which would drop that water, so we compute
+it ourselves.)
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from pipeline.errors import InputError
+from pipeline.io.mosaic.plan import Mosaic, Tile, WindowRead
+from pipeline.io.remote import is_remote, remote_fix, scrub, where
+from pipeline.io.reproject import source_positions, source_window, warp_nearest
+from pipeline.io.sources import first_line, gdal_options
+
+_OPEN_PER_THREAD = 32  # datasets kept open per thread; a state has thousands of tiles
+
+
+_local = threading.local()
+
+
+def _dataset(tile: Tile) -> rasterio.DatasetReader:
+    """One open dataset per thread and tile (GDAL handles are not thread-safe), LRU-bounded."""
+    cache: OrderedDict[str, rasterio.DatasetReader] = getattr(_local, "datasets", None) or OrderedDict()
+    _local.datasets = cache
+    if tile.path in cache:
+        cache.move_to_end(tile.path)
+        return cache[tile.path]
+    src = rasterio.open(tile.path)  # under read()'s GDAL settings
+    cache[tile.path] = src
+    if len(cache) > _OPEN_PER_THREAD:
+        cache.popitem(last=False)[1].close()
+    return src
+
+
+def read(job: WindowRead) -> np.ndarray:
+    """Decode one mosaic window: float32 (band, h, w), NaN where no tile has a valid pixel."""
+    # Set here, in the task, not by the client: a distributed worker does not inherit the
+    # client's rasterio.Env, and the HTTP settings are read when a file is opened and read.
+    with rasterio.Env(**gdal_options(t.path for t in job.tiles)):
+        return _read(job)
+
+
+def _read(job: WindowRead) -> np.ndarray:
+    window, bands = job.window, job.bands
+    h, w = int(window.height), int(window.width)
+    parts = []
+    for tile in job.tiles:
+        top = max(window.row_off, tile.row_off)
+        left = max(window.col_off, tile.col_off)
+        bottom = min(window.row_off + h, tile.row_off + tile.height)
+        right = min(window.col_off + w, tile.col_off + tile.width)
+        parts.append((tile, top, left, bottom, right))
+    if len(parts) == 1 and (parts[0][3] - parts[0][1], parts[0][4] - parts[0][2]) == (h, w):
+        # One tile covers the window (most windows of most mosaics): no compositing needed.
+        data, valid = _read_part(bands, *parts[0])
+        out = _corrected(parts[0][0], data)
+        if not valid.all():
+            out[:, ~valid] = np.nan
+        return out
+    out = np.full((len(bands), h, w), np.nan, dtype=np.float32)
+    for tile, top, left, bottom, right in parts:
+        data, valid = _read_part(bands, tile, top, left, bottom, right)
+        if tile.gains is not None:
+            data = _corrected(tile, data)
+        dst = out[:, top - window.row_off : bottom - window.row_off, left - window.col_off : right - window.col_off]
+        np.copyto(dst, data, where=valid, casting="unsafe")
+    return out
+
+
+def _corrected(tile: Tile, data: np.ndarray) -> np.ndarray:
+    """The tile's pixels in float32 with its correction applied, per tile part, so a pixel gets
+    the same value in any window, chunking or scheduler (float32 arithmetic throughout)."""
+    out = data.astype(np.float32)
+    if tile.gains is not None:
+        out *= np.asarray(tile.gains, dtype=np.float32)[:, None, None]
+        out += np.asarray(tile.offsets, dtype=np.float32)[:, None, None]
+    return out
+
+
+def read_window(mosaic: Mosaic, window: Window) -> np.ndarray:
+    """``read`` of one window of ``mosaic``, planned through its tile index."""
+    return read(mosaic.plan(window))
+
+
+def _read_part(
+    bands: tuple[int, ...], tile: Tile, top: int, left: int, bottom: int, right: int
+) -> tuple[np.ndarray, np.ndarray]:
+    src_window = Window(left - tile.col_off, top - tile.row_off, right - left, bottom - top)
+    try:
+        return _read_tile(tile, bands, src_window)
+    except RasterioError as exc:
+        # rasterio's own message only says "see previous exception": GDAL's cause names the block.
+        reason = scrub(first_line(exc.__cause__ or exc).removeprefix(f"{tile.path}, "))
+        if is_remote(tile.path):
+            verb, fix = "read", remote_fix(reason)
+        else:
+            verb, fix = "decode", "the file is damaged, replace or remove it"
+        raise InputError(f"{where(tile.path, tile.item)}: cannot {verb} window {src_window.flatten()} ({reason}); {fix}") from None
+
+
+def _read_tile(tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Feature bands of one window of the tile's footprint, in the file's dtype, and its validity."""
+    src = _dataset(tile)
+    if tile.warp is None:
+        return _read_source(src, tile, bands, window)
+    crs, footprint = tile.warp
+    rows, cols, lattice_origin = source_positions(window, footprint, crs, src.crs, src.transform)
+    data = np.zeros((len(bands), int(window.height), int(window.width)), dtype=src.dtypes[0])
+    valid = np.zeros(data.shape[1:], dtype=bool)
+    needed = source_window(rows, cols, src.height, src.width)
+    if needed is not None:
+        source, source_valid = _read_source(src, tile, bands, needed)
+        origin = (int(needed.row_off), int(needed.col_off))
+        warp_nearest(source, source_valid, origin, rows, cols, lattice_origin, (int(window.row_off), int(window.col_off)), data, valid)
+    return data, valid
+
+
+def _read_source(src: rasterio.DatasetReader, tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Feature bands of one window of the file itself and its validity mask."""
+    if tile.mask == "nodata":
+        # Every band takes part in the mask (dataset-mask semantics), not only the features.
+        everything = src.read(window=window)
+        valid = np.zeros(everything.shape[1:], dtype=bool)
+        for band, value in zip(everything, tile.nodata):
+            valid |= _differs(band, value)
+        data = everything if bands == tuple(range(1, len(everything) + 1)) else everything[[b - 1 for b in bands]]
+    else:
+        data = src.read(list(bands), window=window)
+        if tile.mask == "alpha":
+            valid = src.read(tile.alpha, window=window) > 0
+        elif tile.mask == "mask":
+            valid = src.read_masks(1, window=window) > 0
+        else:
+            valid = np.ones(data.shape[1:], dtype=bool)
+    if data.dtype.kind == "f":  # integers cannot be NaN or infinite
+        valid &= np.isfinite(data).all(axis=0)
+    return data, valid
+
+
+def _differs(band: np.ndarray, value: float | None) -> np.ndarray:
+    if value is None:
+        return np.ones(band.shape, dtype=bool)
+    if math.isnan(value):
+        return ~np.isnan(band)
+    return band != value

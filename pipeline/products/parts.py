@@ -1,0 +1,191 @@
+"""Where products are written before they are published: the staging and parts folders.
+
+Everything is written inside folders beside the output (same filesystem, so renames are atomic)
+and only renamed into place when complete, so an interrupted run never leaves a file at the
+output path. The COG's compressed tiles go to a parts folder with a fixed name, kept when a run
+is interrupted: ``--resume`` reuses every chunk whose record is there, once the fingerprint of
+what determines the bytes (config, model, inputs, grid, codec) matches the one saved with them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import LandcoverError, OutputError
+
+log = logging.getLogger(__name__)
+
+PARTS_FORMAT = "landcover-parts/1"
+FINGERPRINT = "fingerprint.json"
+# Config sections that change the bytes of the parts (palette, names and tags are in the header).
+FINGERPRINTED = ("input", "features", "sample", "model")
+
+
+@contextmanager
+def staging_dir(output: Path) -> Iterator[Path]:
+    """A scratch folder beside ``output`` (same filesystem, so renames are atomic), always removed."""
+    path = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
+    try:
+        yield path
+    finally:
+        _remove(path)
+
+
+def fresh_dir(path: Path) -> Path:
+    """``path`` as an empty folder (what an interrupted run left there is dropped)."""
+    _remove(path)
+    path.mkdir()
+    return path
+
+
+def parts_folder(output: Path) -> Path:
+    return output.with_name(f".{output.name}.parts")
+
+
+def refuse_leftover_parts(output: Path, fingerprint: dict[str, Any], *, resume: bool, hint: str) -> None:
+    """Before any pixel is read: parts of an interrupted run are reused only with ``resume``, and
+    only if what they were written for matches (the keys ``fingerprint`` holds so far)."""
+    folder = parts_folder(output)
+    if not folder.exists():
+        return
+    if not resume:
+        raise OutputError(f"{folder}: an interrupted run left its finished parts here; {hint}")
+    try:
+        saved = json.loads((folder / FINGERPRINT).read_text())
+    except (OSError, json.JSONDecodeError):
+        saved = {}
+    differs = next((key for key in fingerprint if saved.get(key) != fingerprint[key]), None)
+    if differs is not None:
+        raise OutputError(
+            f"{folder}: its parts were written for a different {differs.replace('_', ' ')}; "
+            "run with the config and inputs that wrote them, or delete the folder to start again"
+        )
+
+
+@contextmanager
+def parts_dir(output: Path, fingerprint: dict[str, Any], *, resume: bool, hint: str) -> Iterator[Path]:
+    """The parts folder beside ``output``: removed once the products are published or the run is
+    refused, kept when it is interrupted (Ctrl-C, a crash) so that ``resume`` can finish it."""
+    folder = parts_folder(output)
+    refuse_leftover_parts(output, fingerprint, resume=resume, hint=hint)
+    if folder.exists():
+        log.info("resuming from %s (%d finished chunk(s))", folder, len(list(folder.glob("chunk-*.npz"))))
+    else:
+        # Created complete under another name: a folder at this name always has its fingerprint.
+        fresh = Path(tempfile.mkdtemp(prefix=folder.name, suffix=".new", dir=output.parent))
+        (fresh / FINGERPRINT).write_text(json.dumps(fingerprint, indent=1) + "\n")
+        os.replace(fresh, folder)
+    try:
+        yield folder
+    except LandcoverError:
+        _remove(folder)
+        raise
+    except BaseException:
+        log.warning("stopped: finished parts kept in %s; run again with --resume to reuse them", folder)
+        raise
+    _remove(folder)
+
+
+def fingerprint(
+    config: dict[str, Any] | None, *, grid: dict[str, Any], inputs: list[str], model: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What determines the bytes of the parts, as plain JSON: the config sections that change
+    labels, the grid, each input's size and modification time, the model, the codec."""
+    stamps = []
+    for path in inputs:
+        try:
+            stat = os.stat(path)
+            stamps.append([path, stat.st_size, stat.st_mtime_ns])
+        except OSError:  # a URL: its name stands for it
+            stamps.append([path])
+    doc = {
+        "format": PARTS_FORMAT,
+        "codec": f"imagecodecs {metadata.version('imagecodecs')}",
+        "config": {key: (config or {}).get(key) for key in FINGERPRINTED},
+        "grid": grid,
+        "input_files": stamps,
+    }
+    if model is not None:
+        doc["model"] = model
+    return json.loads(json.dumps(doc))  # tuples as lists, as read back from the file
+
+
+def record_path(folder: Path, index: tuple[int, int]) -> Path:
+    return folder / f"chunk-{index[0]:05d}-{index[1]:05d}.npz"
+
+
+def save_record(path: Path, summary: dict[str, Any], ups: dict[str, np.ndarray]) -> None:
+    """A finished chunk's summary (statistics, thumbnail and, per layer, its tile byte counts per
+    level) and decimated arrays, renamed into place last: a record means its parts are complete."""
+    arrays = {"stats": summary["stats"], "thumbnail": summary["thumbnail"]}
+    for layer, levels in summary.items():
+        if layer not in arrays:
+            arrays.update({f"sizes:{layer}:{n:03d}": np.asarray(s, dtype=np.int64) for n, s in enumerate(levels)})
+    arrays.update({f"up:{layer}": up for layer, up in ups.items()})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def load_record(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """What ``save_record`` saved: the chunk's summary and decimated arrays."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in sorted(data.files)}
+    summary: dict[str, Any] = {"stats": arrays["stats"], "thumbnail": arrays["thumbnail"]}
+    ups = {}
+    for key, array in arrays.items():
+        kind, _, rest = key.partition(":")
+        if kind == "sizes":
+            summary.setdefault(rest.partition(":")[0], []).append(array.tolist())
+        elif kind == "up":
+            ups[rest] = array
+    return summary, ups
+
+
+def beside(output: Path, suffix: str) -> Path:
+    """``labels.tif`` → ``labels<suffix>``, in the same folder."""
+    stem = output.with_suffix("")
+    return stem.with_name(stem.name + suffix)
+
+
+def sidecar_paths(output: Path) -> dict[str, Path]:
+    """The files a run writes beside its COG (the HTML report's are ``html_report.report_paths``)."""
+    suffixes = {
+        "model": ".model.json",
+        "report": ".report.json",
+        "quicklook": ".png",
+        "confidence": ".confidence.tif",
+        "legend": ".legend.json",
+        "stac": ".stac-item.json",
+    }
+    return {key: beside(output, suffix) for key, suffix in suffixes.items()}
+
+
+def publish(staged: Path, destination: Path) -> None:
+    """Move a finished file into place atomically (same folder, so same filesystem)."""
+    os.replace(staged, destination)
+
+
+def _remove(path: Path) -> None:
+    # After Ctrl-C a task still running may add a file while the folder is being removed
+    # (rmtree then fails on the non-empty folder): remove until it is gone.
+    for _ in range(50):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            break
+        time.sleep(0.1)

@@ -1,0 +1,146 @@
+"""The fit stage: ``fit(data, k=...)`` draws the sample, measures the features' scaling, runs
+K-Means (``algo/kmeans.py``), numbers and colours the classes, and returns a typed ``Model``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from pipeline.algo.features import Features, features_from_config, ndvi_bands, rgb_bands
+from pipeline.algo.kernel import class_statistics, nearest
+from pipeline.algo.kmeans import class_order, fit_kmeans
+from pipeline.algo.model import FitRecord, Model, SourceRecord
+from pipeline.algo.sample import draw_sample, full_matrix
+from pipeline.config import ClassConfig, FeaturesConfig, FitSettings, parse_config
+from pipeline.errors import DataError
+from pipeline.io.imagery import Imagery, as_imagery
+from pipeline.io.remote import where
+from pipeline.runtime.scheduler import for_in_memory_data
+
+log = logging.getLogger(__name__)
+
+PALETTE_SAMPLE = 100_000  # pixels for scaling statistics, class order and palette when fitting on "all"
+
+
+def fit(
+    data: xr.DataArray | xr.Dataset,
+    *,
+    k: int,
+    sample_size: int | Literal["all"] = 1_000_000,
+    seed: int = 0,
+    nodata: float | None = None,
+    features: FeaturesConfig | dict[str, Any] | None = None,
+    init: str | None = None,
+    n_init: int = 20,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    order_by: Literal["brightness", "ndvi", "none"] = "brightness",
+    classes: Sequence[ClassConfig | dict[str, Any]] | None = None,
+) -> Model:
+    """Fit ``k`` classes to a (band, y, x) raster: a seeded sample of ``sample_size`` valid pixels
+    spread over all of it (``sample.py``), the features' scaling measured on it, K-Means with
+    ``n_init`` restarts (``kmeans.py``), classes numbered by ``order_by`` and coloured from their
+    mean spectrum. The arguments are the config's ``sample``, ``model``, ``features`` and
+    ``classes`` keys, checked the same way (``init`` None: the config's default seeding);
+    ``nodata`` overrides the array's own.
+    """
+    settings = parse_config(
+        {
+            "sample": {"size": sample_size, "seed": seed},
+            "model": {
+                "k": k, "n_init": n_init, "max_iter": max_iter, "tol": tol, "order_by": order_by, **({} if init is None else {"init": init}),
+            },
+            "features": features.model_dump() if isinstance(features, FeaturesConfig) else (features or {}),
+            "classes": [c.model_dump() if isinstance(c, ClassConfig) else c for c in classes] if classes is not None else None,
+        },
+        source="fit",
+        schema=FitSettings,
+    )
+    imagery = as_imagery(data, nodata=nodata)
+    spec = features_from_config(settings.features, imagery.band_names)
+    m = settings.model
+    if m.order_by == "ndvi":  # refused here, before any pixel is read
+        ndvi_bands(imagery.band_names, "model.order_by: ndvi")
+
+    started = time.perf_counter()
+    fit_on_all = sample_size == "all"
+    sample = draw_sample(imagery, size=PALETTE_SAMPLE if fit_on_all else settings.sample.size, seed=seed)
+    if len(sample) == 0:
+        raise DataError(f"{_name(imagery)}: no valid pixel in the input; check input.nodata (nodata= from Python) and the rasters' masks")
+    spec = spec.fitted(sample)  # scaling statistics come from the sample
+    sample_features = spec.apply(sample.T).T
+    matrix = _feature_rows(full_matrix(imagery.data()), spec) if fit_on_all else sample_features
+    sampled = time.perf_counter()
+
+    with for_in_memory_data():
+        found = fit_kmeans(
+            matrix, seeds_from=sample_features, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed, init=m.init
+        )
+    # Each class's mean spectrum in input units (on the sample) numbers and colours the classes.
+    labels, _ = nearest(sample_features.T, found.centroids)
+    stats = class_statistics(sample.T, labels, m.k)[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spectra = stats[:, 1:] / stats[:, :1]
+    order = class_order(spectra, imagery.band_names, m.order_by)
+    palette = palette_from_centroids(spectra[order], sample, imagery.band_names)
+    timings = {"sample": sampled - started, "fit": time.perf_counter() - sampled}
+    log.info("fit: %d classes on %d pixels (sample %.1f s, fit %.1f s)", m.k, found.n_pixels, timings["sample"], timings["fit"])
+    return Model(
+        centroids=found.centroids[order],
+        bands=imagery.bands,
+        band_names=imagery.band_names,
+        features=spec,
+        palette=apply_class_colours(palette, settings.classes),
+        sample_size=found.n_pixels,
+        seed=seed,
+        inertia=found.inertia,
+        class_names=settings.class_names() if settings.classes else (),
+        fit=FitRecord(
+            init=m.init, n_init=m.n_init, max_iter=m.max_iter, n_iter=found.n_iter, tol=m.tol, tol_absolute=found.tol_absolute,
+            order_by=m.order_by, seeding=found.seeding, unstable=found.restarts.unstable, restarts=found.restarts.to_json(),
+            timings_s={name: round(seconds, 3) for name, seconds in timings.items()},
+        ),
+        source=SourceRecord(dtype=imagery.dtype, count=len(imagery.bands), crs=imagery.crs, nodata=imagery.nodata),
+    )
+
+
+def palette_from_centroids(centroids: np.ndarray, sample: np.ndarray, band_names: tuple[str, ...]) -> dict[int, tuple[int, int, int]]:
+    """Class → (r, g, b): each (k, band) centroid in input units in approximate true colour;
+    class 0 (nodata) is black, a class without a centroid (NaN) grey."""
+    positions = list(rgb_bands(band_names))
+    low, high = np.nanpercentile(sample[:, positions], [2, 98], axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    rgb = np.nan_to_num(np.clip((centroids[:, positions] - low) / span, 0, 1), nan=0.5) * 255
+    palette = {0: (0, 0, 0)}
+    palette.update({i + 1: tuple(int(round(v)) for v in row) for i, row in enumerate(rgb)})
+    return palette
+
+
+def apply_class_colours(
+    palette: dict[int, tuple[int, int, int]], classes: tuple[ClassConfig, ...] | None
+) -> dict[int, tuple[int, int, int]]:
+    """The computed palette with every configured ``color`` put in place of its class's entry."""
+    result = dict(palette)
+    for label, entry in enumerate(classes or (), start=1):
+        if entry.rgb is not None:
+            result[label] = entry.rgb
+    return result
+
+
+def _name(imagery: Imagery) -> str:
+    """How errors name the input: its first file when it is a mosaic."""
+    if imagery.mosaic is not None:
+        return where(imagery.mosaic.tiles[0].path, imagery.mosaic.tiles[0].item)
+    return "data"
+
+
+def _feature_rows(matrix: da.Array, features: Features) -> da.Array:
+    """An (n, band) pixel matrix as (n, feature), block by block."""
+    n_features = len(features.names)
+    return matrix.map_blocks(lambda m: features.apply(m.T).T, chunks=(matrix.chunks[0], (n_features,)), dtype=np.float32)

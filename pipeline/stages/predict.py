@@ -1,0 +1,100 @@
+"""``predict(model, inputs)``: label new imagery with a saved model, as ``run`` labels its own.
+
+The model JSON carries the centroids (in label order), the features with their scaling statistics
+and the input settings (bands, alpha, nodata). The new imagery is opened with those settings and
+refused, before any pixel is read, when its band count, dtype or band names differ from the
+model's; labelling and writing are ``run``'s own stage, so a run's model applied to the run's
+input gives the run's labels. A model fitted with ``features.balance: overlaps`` carries each
+tile's correction: tiles it knows (by path) get theirs, new tiles are balanced among themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline.algo.balance import balance_for_predict
+from pipeline.algo.model import Model, load_model
+from pipeline.config import DaskConfig, InputConfig
+from pipeline.errors import InputError
+from pipeline.io.imagery import mosaic_imagery
+from pipeline.io.mosaic import Mosaic, open_mosaic
+from pipeline.io.remote import where
+from pipeline.runtime.scheduler import computing
+from pipeline.stages.classify import classify
+from pipeline.stages.classify import confidence as margin_of
+from pipeline.stages.write import (
+    Origin,
+    Progress,
+    RunResult,
+    check_output,
+    timed,
+    write_cog,
+)
+
+log = logging.getLogger(__name__)
+
+
+def predict(
+    model_path: str | Path,
+    inputs: Sequence[str],
+    *,
+    out: str | Path,
+    overwrite: bool = False,
+    confidence: bool = False,
+    dask: DaskConfig | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Label ``inputs`` (files, globs or a .vrt) with the model at ``model_path``; write ``out``
+    and its sidecars as ``run`` does, on the scheduler and in the chunks of ``dask`` (a run's
+    ``dask`` section; default threads, 2048-pixel chunks)."""
+    dask = dask or DaskConfig()
+    progress = progress or (lambda stage: nullcontext())
+    origin = Origin(started=time.perf_counter())
+    with timed(origin.timings, "open"):
+        model_path = Path(model_path)
+        model = load_model(model_path)
+        source = model.source
+        spec = InputConfig(paths=tuple(inputs), nodata=source and source.nodata, alpha=source.alpha if source else "auto")
+        mosaic = matching_mosaic(open_mosaic(spec, chunk=dask.chunk), model, model_path)
+        # The report's true-colour view shows these inputs.
+        origin = replace(origin, config={"input": spec.model_dump(mode="json")}, inputs=tuple(t.path for t in mosaic.tiles))
+        output = check_output(Path(out), inputs=origin.inputs, overwrite=overwrite, key="--out", overwrite_hint="pass --overwrite")
+    with computing(dask):
+        if model.balance:
+            with timed(origin.timings, "balance"), progress("balance"):
+                mosaic, balanced = balance_for_predict(mosaic, model.balance, seed=model.seed)
+            model = replace(model, balance=balanced.to_json())
+        data = mosaic_imagery(mosaic)
+        margin = margin_of(data, model) if confidence else None
+        return write_cog(
+            classify(data, model), output, model=model, data=data, confidence=margin, chunk=dask.chunk, overwrite=overwrite,
+            origin=origin, progress=progress,
+        )
+
+
+def matching_mosaic(mosaic: Mosaic, model: Model, model_path: Path) -> Mosaic:
+    """The mosaic reading the model's bands under the model's names, or an error naming the
+    first input file and what differs from the model."""
+    first = where(mosaic.tiles[0].path, mosaic.tiles[0].item)
+    source = model.source
+    fix = f"predict needs imagery with the bands of the model's imagery ({model_path.name})"
+    count = source and source.count
+    if count is not None and mosaic.count != count:
+        raise InputError(f"{first}: has {mosaic.count} band(s) but the model was fitted on {count}-band imagery; {fix}")
+    dtype = source and source.dtype
+    if dtype is not None and mosaic.dtype != dtype:
+        raise InputError(f"{first}: dtype {mosaic.dtype} differs from the model's {dtype}; {fix} (convert it first)")
+    for band, expected in zip(model.bands, model.band_names):
+        if band not in mosaic.bands:
+            raise InputError(f"{first}: band {band} is its alpha band, but the model uses it as '{expected}'; {fix}")
+        name = mosaic.band_names[mosaic.bands.index(band)]
+        # An undescribed band (GDAL's default name) takes the model's name; a described one must agree.
+        if name != f"band{band}" and name.lower() != expected.lower():
+            raise InputError(f"{first}: band {band} is named '{name}' but the model's band {band} is '{expected}'; {fix}")
+    log.info("predict: %s matches the model's bands %s", first, list(model.band_names))
+    return replace(mosaic, bands=model.bands, band_names=model.band_names)
