@@ -5,6 +5,8 @@ From Python, on any (band, y, x) DataArray (rioxarray, odc-stac, stackstac, ``op
     model = pipeline.fit(data, k=7, sample_size=1_000_000, seed=0)
     labels = pipeline.classify(data, model)          # lazy uint8 (y, x), 0 = nodata
     pipeline.write_cog(labels, "out/labels.tif", model=model, data=data)
+    # or, the same bytes, labelling inside the write's tasks:
+    pipeline.write_classified(data, "out/labels.tif", model=model)
 """
 
 from pipeline.algo.model import Model, load_model
@@ -15,13 +17,14 @@ from pipeline.errors import (
     InputError,
     LandcoverError,
     OutputError,
+    ReadError,
 )
-from pipeline.io.mosaic import open_imagery
 from pipeline.stages.classify import classify, confidence
+from pipeline.stages.edge import open_imagery
 from pipeline.stages.fit import fit
 from pipeline.stages.predict import predict
 from pipeline.stages.run import run
-from pipeline.stages.write import RunResult, write_cog
+from pipeline.stages.write import RunResult, write_classified, write_cog
 
 __all__ = [
     "Config",
@@ -31,6 +34,7 @@ __all__ = [
     "LandcoverError",
     "Model",
     "OutputError",
+    "ReadError",
     "RunResult",
     "classify",
     "confidence",
@@ -40,5 +44,6 @@ __all__ = [
     "open_imagery",
     "predict",
     "run",
+    "write_classified",
     "write_cog",
 ]

@@ -13,6 +13,11 @@ class InputError(LandcoverError):
     """An input raster is missing, unreadable or inconsistent with the others."""
 
 
+class ReadError(InputError):
+    """A file failed while its pixels were read (an expired signature, a timeout, a corrupt block):
+    the finished parts of the write are kept for ``--resume``."""
+
+
 class OutputError(LandcoverError):
     """The output cannot be written where the config asks."""
 

@@ -42,6 +42,7 @@ from pipeline.algo.kernel import label_block  # noqa: E402
 from pipeline.algo.model import load_model  # noqa: E402
 from pipeline.config import InputConfig  # noqa: E402
 from pipeline.io.mosaic import WindowRead, open_mosaic, read  # noqa: E402
+from pipeline.stages.edge import input_spec  # noqa: E402
 
 log = logging.getLogger("balance_measures")
 SHAPE = (720, 928)  # common crop of the four scenes
@@ -140,7 +141,7 @@ def no_harm(folder: Path, images: dict[str, np.ndarray], profile: dict) -> dict:
     right_path = write(sub / "right.tif", right, col=right_start, profile=profile)
     _, plain, _ = classify(sub, [left, right_path], "none")
     result, balanced, _ = classify(sub, [left, right_path], "overlaps")
-    gains = [t["gains"] for t in result.model.balance["tiles"]]
+    gains = [t.gains for t in result.model.balance.tiles]
     return {"identical_percent": float(100 * (plain == balanced).mean()), "gains": gains}
 
 
@@ -162,7 +163,7 @@ def real_years(folder: Path, images: dict[str, np.ndarray], profile: dict, png: 
         if method == "none" or estimator == balance_module.ESTIMATOR:
             maps[method] = (labels, result)
         model = load_model(result.model_path)
-        mosaic = open_mosaic(InputConfig(paths=tuple(map(str, paths))), chunk=2048)
+        mosaic = open_mosaic(input_spec(InputConfig(paths=tuple(map(str, paths)))), chunk=2048)
         tiles = mosaic.tiles
         if method == "overlaps":
             from pipeline.algo.balance import balance_for_predict

@@ -25,76 +25,22 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
+from bench_common import REPO, artefact, build_mosaic, timed_run
 from rasterio.windows import Window
 from scipy.spatial.distance import cdist
 
-REPO = Path(__file__).resolve().parent.parent
-SCENE_SHAPE = (720, 928)  # common crop of the four scenes (723-724 x 934)
-BLOCK = 512
 K = 7
 QUICK_SIZE = 6  # at 10x10 the seed-method peer alone takes ~65-70 s and --quick overran 2 min
 GRASS_MISSING = "grass not installed (Debian package grass-core)"
+DASKML_MISSING = "dask_ml not importable (dask-ml not installed)"
 LIBRARIES = ("numpy", "rasterio", "dask", "distributed", "dask-ml", "scikit-learn", "xarray", "rioxarray")
-
-
-def scene_variants(scenes_dir: Path) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """The four scenes cropped to one shape, each in four orientations; and the mosaic profile."""
-    paths = sorted(scenes_dir.glob("*.tif"))
-    if not paths:
-        sys.exit(f"error: no .tif in {scenes_dir}; pass --scenes")
-    h, w = SCENE_SHAPE
-    with rasterio.open(paths[0]) as src:  # the mosaic starts at the first scene's corner
-        crs, res, origin = src.crs, src.res[0], (src.transform.c, src.transform.f)
-    variants = []
-    for path in paths:
-        with rasterio.open(path) as src:
-            a = src.read(window=Window(0, 0, w, h))
-        variants += [a, np.flip(a, 1), np.flip(a, 2), np.rot90(a, 2, axes=(1, 2))]
-    profile = dict(
-        driver="GTiff", dtype="uint8", count=4, crs=crs, nodata=0, tiled=True, blockxsize=BLOCK,
-        blockysize=BLOCK, compress="deflate", photometric="MINISBLACK", bigtiff="IF_SAFER", num_threads=2,
-        transform=rasterio.Affine(res, 0, origin[0], 0, -res, origin[1]),
-    )  # MINISBLACK: otherwise GDAL marks band 4 (NIR) as alpha
-    return variants, profile
-
-
-def artefact(workdir: Path, kind: str, n: int) -> Path:
-    """Every file of a size is keyed by N, so sizes never overwrite each other."""
-    return workdir / f"{kind}-{n}x{n}.tif"
-
-
-def build_mosaic(n: int, scenes_dir: Path, workdir: Path) -> Path:
-    """Write the N x N mosaic one block row at a time (never whole in memory); cached by N."""
-    path = artefact(workdir, "mosaic", n)
-    if path.exists():
-        return path
-    workdir.mkdir(parents=True, exist_ok=True)
-    variants, profile = scene_variants(scenes_dir)
-    h, w = SCENE_SHAPE
-    height, width = n * h, n * w
-
-    def scene(i: int, j: int) -> np.ndarray:
-        # Cycle through the scenes; vary orientation by row and column so neighbours differ.
-        return variants[4 * ((i * n + j) % (len(variants) // 4)) + (i + 2 * j) % 4]
-
-    tmp = path.with_suffix(".partial.tif")  # renamed when complete, so an aborted build is never reused
-    with rasterio.open(tmp, "w", height=height, width=width, **profile) as dst:
-        for r0 in range(0, height, BLOCK):
-            r1 = min(r0 + BLOCK, height)
-            strip = np.empty((4, r1 - r0, width), np.uint8)
-            for i in range(r0 // h, (r1 - 1) // h + 1):
-                a, b = max(r0, i * h), min(r1, (i + 1) * h)
-                for j in range(n):
-                    strip[:, a - r0 : b - r0, j * w : (j + 1) * w] = scene(i, j)[:, a - i * h : b - i * h]
-            dst.write(strip, window=Window(0, r0, width, r1 - r0))
-    tmp.rename(path)
-    return path
 
 
 def read_floor(path: Path) -> float:
@@ -117,18 +63,6 @@ def read_floor(path: Path) -> float:
     for src in opened:
         src.close()
     return seconds
-
-
-def timed_run(cmd: list[str], *, keep_stderr: bool = False) -> dict[str, Any]:
-    """Wall seconds and peak RSS (GB) of a command under /usr/bin/time -v (and its stderr)."""
-    start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"error: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    kbytes = re.findall(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)[-1]
-    result: dict[str, Any] = {"seconds": round(seconds, 2), "peak_rss_gb": round(int(kbytes) / 2**20, 3)}
-    return {**result, "stderr": proc.stderr} if keep_stderr else result
 
 
 def run_pipeline(mosaic: Path, workdir: Path, n: int, *, dask_options: dict[str, Any] | None = None, name: str = "") -> dict[str, Any]:
@@ -254,7 +188,11 @@ def peer_daskml(mosaic: Path, out: Path) -> None:
     """dask-ml k-means|| fitted on the full pixel matrix (float32, ~1 M-row chunks); fit only."""
     import dask
     import dask.array as da
-    from dask_ml.cluster import KMeans
+
+    try:
+        from dask_ml.cluster import KMeans
+    except ImportError as error:  # run_peers skips this peer when dask_ml is missing; this is the direct _peer call
+        sys.exit(f"error: {DASKML_MISSING}: {error}")
 
     with rasterio.open(mosaic) as src:
         height, width, bands = src.height, src.width, src.count
@@ -296,11 +234,24 @@ def run_peer(name: str, mosaic: Path, workdir: Path, n: int) -> dict[str, float]
 def run_peers(mosaic: Path, workdir: Path, n: int, with_daskml: bool) -> dict[str, Any]:
     """The in-memory peers, at the small size (the seed method needs ~8 GB at 67 MP)."""
     peers: dict[str, Any] = {"sklearn": run_peer("sklearn", mosaic, workdir, n)}
-    if with_daskml:
+    if not daskml_available():  # optional, like GRASS: dask-ml may leave the dependencies
+        peers["daskml"] = {"skipped": DASKML_MISSING}
+    elif with_daskml:
         peers["daskml"] = run_peer("daskml", mosaic, workdir, n)
     else:
         peers["daskml"] = {"skipped": "slow (~10 min at 67 MP); run with --with-daskml-full"}
     return peers
+
+
+def daskml_available() -> bool:
+    return find_spec("dask_ml") is not None
+
+
+def library_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:  # an optional peer's library (dask-ml)
+        return "not installed"
 
 
 def inertia_ratio(mosaic: Path, ours: Path, reference: Path) -> dict[str, float]:
@@ -334,7 +285,7 @@ def machine() -> dict[str, Any]:
         "loadavg_1min_at_end": round(os.getloadavg()[0], 2),  # > cores means the timings were contended
         "python": platform.python_version(),
         "gdal": rasterio.__gdal_version__,
-        **{lib: version(lib) for lib in LIBRARIES},
+        **{lib: library_version(lib) for lib in LIBRARIES},
     }
 
 
@@ -402,7 +353,12 @@ def main() -> None:
     ns = [QUICK_SIZE] if args.quick else [int(s) for s in args.sizes.split(",")]
     with_daskml = args.with_daskml_full and not args.quick
     notes = [f"quick: {QUICK_SIZE}x{QUICK_SIZE} mosaic instead of 10x10 so the run stays under 2 min"] if args.quick else []
-    notes.append("dask-ml full fit " + ("included" if with_daskml else "skipped (no --with-daskml-full)"))
+    if not daskml_available():  # run_peers skips the peer too
+        notes.append(f"dask-ml full fit skipped: {DASKML_MISSING}")
+        if args.with_daskml_full:
+            print(f"note: --with-daskml-full ignored: {DASKML_MISSING}", flush=True)
+    else:
+        notes.append("dask-ml full fit " + ("included" if with_daskml else "skipped (no --with-daskml-full)"))
 
     sizes: dict[str, dict[str, Any]] = {}
     for n in ns:

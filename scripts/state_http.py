@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
-from benchmark import REPO, SCENE_SHAPE, scene_variants, timed_run
+from bench_common import REPO, SCENE_SHAPE, scene_variants, timed_run
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as copy_raster
 from rasterio.warp import transform_bounds
@@ -115,10 +115,10 @@ def run(config: dict[str, Any], path: Path, env: dict[str, str] | None = None) -
 def measure_settings(server: RangeServer, urls: list[str], files_bytes: int) -> dict[str, Any]:
     """The sample stage over HTTP in a fresh process per variant of the GDAL settings."""
     code = (
-        "import sys, json, time; from pipeline.config import InputConfig; from pipeline.io.mosaic import open_mosaic\n"
+        "import sys, json, time; from pipeline.config import InputConfig; from pipeline.io.mosaic import open_mosaic; from pipeline.stages.edge import input_spec\n"
         "from pipeline.algo.sample import draw_sample\n"
         "urls = json.loads(sys.argv[1]); start = time.perf_counter()\n"
-        "m = open_mosaic(InputConfig(paths=urls), chunk=2048); opened = time.perf_counter()\n"
+        "m = open_mosaic(input_spec(InputConfig(paths=urls)), chunk=2048); opened = time.perf_counter()\n"
         "draw_sample(m, size=int(sys.argv[2]), seed=0, min_windows=32)\n"
         "print(json.dumps({'open_s': opened - start, 'sample_s': time.perf_counter() - opened}))"
     )
@@ -200,9 +200,9 @@ def main(args) -> None:
 
         print("open: every header over HTTP against the search ...", flush=True)
         code = (
-            "import sys, time; from pipeline.config import InputConfig, StacConfig; from pipeline.io.mosaic import open_mosaic\n"
+            "import sys, time; from pipeline.config import InputConfig, StacConfig; from pipeline.io.mosaic import open_mosaic; from pipeline.stages.edge import input_spec\n"
             "spec = InputConfig(paths=sys.argv[2:]) if sys.argv[1] == 'paths' else InputConfig(stac=StacConfig(source=sys.argv[2]))\n"
-            "start = time.perf_counter(); open_mosaic(spec, chunk=2048); print(time.perf_counter() - start)"
+            "start = time.perf_counter(); open_mosaic(input_spec(spec), chunk=2048); print(time.perf_counter() - start)"
         )
         urls = [server.href(p) for p in cogs]
         opening = {}

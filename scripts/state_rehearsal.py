@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from benchmark import artefact, build_mosaic, scene_variants, timed_run
+from bench_common import artefact, build_mosaic, scene_variants, timed_run
 from rasterio.warp import transform as transform_points
 from rasterio.windows import Window
 
@@ -190,10 +190,11 @@ def graph_size(config: dict[str, Any]) -> dict[str, Any]:
     from pipeline.algo.sample import plan_sample, window_of
     from pipeline.config import InputConfig
     from pipeline.io.mosaic import open_mosaic, to_dask
+    from pipeline.stages.edge import input_spec
 
     spec = InputConfig(**config["input"])
     start = time.perf_counter()
-    mosaic = open_mosaic(spec, chunk=config["dask"]["chunk"])
+    mosaic = open_mosaic(input_spec(spec), chunk=config["dask"]["chunk"])
     opened = time.perf_counter()
     graph = dict(to_dask(mosaic).__dask_graph__())
     built = time.perf_counter()
@@ -238,8 +239,8 @@ def same_bytes_on_many_files(state: Path, paths: list[Path]) -> dict[str, Any]:
 
 def time_open(paths: list[Path]) -> dict[str, Any]:
     code = (
-        "import time, sys, json; from pipeline.config import InputConfig; from pipeline.io.mosaic import open_mosaic\n"
-        "start = time.perf_counter(); m = open_mosaic(InputConfig(paths=sys.argv[1]), chunk=2048)\n"
+        "import time, sys, json; from pipeline.config import InputConfig; from pipeline.io.mosaic import open_mosaic; from pipeline.stages.edge import input_spec\n"
+        "start = time.perf_counter(); m = open_mosaic(input_spec(InputConfig(paths=sys.argv[1])), chunk=2048)\n"
         "print(json.dumps({'files': len(m.tiles), 'seconds': round(time.perf_counter() - start, 2)}))"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(paths[0].parent / "*.tif")], capture_output=True, text=True, check=True)
@@ -259,9 +260,9 @@ def time_samples(configs: dict[str, dict[str, Any]], seeds=(0, 1, 2)) -> dict[st
 def time_sample(config: dict[str, Any], seed: int) -> float:
     """Seconds of the sample stage (plan, read, select) in a fresh process."""
     code = (
-        "import time, sys, json; from pipeline.config import InputConfig; from pipeline.io.mosaic import open_mosaic\n"
+        "import time, sys, json; from pipeline.config import InputConfig; from pipeline.io.mosaic import open_mosaic; from pipeline.stages.edge import input_spec\n"
         "from pipeline.algo.sample import draw_sample\n"
-        "cfg = json.loads(sys.argv[1]); m = open_mosaic(InputConfig(**cfg['input']), chunk=2048)\n"
+        "cfg = json.loads(sys.argv[1]); m = open_mosaic(input_spec(InputConfig(**cfg['input'])), chunk=2048)\n"
         "start = time.perf_counter(); draw_sample(m, size=cfg['sample']['size'], seed=int(sys.argv[2]))\n"
         "print(time.perf_counter() - start)"
     )
@@ -279,8 +280,9 @@ def sample_spread(spec_input: dict[str, Any], *, size: int, k: int) -> dict[str,
     from pipeline.algo.sample import draw_sample, sample_block, window_of
     from pipeline.config import InputConfig, ModelConfig
     from pipeline.io.mosaic import open_mosaic, read
+    from pipeline.stages.edge import input_spec
 
-    mosaic = open_mosaic(InputConfig(**spec_input), chunk=2048)
+    mosaic = open_mosaic(input_spec(InputConfig(**spec_input)), chunk=2048)
 
     def earlier(seed: int) -> tuple[np.ndarray, int, int]:
         covered = mosaic.covered(512)

@@ -33,7 +33,10 @@ from pipeline.algo.balance import (
 )
 from pipeline.config import InputConfig
 from pipeline.io.mosaic import Mosaic, Tile, WindowRead, open_mosaic, read, read_window
+from pipeline.io.remote import Href
+from pipeline.stages.edge import input_spec
 from pipeline.stages.predict import predict
+from pipeline.stages.sweep import sweep
 
 # --- pure maths ----------------------------------------------------------------------------------
 
@@ -113,7 +116,7 @@ def _cut(scene: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _balanced(paths: list[Path]):
-    mosaic = open_mosaic(InputConfig(paths=tuple(map(str, paths))), chunk=512)
+    mosaic = open_mosaic(input_spec(InputConfig(paths=tuple(map(str, paths)))), chunk=512)
     return balance(mosaic, method="overlaps", seed=0)
 
 
@@ -139,7 +142,7 @@ def test_tiles_of_different_content_and_one_radiometry_keep_the_identity(tmp_pat
     mosaic, record = _balanced(paths)
     assert (record.gains == 1).all() and (record.offsets == 0).all()
     assert record.seam_before == record.seam_after == (0.0, 0.0, 0.0, 0.0)
-    before = read_window(open_mosaic(InputConfig(paths=tuple(map(str, paths))), chunk=512), Window(0, 0, 640, 384))
+    before = read_window(open_mosaic(input_spec(InputConfig(paths=tuple(map(str, paths)))), chunk=512), Window(0, 0, 640, 384))
     np.testing.assert_array_equal(read_window(mosaic, Window(0, 0, 640, 384)), before)
 
 
@@ -216,7 +219,7 @@ def test_pair_windows_lie_in_the_overlap_on_one_block_of_the_first_tile():
 
 
 def _grid(offsets: list[tuple[int, int]], size: int = 100) -> Mosaic:
-    tiles = tuple(Tile(f"t{n}.tif", r, c, size, size, "none", None, (None,)) for n, (r, c) in enumerate(offsets))
+    tiles = tuple(Tile(Href(f"t{n}.tif"), r, c, size, size, "none", None, (None,)) for n, (r, c) in enumerate(offsets))
     height = max(r for r, _ in offsets) + size
     width = max(c for _, c in offsets) + size
     return Mosaic(tiles, "EPSG:32614", Affine(1, 0, 0, 0, -1, 0), height, width, (1,), ("band1",), "uint8", 512, 1)
@@ -232,3 +235,12 @@ def test_corner_overlaps_are_not_read_unless_a_tile_has_nothing_else():
     # A tenth tile touching the grid only by a corner keeps its largest overlap.
     lone = _grid([(80 * r, 80 * c) for r in range(3) for c in range(3)] + [(250, 250)])
     assert [(i, j) for i, j, _ in seam_pairs(lone, overlapping_pairs(lone)) if j == 9] == [(8, 9)]
+
+
+def test_sweep_fits_the_balanced_tiles_as_run_does(threaded, reflown, tmp_path):
+    config = load_config(_config(tmp_path, reflown))
+    swept, _, _ = sweep(config, (4, 5), out_dir=tmp_path / "sweep")
+    assert {s.k: s.inertia for s in swept.scores}[5] == threaded.model.inertia
+    unbalanced = load_config(_config(tmp_path / "plain", reflown), ["features.balance=none"])
+    plain, _, _ = sweep(unbalanced, (5,), out_dir=tmp_path / "plain")
+    assert plain.scores[0].inertia != threaded.model.inertia  # the balance changes what is fitted

@@ -19,12 +19,12 @@ from pipeline import ConfigError, InputError, load_config, load_model, run
 from pipeline.algo.features import (
     Features,
     Index,
-    features_from_config,
     normalized_difference,
 )
 from pipeline.algo.sample import draw_sample
 from pipeline.config import FeaturesConfig
 from pipeline.io.mosaic import open_mosaic, to_dask
+from pipeline.stages.edge import features_of, input_spec
 
 NAMES = ("red", "green", "blue", "nir")
 
@@ -48,8 +48,8 @@ def test_normalized_difference_is_safe_at_zero_and_keeps_nan():
 def test_ndvi_per_block_equals_ndvi_on_the_whole_array(tmp_path, make_config):
     path, _, image = scene(tmp_path)
     config = load_config(make_config([path], input={"band_names": list(NAMES)}, features={"indices": ["ndvi", {"name": "gn", "a": "green", "b": "NIR"}]}))
-    mosaic = open_mosaic(config.input, chunk=512)  # 2 x 2 chunks, the last ones partial
-    features = features_from_config(config.features, mosaic.band_names)
+    mosaic = open_mosaic(input_spec(config.input), chunk=512)  # 2 x 2 chunks, the last ones partial
+    features = features_of(config.features, mosaic.band_names)
     assert features.names == (*NAMES, "ndvi", "gn") and features.indices[0] == Index("ndvi", "nir", "red")
     data = to_dask(mosaic)
     per_block = data.map_blocks(features.apply, chunks=(6, *data.chunks[1:]), dtype=np.float32).compute()
@@ -86,7 +86,7 @@ def test_run_with_ndvi_and_standard_scaling_labels_with_the_same_transform(tmp_p
     model = load_model(result.model_path)
     assert model.features.names == ("red", "green", "nir", "ndvi") and model.centroids.shape == (4, 4)
     # The scaling statistics are those of the sample's features ...
-    sample = draw_sample(open_mosaic(config.input, chunk=512), size=config.sample.size, seed=0)
+    sample = draw_sample(open_mosaic(input_spec(config.input), chunk=512), size=config.sample.size, seed=0)
     raw = Features(NAMES, ("red", "green", "nir"), (Index("ndvi", "nir", "red"),)).apply(sample.T)
     np.testing.assert_allclose(model.features.mean, raw.mean(axis=1, dtype=np.float64), rtol=1e-5)
     np.testing.assert_allclose(model.features.std, raw.std(axis=1, dtype=np.float64), rtol=1e-5)

@@ -41,13 +41,19 @@ def scene(tmp_path_factory) -> Path:
     return write_raster(folder / "scene.tif", image, nodata=0)
 
 
-def open_scene(scene: Path) -> xr.DataArray:
-    return rioxarray.open_rasterio(scene, chunks={"band": -1, "y": 512, "x": 512}, lock=False)
+def open_scene(scene: Path, chunk: int = 512) -> xr.DataArray:
+    return rioxarray.open_rasterio(scene, chunks={"band": -1, "y": chunk, "x": chunk}, lock=False)
+
+
+def chunk_records(rows: int, cols: int) -> set[str]:
+    """The names of the records of a rows x cols grid of chunks, as the write tasks leave them."""
+    return {f"chunk-{i:05d}-{j:05d}.npz" for i in range(rows) for j in range(cols)}
 
 
 @pytest.fixture(scope="module")
-def cli_run(scene, tmp_path_factory) -> Path:
-    """``landcover run`` on the scene, as a user runs it."""
+def cli_written(scene, tmp_path_factory, watch_parts) -> tuple[Path, set[str]]:
+    """``landcover run`` on the scene, as a user runs it, and the chunk records its write tasks
+    left in the parts folder (seen while it ran: a finished run removes the folder)."""
     folder = tmp_path_factory.mktemp("cli")
     doc = {
         "input": {"paths": [str(scene)]},
@@ -57,9 +63,15 @@ def cli_run(scene, tmp_path_factory) -> Path:
         "dask": {"chunk": 512},
     }
     (folder / "run.yaml").write_text(yaml.safe_dump(doc))
-    done = subprocess.run([str(LANDCOVER), "run", str(folder / "run.yaml"), "-q"], capture_output=True, text=True)
+    with watch_parts(folder / ".labels.tif.parts") as seen:
+        done = subprocess.run([str(LANDCOVER), "run", str(folder / "run.yaml"), "-q"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    return folder / "labels.tif"
+    return folder / "labels.tif", seen.records()
+
+
+@pytest.fixture(scope="module")
+def cli_run(cli_written) -> Path:
+    return cli_written[0]
 
 
 class TasksRun(Callback):
@@ -73,11 +85,16 @@ class TasksRun(Callback):
         self.count += 1
 
 
-def test_fit_classify_write_cog_give_the_bytes_of_landcover_run(scene, cli_run, tmp_path):
-    data = open_scene(scene)
+def test_fit_classify_write_cog_give_the_bytes_of_landcover_run(scene, cli_written, tmp_path, watch_parts):
+    cli_run, cli_records = cli_written
+    data = open_scene(scene, chunk=1024)  # the run's chunks are 512: the bytes do not depend on them
+    assert data.chunks[1:] == ((1024, 76), (900,))
     model = pipeline.fit(data, k=K, sample_size=200_000, seed=3)
     labels = pipeline.classify(data, model)
-    result = pipeline.write_cog(labels, tmp_path / "labels.tif", model=model, data=data)
+    with watch_parts(tmp_path / ".labels.tif.parts") as seen:
+        result = pipeline.write_cog(labels, tmp_path / "labels.tif", model=model, data=data)
+    # Each write task left its chunk's record: 2 x 1 chunks of 1024 here, 3 x 2 of 512 in the run.
+    assert seen.records() == chunk_records(2, 1) and cli_records == chunk_records(3, 2)
     assert result.output.read_bytes() == cli_run.read_bytes()
     cli_model = Model.load(cli_run.with_name("labels.model.json"))
     np.testing.assert_array_equal(model.centroids, cli_model.centroids)
@@ -87,6 +104,10 @@ def test_fit_classify_write_cog_give_the_bytes_of_landcover_run(scene, cli_run, 
     assert {"labels.model.json", "labels.report.json", "labels.legend.json", "labels.stac-item.json", "labels.report.html"} <= written
     cli_report = json.loads(cli_run.with_name("labels.report.json").read_text())
     assert result.report.to_json()["classes"] == cli_report["classes"]
+    # Labelling inside the write's tasks (what the run does) is the caller's choice, with the same bytes.
+    classified = pipeline.write_classified(data, tmp_path / "classified" / "labels.tif", model=model)
+    assert classified.output.read_bytes() == cli_run.read_bytes()
+    assert classified.report.to_json()["classes"] == cli_report["classes"]
 
 
 def test_classify_is_lazy_and_keeps_the_grid(scene):
@@ -156,7 +177,6 @@ def test_odc_stac_dataset_and_array_label_as_rioxarray_does(scene, cli_run, tmp_
     import odc.stac as odc_stac  # a test extra
     from odc.geo.geobox import GeoBox
 
-    data = open_scene(scene)
     with rasterio.open(scene) as src:
         geobox = GeoBox((src.height, src.width), src.transform, src.crs)  # the file's own grid
     bands = [f"image.{b}" for b in range(1, 5)]

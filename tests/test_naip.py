@@ -6,6 +6,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from pipeline import load_config, run
 from pipeline.io.mosaic import open_mosaic, to_dask
+from pipeline.stages.edge import input_spec
 
 
 def test_naip_mosaic_to_valid_cog(naip_scenes, make_config):
@@ -14,7 +15,7 @@ def test_naip_mosaic_to_valid_cog(naip_scenes, make_config):
     result = run(config)
     valid, errors, _ = cog_validate(str(result.output), quiet=True)
     assert valid, errors
-    mosaic = open_mosaic(config.input, chunk=config.dask.chunk)
+    mosaic = open_mosaic(input_spec(config.input), chunk=config.dask.chunk)
     pixels = to_dask(mosaic).compute()
     expected_valid = ~np.isnan(pixels).any(axis=0)
     with rasterio.open(result.output) as src:

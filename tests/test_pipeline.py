@@ -21,6 +21,7 @@ from sklearn.metrics import adjusted_rand_score
 from pipeline import DataError, InputError, OutputError, load_config, load_model, run
 from pipeline.algo.sample import draw_sample
 from pipeline.io.mosaic import open_mosaic, to_dask
+from pipeline.stages.edge import input_spec
 
 
 def planted(tmp_path: Path, *, k=5, bands=4, dtype="uint8", shape=(1300, 1100), noise=3.0, seed=0, **write):
@@ -141,7 +142,7 @@ def test_mosaic_labels_agree_with_single_tiles_and_across_seams(tmp_path, make_c
     assert adjusted_rand_score(truth.ravel(), mosaic_labels.ravel()) == 1.0
     # ... and so does each tile opened and labelled alone.
     for tile, (r0, r1, c0, c1) in zip(tiles, cuts):
-        alone = to_dask(open_mosaic(load_config(make_config([tile], name="one.yaml")).input, chunk=512))
+        alone = to_dask(open_mosaic(input_spec(load_config(make_config([tile], name="one.yaml")).input), chunk=512))
         labels = alone.map_blocks(assign_labels, result.model.centroids, drop_axis=0, dtype=np.uint8).compute()
         np.testing.assert_array_equal(labels, mosaic_labels[r0:r1, c0:c1])
 
@@ -165,14 +166,14 @@ def test_model_json_round_trips_and_inertia_is_the_exact_sse(tmp_path, make_conf
     np.testing.assert_array_equal(model.centroids, result.model.centroids)
     assert (model.k, model.bands, model.sample_size, model.seed) == (4, (1, 2, 3, 4), 50_000, 3)
     assert model.palette == result.model.palette and model.fit.n_iter >= 1
-    sample = draw_sample(open_mosaic(config.input, chunk=512), size=50_000, seed=3)
+    sample = draw_sample(open_mosaic(input_spec(config.input), chunk=512), size=50_000, seed=3)
     exact = cdist(sample.astype(np.float64), model.centroids, "sqeuclidean").min(axis=1).sum()
     assert model.inertia == pytest.approx(exact, rel=1e-9)
 
 
 def test_same_seed_same_sample_on_any_scheduler(tmp_path):
     path, _, _ = planted(tmp_path, k=3, shape=(900, 900))
-    mosaic = open_mosaic(load_config_for(tmp_path, path).input, chunk=512)
+    mosaic = open_mosaic(input_spec(load_config_for(tmp_path, path).input), chunk=512)
     threaded = draw_sample(mosaic, size=20_000, seed=5, window=128, min_windows=8)
     for scheduler in ("synchronous", "processes"):
         with dask.config.set(scheduler=scheduler, num_workers=2):

@@ -144,14 +144,27 @@ def test_predict_command_as_a_user_runs_it(tmp_path, make_config):
     assert not (tmp_path / "q.tif").exists() and three.read_bytes() == before
 
 
-def test_predict_computes_on_the_scheduler_and_chunks_it_is_given(tmp_path, make_config):
-    path, _, _ = scene(tmp_path, shape=(700, 600))
-    fitted = run(load_config(make_config([path], model={"k": 3})))
+def chunk_records(rows: int, cols: int) -> set[str]:
+    """The names of the records of a rows x cols grid of chunks, as the write tasks leave them."""
+    return {f"chunk-{i:05d}-{j:05d}.npz" for i in range(rows) for j in range(cols)}
+
+
+def test_predict_computes_on_the_scheduler_and_chunks_it_is_given(tmp_path, make_config, watch_parts):
+    # 1500 x 1300: 3 x 3 chunks of 512 and 2 x 2 of 1024, the last row and column of each partial
+    path, _, _ = scene(tmp_path, shape=(1500, 1300))
+    with watch_parts(tmp_path / "out" / ".labels.tif.parts") as small:
+        fitted = run(load_config(make_config([path], model={"k": 3}, dask={"chunk": 512})))
     options = ["--set", "dask.scheduler=local-cluster", "--set", "dask.workers=1", "--set", "dask.chunk=1024"]
-    done = subprocess.run([str(LANDCOVER), "predict", str(fitted.model_path), "scene.tif", "--out", "c/labels.tif", *options],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    with watch_parts(tmp_path / "c" / ".labels.tif.parts") as large:
+        done = subprocess.run([str(LANDCOVER), "predict", str(fitted.model_path), "scene.tif", "--out", "c/labels.tif", *options],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0 and "dask: tcp://" in done.stderr and "1 worker(s)" in done.stderr, done.stderr
-    assert (tmp_path / "c" / "labels.tif").read_bytes() == fitted.output.read_bytes()  # bytes do not depend on chunks
+    # Each write task left its chunk's record: the two runs really were cut differently ...
+    assert small.records() == chunk_records(3, 3) and large.records() == chunk_records(2, 2)
+    assert not (tmp_path / "out" / ".labels.tif.parts").exists() and not (tmp_path / "c" / ".labels.tif.parts").exists()
+    # ... and wrote the same COG: the bytes do not depend on the chunks.
+    assert (tmp_path / "c" / "labels.tif").read_bytes() == fitted.output.read_bytes()
+    assert len(np.unique(read_labels(fitted.output)[:, 30:])) == 3
     refused = subprocess.run([str(LANDCOVER), "predict", str(fitted.model_path), "scene.tif", "--out", "d.tif", "--set", "model.k=3"],
                              capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert refused.returncode == 2 and refused.stderr == "error: --set: unknown key 'model'; valid keys at the top level are: dask\n"

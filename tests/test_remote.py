@@ -2,14 +2,18 @@
 
 The COGs are made from the shared NAIP scenes (256-pixel blocks, six tiles side by side with a
 small overlap) and served by ``http_server.RangeServer`` on 127.0.0.1; hrefs carry ``?sig=SECRET``
-as a signed href does. Nothing is mocked: GDAL's /vsicurl/, pystac and pystac-client talk HTTP.
+as a signed href does, and some credentials before the host (``http://user:pw@127.0.0.1:port/``).
+Nothing is mocked: GDAL's /vsicurl/, pystac and pystac-client talk HTTP.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
+import shutil
+import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +32,7 @@ from rasterio.shutil import copy as copy_raster
 from rasterio.windows import Window
 from rasters import read_labels
 from test_cli import LANDCOVER
+from test_resume import CHUNK_FILE, chunk_files, stop_once_labelling
 
 from pipeline.algo.sample import draw_sample
 from pipeline.config import InputConfig, StacConfig
@@ -35,10 +40,20 @@ from pipeline.errors import InputError
 from pipeline.io.mosaic import open_mosaic, read
 from pipeline.io.remote import gdal_path, redact, scrub
 from pipeline.io.sources import expand_paths
+from pipeline.io.spec import StacQuery
 from pipeline.io.stac import find_items
+from pipeline.stages.edge import input_spec
 
 SECRET = "SECRET"
 SIGNED = f"sv=2026-01-01&sig={SECRET}"
+RESIGNED = f"sv=2026-01-02&sig={SECRET}-RESIGNED"  # the same hrefs signed again (an expired SAS renewed)
+CREDENTIALS = "user:pw"  # in the URL, before the host: http://user:pw@127.0.0.1:port/...
+# What must never be written or logged: the signature (as is or percent-encoded), the credentials
+# (as is, percent-encoded, or as the Basic authorization curl sends).
+NEEDLES = (
+    SECRET, "sig=", "sig%3D", CREDENTIALS, "user%3Apw", "pw@127.0.0.1", "pw%40127.0.0.1",
+    base64.b64encode(CREDENTIALS.encode()).decode().rstrip("="),
+)
 GRID = (2, 2)  # rows, cols of tiles
 SHAPE = (720, 928)  # the scenes' common crop
 STEP = (700, 900)  # tiles overlap by 20 rows and 28 columns: the drawing order matters
@@ -118,6 +133,51 @@ def _landcover_run(folder: Path, input_section: dict, env: dict | None = None) -
     )
 
 
+def _scan(folder: Path, logs: dict[str, str]) -> tuple[set[str], dict[str, list[str]]]:
+    """Every file under ``folder`` (recursively, hidden files and folders such as the parts folder
+    included) and every log, searched for the NEEDLES: the files' paths (relative to ``folder``),
+    and where a secret was found, which."""
+    scanned, leaks = set(), {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = Path(root) / name
+            scanned.add(path.relative_to(folder).as_posix())
+            data = path.read_bytes()
+            if found := [n for n in NEEDLES if n.encode() in data]:
+                leaks[path.relative_to(folder).as_posix()] = found
+    for name, text in logs.items():
+        if found := [n for n in NEEDLES if n in text]:
+            leaks[name] = found
+    return scanned, leaks
+
+
+def _with_credentials(site, query: str) -> list[str]:
+    """The COGs' hrefs, signed with ``query`` and with the credentials in the URL."""
+    return [site.href(path, query).replace("http://", f"http://{CREDENTIALS}@", 1) for path, _ in site.cogs]
+
+
+REMOTE_CHUNKS = 12  # the mosaic of the COGs is 1420 x 1828: 3 x 4 chunks of 512
+
+
+def _paths_config(folder: Path, paths: list[str]) -> Path:
+    """A run of ``paths`` (balanced: the tiles overlap) in 512-pixel chunks labelled one at a time."""
+    folder.mkdir(exist_ok=True)
+    doc = {
+        "input": {"paths": paths},
+        "features": {"balance": "overlaps"},
+        "sample": {"size": 2000},
+        "model": {"k": 4, "n_init": 1},
+        "output": {"path": "out/labels.tif"},
+        "dask": {"chunk": 512, "workers": 1},
+    }
+    (folder / "run.yaml").write_text(yaml.safe_dump(doc))
+    return folder / "run.yaml"
+
+
+def _landcover(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LANDCOVER), "run", "run.yaml", *args], capture_output=True, text=True, cwd=folder, timeout=300)
+
+
 def _error_line(done: subprocess.CompletedProcess) -> str:
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
@@ -162,7 +222,7 @@ def test_paths_or_stac_and_what_is_not_stac_are_refused(tmp_path):
         parse_config({"input": {"paths": ["a.tif"], "stac": {"source": "catalog.json"}}})
     (tmp_path / "catalog.json").write_text('{"type": "Topology"}')
     with pytest.raises(InputError, match="input.stac.source: .*catalog.json is not a STAC catalog, collection, item collection or item"):
-        find_items(StacConfig(source=str(tmp_path / "catalog.json")))
+        find_items(StacQuery(source=str(tmp_path / "catalog.json")))
 
 
 def test_a_glob_over_a_url_is_refused_with_the_url_redacted():
@@ -189,19 +249,21 @@ def test_stac_run_over_http_gives_the_local_labels_and_never_shows_the_secret(si
     assert site.faults.status[busy] == []
     assert f"stac: {len(site.cogs)} item(s)" in remote.stderr and "newest on top" in remote.stderr
     assert any(SECRET in q for q in site.traffic.queries)  # the signed hrefs were used ...
-    assert SECRET not in remote.stderr + remote.stdout  # ... and appear in no log line
-    for path in (tmp_path / "http" / "out").iterdir():  # nor in any file: model, report, legend, STAC, HTML, PNGs
-        assert SECRET.encode() not in path.read_bytes(), path.name
+    # ... and appear in no log line, nor in any file: model, report, legend, STAC, HTML, PNGs, and
+    # whatever a hidden folder (the parts, the staging) might have left.
+    scanned, leaks = _scan(tmp_path / "http" / "out", {"stderr": remote.stderr, "stdout": remote.stdout})
+    assert {"labels.tif", "labels.model.json", "labels.report.json", "labels.report.html", "labels.png"} <= scanned
+    assert leaks == {}
     model = json.loads((tmp_path / "http/out/labels.model.json").read_text())["input"]
     assert model["stac"]["source"] == site.catalog and model["items"] == len(site.cogs)
     assert "paths" not in model  # the search, not the hrefs
 
 
 def test_urls_in_paths_place_tiles_as_local_files_do(site):
-    local = open_mosaic(InputConfig(paths=tuple(str(p) for p, _ in site.cogs)), chunk=1024)
-    remote = open_mosaic(InputConfig(paths=tuple(site.href(p, SIGNED) for p, _ in site.cogs)), chunk=1024)
+    local = open_mosaic(input_spec(InputConfig(paths=tuple(str(p) for p, _ in site.cogs))), chunk=1024)
+    remote = open_mosaic(input_spec(InputConfig(paths=tuple(site.href(p, SIGNED) for p, _ in site.cogs))), chunk=1024)
     assert [(t.row_off, t.col_off, t.height, t.width) for t in remote.tiles] == [(t.row_off, t.col_off, t.height, t.width) for t in local.tiles]
-    assert remote.tiles[0].path.startswith("/vsicurl/http://127.0.0.1:")
+    assert remote.tiles[0].path.gdal.startswith("/vsicurl/http://127.0.0.1:")
     window = Window(800, 600, 300, 300)  # across four tiles
     assert np.array_equal(read(remote.plan(window)), read(local.plan(window)), equal_nan=True)
 
@@ -212,7 +274,7 @@ def test_open_reads_one_file_and_the_sample_a_fraction_of_the_files(site):
         item.assets["image"].href += "&attempt=fraction"
     source = _item_collection(site, "fraction.json", items)
     site.traffic.reset()
-    spec = InputConfig(stac=StacConfig(source=source))
+    spec = input_spec(InputConfig(stac=StacConfig(source=source)))
     mosaic = open_mosaic(spec, chunk=1024)
     tifs = {path for path in site.traffic.requests if path.endswith(".tif")}
     assert len(tifs) == 1  # the others are placed from proj metadata, never opened
@@ -231,7 +293,7 @@ def test_a_worker_process_retries_503_with_its_own_settings(site):
 
     path, _ = site.cogs[1]
     url = site.href(path, "attempt=worker")  # a URL no process has cached
-    mosaic = open_mosaic(InputConfig(paths=(url,)), chunk=1024)
+    mosaic = open_mosaic(input_spec(InputConfig(paths=(url,))), chunk=1024)
     site.faults.status[f"/{path.parent.name}/{path.name}"] = [503, 503]
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
         data = client.submit(read, mosaic.plan(Window(0, 0, 256, 256))).result()
@@ -268,6 +330,66 @@ def test_a_missing_item_and_a_stalled_server_each_give_one_line(site, tmp_path):
         assert not (tmp_path / folder / "out" / "labels.tif").exists()
 
 
+@pytest.fixture(scope="module")
+def stopped_remote(site, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A run of the COGs over HTTP (signed hrefs with credentials in the URL) stopped by Ctrl-C once
+    a chunk is finished, as test_resume stops one: its folder and the stopped process."""
+    folder = tmp_path_factory.mktemp("stopped") / "run"
+    config_path = _paths_config(folder, _with_credentials(site, SIGNED))
+    stopped = stop_once_labelling(config_path, folder / "out" / ".labels.tif.parts", signal.SIGINT, after=0)
+    assert stopped.returncode == 130 and "run again with --resume" in stopped.stderr, stopped.stderr
+    assert not (folder / "out" / "labels.tif").exists()
+    return folder, stopped
+
+
+def test_a_stopped_remote_run_and_its_resume_keep_the_secrets_out_of_every_file_and_log(site, stopped_remote, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(stopped_remote[0], folder)  # the module's copy stays as stopped, for the next test
+    stopped = stopped_remote[1]
+    parts = folder / "out" / ".labels.tif.parts"
+    records = sorted(p.name for p in parts.glob("chunk-*.npz"))
+    assert 1 <= len(records) < REMOTE_CHUNKS
+    scanned, stopped_leaks = _scan(folder / "out", {"stderr of the stopped run": stopped.stderr, "stdout of the stopped run": stopped.stdout})
+    parts_files = {f".labels.tif.parts/{name}" for name in ["fingerprint.json", *records]}
+    assert parts_files <= scanned  # the parts folder was searched, records and fingerprint included
+
+    site.traffic.reset()
+    resumed = _landcover(folder, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"({len(records)} finished chunk(s))" in resumed.stderr
+    assert any(SECRET in q for q in site.traffic.queries)  # the signed hrefs were used
+    scanned, resumed_leaks = _scan(folder / "out", {"stderr of the resumed run": resumed.stderr, "stdout of the resumed run": resumed.stdout})
+    assert {"labels.tif", "labels.model.json", "labels.report.json", "labels.report.html", "labels.stac-item.json"} <= scanned
+    assert not parts.exists()
+    assert {**stopped_leaks, **resumed_leaks} == {}
+
+
+def test_a_stopped_remote_run_resumes_with_re_signed_hrefs_and_reuses_its_chunks(site, stopped_remote, tmp_path, watch_parts):
+    folder = tmp_path / "run"
+    shutil.copytree(stopped_remote[0], folder)
+    _paths_config(folder, _with_credentials(site, RESIGNED))  # the same URLs, signed anew
+    parts = folder / "out" / ".labels.tif.parts"
+    finished = chunk_files(parts)
+    assert 1 <= len(finished) < REMOTE_CHUNKS and all(len(names) == 2 for names in finished.values())  # record, tiles
+    reference = _paths_config(tmp_path / "local", [str(p) for p, _ in site.cogs]).parent  # uninterrupted, local files
+
+    site.traffic.reset()
+    with watch_parts(parts, stat=lambda name: CHUNK_FILE.fullmatch(name) is not None) as seen, ThreadPoolExecutor(2) as pool:
+        local = pool.submit(_landcover, reference)
+        resumed = _landcover(folder, "--resume")
+        local = local.result()
+    assert local.returncode == 0, local.stderr
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"({len(finished)} finished chunk(s))" in resumed.stderr
+    assert set(site.traffic.queries) == {RESIGNED}  # read with the new signature only
+    assert len(seen.records()) == REMOTE_CHUNKS and not parts.exists()
+    for chunk, names in finished.items():  # reused: only ever seen as the stopped run left them
+        assert {name: seen.history[name] for name in names} == {name: [stat] for name, stat in names.items()}, chunk
+    assert (folder / "out" / "labels.tif").read_bytes() == (tmp_path / "local" / "out" / "labels.tif").read_bytes()
+    _, leaks = _scan(folder / "out", {"stderr": resumed.stderr, "stdout": resumed.stdout})
+    assert leaks == {}
+
+
 # --- a STAC API ---------------------------------------------------------------------------------------
 
 
@@ -292,7 +414,7 @@ def test_api_search_pages_through_a_loopback_search_endpoint(tmp_path, naip_scen
 
     with RangeServer(tmp_path, routes={"/": landing, "/search": search}) as server:
         items = [_item(path, when, server.href(path)) for path, when in cogs]
-        found = find_items(StacConfig(source=f"{server.url}/", collections=["naip-test"], bbox=(-100.0, 40.0, -90.0, 50.0), datetime="2000-01-01/2030-12-31"))
+        found = find_items(StacQuery(source=f"{server.url}/", collections=("naip-test",), bbox=(-100.0, 40.0, -90.0, 50.0), datetime="2000-01-01/2030-12-31"))
     assert [i.id for i in found] == [i.id for i in items]
     assert len(seen) == len(items) == 4  # one page per item
     assert seen[0]["collections"] == ["naip-test"] and seen[0]["bbox"] == [-100.0, 40.0, -90.0, 50.0]
@@ -302,8 +424,8 @@ def test_api_search_pages_through_a_loopback_search_endpoint(tmp_path, naip_scen
 def test_static_catalog_filters_by_bbox_and_datetime_and_refuses_query(site):
     first = site.items[0]
     west, south, east, north = first.bbox
-    inside = StacConfig(source=site.catalog, bbox=(west + 1e-4, south + 1e-4, west + 2e-4, south + 2e-4))
+    inside = StacQuery(source=site.catalog, bbox=(west + 1e-4, south + 1e-4, west + 2e-4, south + 2e-4))
     assert first.id in [i.id for i in find_items(inside)]
-    assert find_items(StacConfig(source=site.catalog, datetime="1990-01-01/1990-12-31")) == []
+    assert find_items(StacQuery(source=site.catalog, datetime="1990-01-01/1990-12-31")) == []
     with pytest.raises(InputError, match="input.stac.query: .* is a static catalog, not a STAC API"):
-        find_items(StacConfig(source=site.catalog, query={"naip:state": {"eq": "nd"}}))
+        find_items(StacQuery(source=site.catalog, query={"naip:state": {"eq": "nd"}}))

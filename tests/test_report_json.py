@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline import InputError, Model
+from pipeline.algo.balance import BalanceRecord, TileCorrection
 from pipeline.algo.features import Features
 from pipeline.algo.model import FitRecord
 from pipeline.products.report import Report, class_report
@@ -44,11 +45,17 @@ def test_the_json_is_the_report_json_as_before():
 
 
 def test_balance_fit_and_config_are_added_in_order_and_read_back():
-    balance = {"method": "overlaps", "pairs": 1, "tiles": [{"gains": [1.5], "offsets": [0.5]}, {"gains": [0.5], "offsets": [-1.0]}]}
+    balance = BalanceRecord(
+        method="overlaps", estimator="quantiles", pairs=1, isolated_tiles=0, seam_rms_before=(2.0,), seam_rms_after=(0.5,),
+        tiles=(TileCorrection("a.tif", "a.tif", (0, 0, 4, 4), (1.5,), (0.5,)), TileCorrection("b.tif", "b.tif", (0, 2, 4, 4), (0.5,), (-1.0,))),
+    )
     report = report_of(STATS, tiny_model(fit=FIT, balance=balance), config={"model": {"k": 2}})
     doc = report.to_json()
     assert list(doc) == ["classes", "totals", "crs", "timings_s", "balance", "fit", "config"]
-    assert doc["balance"] == {"method": "overlaps", "pairs": 1, "gain_range": [0.5, 1.5], "offset_range": [-1.0, 0.5]}
+    assert doc["balance"] == {
+        "method": "overlaps", "estimator": "quantiles", "pairs": 1, "isolated_tiles": 0, "seam_rms_before": [2.0],
+        "seam_rms_after": [0.5], "gain_range": [0.5, 1.5], "offset_range": [-1.0, 0.5],
+    }
     assert doc["fit"]["restarts"] == {"count": 2, "reached_best": 2} and doc["fit"]["n_iter"] == 4
     assert Report.from_json(json.loads(json.dumps(doc))) == report
 

@@ -27,6 +27,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from pipeline import InputError, load_config, run
 from pipeline.io.mosaic import open_mosaic, to_dask
+from pipeline.stages.edge import input_spec
 
 # 2 km across the zone 14 / zone 15 border (96° W) at 47° N, in zone 14 coordinates.
 ORIGIN = (727_000.0, 5_210_600.0)
@@ -86,13 +87,13 @@ def test_tiles_in_two_utm_zones_each_contribute_labelled_pixels(two_zones, make_
 def test_mixed_crs_without_input_crs_names_both_files_and_the_key(two_zones, make_config):
     _, west, east = two_zones
     with pytest.raises(InputError, match=r"east_z15.tif: CRS EPSG:32615 differs from .*west_z14.tif \(EPSG:32614\); set input.crs \(e.g. EPSG:32614\)"):
-        open_mosaic(load_config(make_config([west, east])).input, chunk=512)
+        open_mosaic(input_spec(load_config(make_config([west, east])).input), chunk=512)
 
 
 def test_naip_scene_reprojected_to_the_next_zone_joins_the_mosaic(naip_scenes, make_config, tmp_path):
     moved = to_crs(naip_scenes[-1], tmp_path / "naip_z15.tif", "EPSG:32615")
     config = load_config(make_config([naip_scenes[0], moved], input={"crs": "EPSG:26914"}, model={"k": 4}, sample={"size": 50_000}))
-    mosaic = open_mosaic(config.input, chunk=config.dask.chunk)
+    mosaic = open_mosaic(input_spec(config.input), chunk=config.dask.chunk)
     assert [t.warp is not None for t in mosaic.tiles] == [False, True] and mosaic.transform.a == 5.0
     grid = rasterio.transform.array_bounds(mosaic.height, mosaic.width, mosaic.transform)
     for scene in (naip_scenes[0], moved):
@@ -117,7 +118,7 @@ def test_reprojection_is_exact_and_does_not_depend_on_the_window(naip_scenes, tm
     from pipeline.io.mosaic import read
 
     moved = to_crs(naip_scenes[0], tmp_path / "naip_z15.tif", "EPSG:32615")
-    mosaic = open_mosaic(InputConfig(paths=str(moved), crs="EPSG:26914"), chunk=256)
+    mosaic = open_mosaic(input_spec(InputConfig(paths=str(moved), crs="EPSG:26914")), chunk=256)
     whole = read(mosaic.plan(Window(0, 0, mosaic.width, mosaic.height)))
     # Any chunking gives the same pixels (the source positions hang on a lattice of the footprint).
     np.testing.assert_array_equal(to_dask(mosaic).compute(), whole)

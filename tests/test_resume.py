@@ -3,6 +3,7 @@ with the bytes of an uninterrupted run."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,10 @@ from pipeline import load_config, run
 LANDCOVER = Path(sys.executable).with_name("landcover")
 SHAPE = (3072, 3072)  # 36 chunks of 512, labelled one at a time (dask.workers: 1)
 CHUNKS = 36
+# A chunk's files in the parts folder: its record and, per layer, its tiles (with 512-pixel chunks
+# a chunk task writes level 0 only: one 512 tile, named by the chunk's row and column). The
+# levels above are written by the tree's tasks, which every run computes again from the records.
+CHUNK_FILE = re.compile(r"(?:chunk|labels-00|confidence-00)-(\d{5})-(\d{5})\.(?:npz|tiles)")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +63,36 @@ def stop_once_labelling(config_path: Path, parts: Path, sig: int, *, after: int,
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def test_stopped_twice_then_resumed_gives_the_uninterrupted_bytes(scene, tmp_path):
+Stats = dict[tuple[int, int], dict[str, tuple[int, int]]]
+
+
+def by_chunk(stats: dict[str, tuple[int, int]]) -> Stats:
+    """Per chunk (row, column) that has a record, its files' (st_ino, st_mtime_ns), by name."""
+    files: Stats = {}
+    for name, stat in stats.items():
+        if match := CHUNK_FILE.fullmatch(name):
+            files.setdefault((int(match[1]), int(match[2])), {})[name] = stat
+    return {chunk: names for chunk, names in files.items() if f"chunk-{chunk[0]:05d}-{chunk[1]:05d}.npz" in names}
+
+
+def chunk_files(parts: Path) -> Stats:
+    """The finished chunks' files in ``parts`` now."""
+    return by_chunk({path.name: (st.st_ino, st.st_mtime_ns) for path in parts.iterdir() for st in [path.stat()]})
+
+
+def assert_reused_and_fresh(before: Stats, after: Stats) -> None:
+    """The chunks finished ``before`` kept their files untouched (same inode, same mtime: neither
+    rewritten nor renamed over); the chunks finished since were all written after them."""
+    assert set(before) < set(after)
+    for chunk in before:
+        assert after[chunk] == before[chunk], f"chunk {chunk} was written again"
+    latest = max(mtime for names in before.values() for _, mtime in names.values())
+    for chunk in set(after) - set(before):
+        assert len(after[chunk]) == 3, after[chunk]  # the record, the labels' and the confidence's tiles
+        assert all(mtime > latest for _, mtime in after[chunk].values()), chunk
+
+
+def test_stopped_twice_then_resumed_gives_the_uninterrupted_bytes(scene, tmp_path, watch_parts):
     (tmp_path / "whole").mkdir()
     whole = run(load_config(config(tmp_path / "whole", scene)))
     (tmp_path / "stopped").mkdir()
@@ -71,12 +105,17 @@ def test_stopped_twice_then_resumed_gives_the_uninterrupted_bytes(scene, tmp_pat
     assert not output.exists()
     first = len(list(parts.glob("chunk-*.npz")))
     assert 1 <= first < CHUNKS
+    stopped = chunk_files(parts)
+    assert len(stopped) == first
 
     killed = stop_once_labelling(config_path, parts, signal.SIGKILL, after=first, args=["--resume"])
     assert killed.returncode == -signal.SIGKILL
     assert f"({first} finished chunk(s))" in killed.stderr and not output.exists()
     second = len(list(parts.glob("chunk-*.npz")))
     assert first < second < CHUNKS
+    killed_files = chunk_files(parts)
+    assert len(killed_files) == second
+    assert_reused_and_fresh(stopped, killed_files)  # the resumed run skipped the chunks the stopped one finished
 
     refused = landcover("run", config_path, "-q")  # without --resume the parts are not silently dropped
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
@@ -84,11 +123,19 @@ def test_stopped_twice_then_resumed_gives_the_uninterrupted_bytes(scene, tmp_pat
     other = landcover("run", config_path, "-q", "--resume", "--set", "model.k=3")
     assert other.returncode == 2 and other.stderr.count("\n") == 1
     assert other.stderr.startswith(f"error: {parts}: its parts were written for a different config;")
-    assert len(list(parts.glob("chunk-*.npz"))) == second  # refusals leave the parts alone
+    assert chunk_files(parts) == killed_files  # refusals leave the parts alone
 
-    resumed = landcover("run", config_path, "--resume")
+    # The run that finishes removes the folder: what it did there is seen while it runs.
+    with watch_parts(parts, stat=lambda name: CHUNK_FILE.fullmatch(name) is not None) as seen:
+        resumed = landcover("run", config_path, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"({second} finished chunk(s))" in resumed.stderr
+    assert len(seen.records()) == CHUNKS and not parts.exists()
+    finished = by_chunk({name: history[-1] for name, history in seen.history.items()})  # as last seen
+    assert len(finished) == CHUNKS
+    for chunk, names in killed_files.items():  # reused: only ever seen as the killed run left them
+        assert {name: seen.history[name] for name in names} == {name: [stat] for name, stat in names.items()}, chunk
+    assert_reused_and_fresh(killed_files, finished)
     assert output.read_bytes() == whole.output.read_bytes()
     assert (tmp_path / "stopped" / "labels.confidence.tif").read_bytes() == whole.confidence_path.read_bytes()
     assert sorted(p.name for p in output.parent.iterdir() if p.name.startswith(".")) == []

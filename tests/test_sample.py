@@ -18,6 +18,7 @@ from pipeline.algo.kernel import nearest
 from pipeline.algo.sample import draw_sample
 from pipeline.config import InputConfig
 from pipeline.io.mosaic import open_mosaic
+from pipeline.stages.edge import input_spec
 
 K = 4
 
@@ -35,7 +36,7 @@ def planted_mosaic(tmp_path):
     centres = class_centres(K, 4, low=20, high=240, seed=11)
     image = planted_image(truth, centres, noise=2.0, dtype="uint8", seed=11)
     path = write_raster(tmp_path / "planted.tif", image)
-    return open_mosaic(InputConfig(paths=str(path)), chunk=512), truth, centres
+    return open_mosaic(input_spec(InputConfig(paths=str(path))), chunk=512), truth, centres
 
 
 def test_reads_a_fraction_of_the_windows_and_stays_unbiased(planted_mosaic, caplog):
@@ -56,7 +57,7 @@ def test_nodata_heavy_mosaic_raises_the_rate_until_the_sample_is_full(tmp_path, 
     truth = planted_classes(1024, 1024, K, seed=12)
     image = planted_image(truth, class_centres(K, 4, low=20, high=240, seed=12), noise=2.0, dtype="uint8", seed=12)
     image[:, 128:] = 0  # seven eighths nodata
-    mosaic = open_mosaic(InputConfig(paths=str(write_raster(tmp_path / "collar.tif", image, nodata=0))), chunk=512)
+    mosaic = open_mosaic(input_spec(InputConfig(paths=str(write_raster(tmp_path / "collar.tif", image, nodata=0)))), chunk=512)
     caplog.set_level(logging.INFO, logger="pipeline.algo.sample")
     sample = draw_sample(mosaic, size=4000, seed=0, window=64, min_windows=32)
     assert len(sample) == 4000 and not np.isnan(sample).any() and (sample > 0).any(axis=1).all()
@@ -76,7 +77,7 @@ def test_strata_of_an_irregular_mosaic_keep_every_pixel_equally_likely(tmp_path)
         image = planted_image(truth, centres, noise=2.0, dtype="uint8", seed=n)
         origin = (ORIGIN[0] + col * RESOLUTION, ORIGIN[1] - row * RESOLUTION)
         paths.append(str(write_raster(tmp_path / f"tile{n}.tif", image, origin=origin)))
-    mosaic = open_mosaic(InputConfig(paths=paths), chunk=512)
+    mosaic = open_mosaic(input_spec(InputConfig(paths=paths)), chunk=512)
     drawn = []
     for seed in range(40):
         sample = draw_sample(mosaic, size=600, seed=seed, window=64, min_windows=7)

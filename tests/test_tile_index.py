@@ -12,6 +12,8 @@ import pipeline.io.mosaic.array as mosaic_module
 from pipeline.algo.sample import plan_sample, window_of
 from pipeline.config import InputConfig
 from pipeline.io.mosaic import Mosaic, Tile, open_mosaic, read, to_dask, to_xarray
+from pipeline.io.remote import Href
+from pipeline.stages.edge import input_spec
 
 
 def synthetic_mosaic(tiles: list[Tile], *, height: int, width: int, chunk: int) -> Mosaic:
@@ -28,7 +30,7 @@ def scattered_tiles(n: int, *, height: int, width: int, seed: int) -> list[Tile]
         h, w = int(rng.integers(1, 900)), int(rng.integers(1, 900))
         row, col = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
         warp = ("EPSG:32614", Affine(1, 0, col, 0, -1, -row)) if i % 5 == 0 else None
-        tiles.append(Tile(f"tile{i}.tif", row, col, h, w, "nodata", None, (0.0,) * 3, warp))
+        tiles.append(Tile(Href(f"tile{i}.tif"), row, col, h, w, "nodata", None, (0.0,) * 3, warp))
     return tiles
 
 
@@ -54,10 +56,10 @@ def test_a_window_gets_exactly_the_tiles_it_overlaps(chunk):
 
 def test_corner_and_edge_contacts():
     # A 10 x 10 window at (100, 100) and tiles around it.
-    corner = Tile("corner.tif", 109, 109, 50, 50, "none", None, (None,) * 3)  # shares only the window's last pixel
-    diagonal = Tile("diagonal.tif", 110, 110, 50, 50, "none", None, (None,) * 3)  # touches the corner point only
-    edge = Tile("edge.tif", 100, 110, 10, 50, "none", None, (None,) * 3)  # shares the right edge line only
-    inside = Tile("inside.tif", 103, 104, 1, 1, "none", None, (None,) * 3)  # one pixel inside
+    corner = Tile(Href("corner.tif"), 109, 109, 50, 50, "none", None, (None,) * 3)  # shares only the window's last pixel
+    diagonal = Tile(Href("diagonal.tif"), 110, 110, 50, 50, "none", None, (None,) * 3)  # touches the corner point only
+    edge = Tile(Href("edge.tif"), 100, 110, 10, 50, "none", None, (None,) * 3)  # shares the right edge line only
+    inside = Tile(Href("inside.tif"), 103, 104, 1, 1, "none", None, (None,) * 3)  # one pixel inside
     mosaic = synthetic_mosaic([corner, diagonal, edge, inside], height=400, width=400, chunk=64)
     assert mosaic.tiles_in(Window(100, 100, 10, 10)) == (corner, inside)
 
@@ -65,7 +67,7 @@ def test_corner_and_edge_contacts():
 def test_read_tasks_name_the_tiles_never_copy_them():
     # 2,500 tiles: the tiles sit in one graph key (sent once to each worker), and each chunk task
     # names it and its window: no task grows with the number of tiles in the mosaic.
-    tiles = [Tile(f"t{i}.tif", (i // 50) * 100, (i % 50) * 100, 120, 120, "none", None, (None,) * 3) for i in range(2500)]
+    tiles = [Tile(Href(f"t{i}.tif"), (i // 50) * 100, (i % 50) * 100, 120, 120, "none", None, (None,) * 3) for i in range(2500)]
     mosaic = synthetic_mosaic(tiles, height=5020, width=5020, chunk=256)
     graph = dict(to_dask(mosaic).__dask_graph__())
     sizes = sorted(len(pickle.dumps(task)) for task in graph.values())
@@ -76,7 +78,7 @@ def test_read_tasks_name_the_tiles_never_copy_them():
 
 def test_a_slice_of_the_mosaic_reads_only_its_window(tmp_path, monkeypatch):
     image = np.random.default_rng(2).integers(1, 255, (3, 300, 400), dtype=np.uint8)
-    mosaic = open_mosaic(InputConfig(paths=str(write_raster(tmp_path / "one.tif", image, nodata=0))), chunk=256)
+    mosaic = open_mosaic(input_spec(InputConfig(paths=str(write_raster(tmp_path / "one.tif", image, nodata=0)))), chunk=256)
     windows = []
     monkeypatch.setattr(mosaic_module, "read", lambda job, read=read: windows.append(job.window) or read(job))
     part = to_dask(mosaic)[:, 100:160, 200:300:3].compute()
@@ -96,7 +98,7 @@ def test_tiles_of_different_sizes_and_zones_read_through_the_index(tmp_path):
         tmp_path / "east.tif", rng.integers(1, 255, (3, 100, 100), dtype=np.uint8), nodata=0,
         crs="EPSG:32615", origin=(44_285.0, 5_217_137.0),  # (500_800, 5_199_700) in zone 14
     )
-    mosaic = open_mosaic(InputConfig(paths=[str(big), str(small), str(east)], crs="EPSG:32614"), chunk=128)
+    mosaic = open_mosaic(input_spec(InputConfig(paths=[str(big), str(small), str(east)], crs="EPSG:32614")), chunk=128)
     full = to_dask(mosaic).compute()
     all_tiles = list(mosaic.tiles)
     for (_, window), block in zip(mosaic.windows(), [b for row in _blocks(full, mosaic) for b in row]):
@@ -113,7 +115,7 @@ def _blocks(full: np.ndarray, mosaic: Mosaic):
 
 def test_the_sample_sees_the_whole_mosaic():
     # A long, thin mosaic of 60 tiles: every stretch of it gets windows, for every seed.
-    tiles = [Tile(f"t{i}.tif", 0, i * 1024, 1024, 1024, "none", None, (None,) * 3) for i in range(60)]
+    tiles = [Tile(Href(f"t{i}.tif"), 0, i * 1024, 1024, 1024, "none", None, (None,) * 3) for i in range(60)]
     mosaic = synthetic_mosaic(tiles, height=1024, width=60 * 1024, chunk=2048)
     for seed in range(5):
         plan = plan_sample(mosaic, size=30 * 256, seed=seed, window=512, min_windows=30)  # 30 strata
@@ -125,7 +127,7 @@ def test_the_sample_sees_the_whole_mosaic():
 
 def test_strata_follow_the_covered_area_not_the_bounding_box():
     # An L of tiles: the empty quarter of the bounding box is never read.
-    tiles = [Tile(f"t{r}{c}.tif", r * 512, c * 512, 512, 512, "none", None, (None,) * 3) for r in range(8) for c in range(8) if r < 4 or c < 4]
+    tiles = [Tile(Href(f"t{r}{c}.tif"), r * 512, c * 512, 512, 512, "none", None, (None,) * 3) for r in range(8) for c in range(8) if r < 4 or c < 4]
     mosaic = synthetic_mosaic(tiles, height=4096, width=4096, chunk=1024)
     plan = plan_sample(mosaic, size=16 * 256, seed=1, window=512, min_windows=16)
     assert plan.covered == 48 and len(plan.windows) == 16
@@ -136,7 +138,7 @@ def test_strata_follow_the_covered_area_not_the_bounding_box():
 
 def test_the_mosaic_as_xarray_keeps_its_grid_and_crs(tmp_path):
     image = np.random.default_rng(5).integers(1, 255, (3, 90, 70), dtype=np.uint8)
-    mosaic = open_mosaic(InputConfig(paths=str(write_raster(tmp_path / "one.tif", image, nodata=0))), chunk=64)
+    mosaic = open_mosaic(input_spec(InputConfig(paths=str(write_raster(tmp_path / "one.tif", image, nodata=0)))), chunk=64)
     array = to_xarray(mosaic)
     assert array.rio.crs.to_string() == mosaic.crs and array.rio.transform() == mosaic.transform
     np.testing.assert_array_equal(array.values, image.astype(np.float32))

@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pipeline.config import FeaturesConfig
 from pipeline.errors import ConfigError
 
 
@@ -112,20 +111,6 @@ def normalized_difference(a: np.ndarray, b: np.ndarray, *, out: np.ndarray | Non
     return np.divide(a - b, total, out=out, where=total != 0)
 
 
-def features_from_config(spec: FeaturesConfig, band_names: tuple[str, ...]) -> Features:
-    """The features a config asks for, with band names resolved (ignoring case) against the input's."""
-    bands = band_names if spec.bands is None else tuple(_band(name, band_names, "features.bands") for name in spec.bands)
-    indices = []
-    for n, entry in enumerate(spec.indices):
-        if entry == "ndvi":
-            red, nir = ndvi_bands(band_names, "features.indices: ndvi")
-            indices.append(Index("ndvi", band_names[nir], band_names[red]))
-        else:
-            key = f"features.indices[{n}] ({entry.name})"
-            indices.append(Index(entry.name, _band(entry.a, band_names, key), _band(entry.b, band_names, key)))
-    return Features(band_names=band_names, bands=bands, indices=tuple(indices), scaling=spec.scaling)
-
-
 def ndvi_bands(band_names: tuple[str, ...], key: str) -> tuple[int, int]:
     """0-based positions of the bands named red and nir; the error names ``key``."""
     red, nir = (_position(name, band_names) for name in ("red", "nir"))
@@ -142,7 +127,7 @@ def _position(name: str, band_names: tuple[str, ...]) -> int | None:
     return lowered.index(name.lower()) if name.lower() in lowered else None
 
 
-def _band(name: str, band_names: tuple[str, ...], key: str) -> str:
+def band_named(name: str, band_names: tuple[str, ...], key: str) -> str:
     """The input band called ``name`` (ignoring case); the error names ``key``."""
     position = _position(name, band_names)
     if position is None:

@@ -1,5 +1,5 @@
 """Nearest-centroid labelling: one compiled pass per block, unit-tested without dask
-(``labelling.py`` maps it over a raster).
+(``stages/classify.py`` maps it over a raster).
 
 The squared distance of a pixel to each centroid is summed band by band in a fixed order, so a
 pixel's label depends only on its own values: it is the same in any chunking and on any

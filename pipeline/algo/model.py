@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from pipeline.algo.balance.record import BalanceRecord
 from pipeline.algo.features import Features
 from pipeline.errors import InputError
 
@@ -113,8 +114,8 @@ class Model:
     """Names of classes 1..k as configured (``classes:``); empty = "class 1", "class 2", ..."""
     fit: FitRecord | None = None
     source: SourceRecord | None = None
-    balance: dict[str, Any] | None = None
-    """``balance.Balance.to_json()``: each tile's correction, reused by ``predict``."""
+    balance: BalanceRecord | None = None
+    """Each tile's correction (``features.balance``), reused by ``predict``."""
     versions: dict[str, str] = field(default_factory=library_versions, compare=False)
     """The libraries that fitted the model (kept when it is loaded and saved again)."""
 
@@ -146,7 +147,7 @@ class Model:
         if self.class_names:
             doc["class_names"] = list(self.class_names)
         if self.balance is not None:
-            doc["balance"] = self.balance
+            doc["balance"] = self.balance.to_json()
         doc["versions"] = dict(self.versions)
         return doc
 
@@ -192,7 +193,7 @@ class Model:
             class_names=tuple(doc.get("class_names") or ()),
             fit=FitRecord(**doc["fit"]) if doc.get("fit") else None,
             source=SourceRecord.from_json(doc["input"]) if doc.get("input") else None,
-            balance=doc.get("balance"),
+            balance=BalanceRecord.from_json(doc["balance"]) if doc.get("balance") else None,
             versions=dict(doc.get("versions") or {}),
         )
 
@@ -200,3 +201,33 @@ class Model:
 def load_model(path: str | Path) -> Model:
     """``Model.load``."""
     return Model.load(path)
+
+
+def match_bands(names: tuple[str, ...], numbers: tuple[int, ...], model: Model, *, subject: str, fix: str) -> None:
+    """Refuse, in one line naming ``subject``, bands that are not the model's in the model's order.
+
+    ``names`` and ``numbers`` are the bands as they would be fed to the model. A band matches by
+    name (ignoring case); an undescribed band (GDAL's ``band<n>``), on either side, matches only
+    the band of the same number. The model's bands in another order are refused even when their
+    names agree: rioxarray keeps a file's ``long_name`` when bands are selected, so the names of
+    ``data.sel(band=[4, 3, 2, 1])`` are those of bands 1..4.
+    """
+    expected_names, expected_numbers = model.band_names, model.bands
+    if len(names) != len(expected_names):
+        raise InputError(
+            f"{subject}: has {len(names)} band(s) but the model was fitted on {len(expected_names)} "
+            f"({', '.join(expected_names)}); {fix}"
+        )
+    if tuple(numbers) != tuple(expected_numbers) and sorted(numbers) == sorted(expected_numbers):
+        raise InputError(
+            f"{subject}: bands {list(numbers)} are the model's bands {list(expected_numbers)} in another order; "
+            f"{fix}, e.g. data.sel(band={list(expected_numbers)})"
+        )
+    for position, (name, number, expected, expected_number) in enumerate(
+        zip(names, numbers, expected_names, expected_numbers), start=1
+    ):
+        undescribed = name == f"band{number}" or expected == f"band{expected_number}"
+        if name.lower() != expected.lower() and not (undescribed and number == expected_number):
+            raise InputError(
+                f"{subject}: band {position} is named '{name}' but the model's band {position} is '{expected}'; {fix}"
+            )

@@ -36,9 +36,9 @@ from pipeline.cog.encode import (
     write_levels,
 )
 from pipeline.cog.header import Placement, layout, write_header, write_template
-from pipeline.cog.pyramid import LABELS, MARGIN, TILE, Layer, Node, Pyramid
+from pipeline.cog.pyramid import LABELS, MARGIN, TILE, Grid, Layer, Node, Pyramid
 
 __all__ = [
-    "LABELS", "MARGIN", "TILE", "Layer", "Node", "Placement", "Pyramid", "halve", "layout", "merge_node", "part_path",
+    "LABELS", "MARGIN", "TILE", "Grid", "Layer", "Node", "Placement", "Pyramid", "halve", "layout", "merge_node", "part_path",
     "place", "place_parts", "tiles_of", "tree", "write_header", "write_levels", "write_template",
 ]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
+
+from affine import Affine
 
 TILE = 512
 
@@ -35,6 +37,27 @@ LABELS = Layer("labels", "uint8", 0, "nearest")
 
 
 MARGIN = Layer("confidence", "float32", float("nan"), "average")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where a raster sits on the map: what the COG header and the parts' fingerprint record."""
+
+    crs: str
+    transform: Affine
+    height: int
+    width: int
+
+    @property
+    def pixel_area(self) -> float:
+        """In the CRS's units squared."""
+        return abs(self.transform.a * self.transform.e)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "crs": self.crs, "transform": list(self.transform)[:6], "height": self.height, "width": self.width,
+            "pixel_area": self.pixel_area,
+        }
 
 
 @dataclass(frozen=True)

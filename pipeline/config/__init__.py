@@ -5,6 +5,7 @@ key and the fix in one line. Paths written in a YAML file are relative to that f
 with ``--set`` are relative to the current directory, as a user typing them expects.
 """
 
+from pipeline.config.input import InputConfig, StacConfig
 from pipeline.config.loading import dask_settings, load_config, parse_config
 from pipeline.config.schema import (
     ClassConfig,
@@ -13,12 +14,10 @@ from pipeline.config.schema import (
     DaskConfig,
     FeaturesConfig,
     FitSettings,
-    InputConfig,
     ModelConfig,
     NormalizedDifference,
     OutputConfig,
     SampleConfig,
-    StacConfig,
 )
 
 __all__ = [

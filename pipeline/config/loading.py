@@ -15,7 +15,7 @@ from pydantic import (
     ValidationError,
 )
 
-from pipeline.config.messages import _describe
+from pipeline.config.messages import describe
 from pipeline.config.schema import ComputeSettings, Config, DaskConfig
 from pipeline.errors import ConfigError
 from pipeline.io.remote import is_remote
@@ -68,7 +68,7 @@ def parse_config(raw: Any, *, source: str = "config", schema: type[_S] = Config)
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {_describe(errors[0], schema)}{more}") from None
+        raise ConfigError(f"{source}: {describe(errors[0], schema)}{more}") from None
 
 
 def dask_settings(overrides: list[str] | tuple[str, ...]) -> DaskConfig:

@@ -3,7 +3,8 @@
 ``https://``, ``s3://``, ``az://`` and ``gs://`` become GDAL's ``/vsicurl/``, ``/vsis3/``,
 ``/vsiaz/`` and ``/vsigs/``; ``/vsi...`` names pass as they are. Signed hrefs carry their secret
 in the query (``?sig=``, SAS tokens, ``X-Amz-Signature``) and sometimes credentials before the
-host: ``redact`` drops both, and every href we record or print goes through it.
+host: ``redact`` drops both. An input's address travels as an ``Href``, whose text is the
+redacted form: the signed one is read only where GDAL opens the file.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 _SCHEMES = {"https://": "/vsicurl/", "http://": "/vsicurl/", "s3://": "/vsis3/", "az://": "/vsiaz/", "gs://": "/vsigs/"}
@@ -21,7 +23,7 @@ _IN_TEXT = re.compile(r"(?:[a-z][a-z0-9+.-]*://|/vsi[a-z0-9_]+[/?])[^\s'\"<>]*",
 
 # GDAL settings for COGs read over HTTP or from object stores, applied where files are opened and
 # read (every header thread and every read task, so on every worker). Measured against a loopback
-# Range server (README "Reading NAIP from STAC"); an environment variable of the same name wins, so
+# Range server (docs/remote.md); an environment variable of the same name wins, so
 # workers can be tuned without code.
 REMOTE_OPTIONS = {
     # Without it GDAL lists the "folder" (and where that fails probes six sidecar names, .aux.xml,
@@ -41,6 +43,32 @@ REMOTE_OPTIONS = {
     # reads it when a process first uses /vsicurl/, which is inside these settings.
     "CPL_VSIL_CURL_CACHE_SIZE": str(256 * 2**20),
 }
+
+
+@dataclass(frozen=True)
+class Href:
+    """An input file's address. Its text (``str``, ``repr``, messages, records, fingerprints) is
+    redacted: no query, no credentials, the scheme the user wrote. It stays the same when a
+    catalog re-signs the href, so it is the file's identity; ``gdal``, the name GDAL opens (signed,
+    with credentials), is used only where a file is opened. Not a ``str`` on purpose: a path
+    written into JSON or a message without ``str()`` fails instead of leaking."""
+
+    gdal: str = field(repr=False)
+
+    @classmethod
+    def of(cls, entry: str) -> Href:
+        """The href of an input entry as given (a URL, a /vsi name or a local path)."""
+        return cls(gdal_path(entry))
+
+    def __str__(self) -> str:
+        return redact(self.gdal)
+
+    def __repr__(self) -> str:
+        return f"Href({str(self)!r})"
+
+    @property
+    def remote(self) -> bool:
+        return is_remote(self.gdal)
 
 
 def is_remote(path: str) -> bool:
@@ -80,9 +108,10 @@ def scrub(text: str) -> str:
     return _IN_TEXT.sub(lambda m: redact(m.group()), text)
 
 
-def where(path: str, item: str | None = None) -> str:
+def where(path: Href | str, item: str | None = None) -> str:
     """How messages name an input: its redacted href, after its STAC item id when it has one."""
-    return f"item {item} ({redact(path)})" if item else redact(path)
+    name = str(path) if isinstance(path, Href) else redact(path)
+    return f"item {item} ({name})" if item else name
 
 
 def read_options(paths: Iterable[str]) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,9 +23,9 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import RasterioError
 
-from pipeline.config import InputConfig
 from pipeline.errors import InputError
 from pipeline.io.remote import (
+    Href,
     gdal_path,
     is_remote,
     read_options,
@@ -33,6 +34,7 @@ from pipeline.io.remote import (
     scrub,
     where,
 )
+from pipeline.io.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +44,25 @@ HEADER_THREADS = 16  # opening is latency, not CPU: more threads than cores pay 
 # for a folder of thousands of tiles (10,240 headers: 33 s against 23 s on a busy machine). TRUE
 # probes the few sidecar names (.msk, .aux.xml, .ovr) instead.
 OPEN_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "TRUE"}
+# GDAL's block cache defaults to 5 % of RAM per process, unseen by dask; each block is decoded
+# about once here, so a small cache holds what overlapping windows share. Set where files are
+# opened and read, so on every worker. rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not GDAL's megabytes
+# (the client-side 256 this replaces was a 256-byte cache).
+CACHE_BYTES = 256 * 2**20
 
 
-def gdal_options(paths: Iterable[str]) -> dict[str, str]:
-    """The GDAL settings for opening and reading ``paths`` (remote ones win where both set a key)."""
-    return {**OPEN_OPTIONS, **read_options(paths)}
+def gdal_options(paths: Iterable[str]) -> dict[str, str | int]:
+    """The GDAL settings for opening and reading ``paths`` (remote ones win where both set a key;
+    an environment variable wins over the cache size)."""
+    cache = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": CACHE_BYTES}
+    return {**cache, **OPEN_OPTIONS, **read_options(paths)}
 
 
 @dataclass(frozen=True)
 class Header:
     """One input file as the mosaic sees it."""
 
-    path: str
+    path: Href
     crs: str
     transform: Affine
     height: int
@@ -82,7 +91,7 @@ class Header:
         return round(abs(self.transform.a), 9), round(abs(self.transform.e), 9)
 
 
-def expand_paths(patterns: tuple[str, ...]) -> list[str]:
+def expand_paths(patterns: tuple[str, ...]) -> list[Href]:
     """Files from paths, globs and URLs, in the order given (each glob sorted); errors name the entry.
 
     URLs become GDAL names (``/vsicurl/https://...``); they are not checked here, opening them
@@ -113,10 +122,10 @@ def expand_paths(patterns: tuple[str, ...]) -> list[str]:
     unique = list(dict.fromkeys(files))
     if not unique:
         raise InputError(f"input.paths: {[redact(p) for p in patterns]} names no raster file")
-    return unique
+    return [Href(path) for path in unique]
 
 
-def read_headers(paths: list[str], spec: InputConfig, *, items: list[str | None] | None = None) -> list[Header]:
+def read_headers(paths: list[Href], spec: InputSpec, *, items: list[str | None] | None = None) -> list[Header]:
     """The header of every file, read in parallel; the first bad file in input order is reported.
 
     ``items``: the STAC item id of each path, for messages.
@@ -124,7 +133,7 @@ def read_headers(paths: list[str], spec: InputConfig, *, items: list[str | None]
     items = items or [None] * len(paths)
     with rasterio.Env() as env:
         # The caller's GDAL settings, for every thread; and those of remote reading if needed.
-        options = {**env.options, **gdal_options(paths)}
+        options = {**env.options, **gdal_options(p.gdal for p in paths)}
     if len(paths) == 1:
         headers = [_read_header_with(options, paths[0], spec, items[0])]
     else:
@@ -141,15 +150,15 @@ def read_headers(paths: list[str], spec: InputConfig, *, items: list[str | None]
     return headers
 
 
-def _read_header_with(options: dict, path: str, spec: InputConfig, item: str | None = None) -> Header:
+def _read_header_with(options: dict, path: Href, spec: InputSpec, item: str | None = None) -> Header:
     with rasterio.Env(**options):
         return read_header(path, spec, item=item)
 
 
-def read_header(path: str, spec: InputConfig, *, item: str | None = None) -> Header:
+def read_header(path: Href, spec: InputSpec, *, item: str | None = None) -> Header:
     name = where(path, item)
     try:
-        with rasterio.open(path) as src:
+        with rasterio.open(path.gdal) as src:
             if src.crs is None:
                 raise InputError(f"{name}: has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx) and retry")
             t = src.transform
@@ -186,7 +195,7 @@ def read_header(path: str, spec: InputConfig, *, item: str | None = None) -> Hea
         raise
     except RasterioError as exc:
         reason = scrub(first_line(exc))
-        if is_remote(path):
+        if path.remote:
             raise InputError(f"{name}: cannot open ({reason}); {remote_fix(reason)}") from None
         raise InputError(f"{name}: not a readable raster ({reason}); check the file") from None
 

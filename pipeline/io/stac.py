@@ -20,17 +20,17 @@ import pystac
 from affine import Affine
 from rasterio.crs import CRS
 
-from pipeline.config import InputConfig, StacConfig
 from pipeline.errors import InputError
-from pipeline.io.remote import gdal_path, redact, scrub
+from pipeline.io.remote import Href, redact, scrub
 from pipeline.io.sources import Header, read_headers
+from pipeline.io.spec import InputSpec, StacQuery
 
 log = logging.getLogger(__name__)
 
 SEARCH_PAGE = 250  # items per page of an API search (Planetary Computer allows up to 1000)
 
 
-def headers_from_stac(spec: InputConfig) -> list[Header]:
+def headers_from_stac(spec: InputSpec) -> list[Header]:
     """The headers of the items ``spec.stac`` finds, in drawing order (later on top)."""
     stac = spec.stac
     items = _drawing_order(find_items(stac), stac.on_top)
@@ -69,7 +69,7 @@ def headers_from_stac(spec: InputConfig) -> list[Header]:
 # --- finding items -------------------------------------------------------------------------------
 
 
-def find_items(stac: StacConfig) -> list[pystac.Item]:
+def find_items(stac: StacQuery) -> list[pystac.Item]:
     """The items of a STAC API search, or of a static catalog, collection or item collection,
     filtered by the search's collections, bbox and datetime."""
     doc = _read_json(stac.source)
@@ -123,7 +123,7 @@ def _is_api(doc: dict[str, Any]) -> bool:
     return any("item-search" in c for c in conforms) or any(link.get("rel") == "search" for link in doc.get("links", []))
 
 
-def _search_api(stac: StacConfig) -> list[pystac.Item]:
+def _search_api(stac: StacQuery) -> list[pystac.Item]:
     from pystac_client import Client
     from pystac_client.exceptions import APIError
 
@@ -152,7 +152,7 @@ def _resolve_relative(items: list[pystac.Item], base: str) -> None:
             asset.href = make_absolute_href(asset.href, base)
 
 
-def _matches(item: pystac.Item, stac: StacConfig) -> bool:
+def _matches(item: pystac.Item, stac: StacQuery) -> bool:
     if stac.collections and item.collection_id not in stac.collections:
         return False
     if stac.bbox and item.bbox:
@@ -202,7 +202,7 @@ def _drawing_order(items: list[pystac.Item], on_top: str) -> list[pystac.Item]:
 # --- items as tiles ------------------------------------------------------------------------------
 
 
-def _href(item: pystac.Item, stac: StacConfig) -> str:
+def _href(item: pystac.Item, stac: StacQuery) -> Href:
     asset = item.assets.get(stac.asset)
     if asset is None:
         raise InputError(
@@ -212,7 +212,7 @@ def _href(item: pystac.Item, stac: StacConfig) -> str:
     href = asset.get_absolute_href() or asset.href
     if stac.sign == "planetary-computer":
         href = _signed(href)
-    return gdal_path(href)
+    return Href.of(href)
 
 
 def _signed(href: str) -> str:
@@ -254,7 +254,7 @@ def _check_placement(header: Header, placed: tuple[str, Affine, tuple[int, int]]
     crs, transform, shape = placed
     if crs != header.crs or shape != (header.height, header.width) or not transform.almost_equals(header.transform, 1e-6):
         raise InputError(
-            f"item {header.item} ({redact(header.path)}): its proj metadata ({crs}, shape {list(shape)}, transform "
+            f"item {header.item} ({header.path}): its proj metadata ({crs}, shape {list(shape)}, transform "
             f"{list(transform)[:6]}) differs from the file ({header.crs}, shape {[header.height, header.width]}, "
             f"transform {list(header.transform)[:6]}); the catalog describes another asset: set input.stac.asset"
         )

@@ -25,12 +25,13 @@ import rasterio
 import yaml
 from rasterio.enums import Resampling
 
+from pipeline.algo.balance import BalanceRecord
 from pipeline.algo.features import rgb_bands
 from pipeline.algo.kernel import NODATA_LABEL
 from pipeline.algo.model import Model
-from pipeline.config import InputConfig
 from pipeline.errors import InputError, LandcoverError
 from pipeline.io.mosaic import open_mosaic, to_dask
+from pipeline.io.spec import InputSpec
 from pipeline.products.parts import beside, sidecar_paths, staging_dir
 from pipeline.products.report import QUICKLOOK_SIDE, ClassSummary, Report
 
@@ -126,7 +127,7 @@ def _true_colour_preview(
         settings = dict((report.config or {}).get("input") or {"paths": paths})
         settings["bands"] = None  # the red, green and blue bands need not be features
         try:
-            mosaic = open_mosaic(InputConfig.model_validate(settings), chunk=2048)
+            mosaic = open_mosaic(InputSpec.from_record(settings), chunk=2048)
             with rasterio.open(cog) as src:
                 if (mosaic.height, mosaic.width) != (src.height, src.width):
                     raise InputError(f"the inputs ({mosaic.width} x {mosaic.height}) no longer match {cog.name}")
@@ -225,7 +226,7 @@ def _spectra_png(report: Report, model: Model, path: Path) -> None:
     fig.savefig(path, dpi=120, format="png")
 
 
-def _balance_png(record: dict[str, Any], band_names: tuple[str, ...]) -> bytes:
+def _balance_png(record: BalanceRecord, band_names: tuple[str, ...]) -> bytes:
     """A small figure: each tile's mean gain and offset on its footprint (later tiles drawn on
     top, as in the mosaic), and the seam RMS difference per band before and after."""
     import matplotlib
@@ -233,19 +234,19 @@ def _balance_png(record: dict[str, Any], band_names: tuple[str, ...]) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    tiles = record["tiles"]
+    tiles = record.tiles
     fig = Figure(figsize=(9.0, 3.2))
     ax_gain, ax_offset, ax_seam = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 0.9]})
     for ax, key, label, centre in ((ax_gain, "gains", "mean gain", 1.0), (ax_offset, "offsets", "mean offset (DN)", 0.0)):
-        values = np.array([np.mean(t[key]) for t in tiles])
+        values = np.array([np.mean(getattr(t, key)) for t in tiles])
         spread = max(float(np.abs(values - centre).max()), 1e-6)
         norm = TwoSlopeNorm(vcenter=centre, vmin=centre - spread, vmax=centre + spread)
         cmap = matplotlib.colormaps["RdBu_r"]
         for t, v in zip(tiles, values):
-            row, col, h, w = t["window"]
+            row, col, h, w = t.window
             ax.add_patch(Rectangle((col, row), w, h, facecolor=cmap(norm(v)), edgecolor="black", linewidth=0.6))
-        rows = [t["window"][0] for t in tiles] + [t["window"][0] + t["window"][2] for t in tiles]
-        cols = [t["window"][1] for t in tiles] + [t["window"][1] + t["window"][3] for t in tiles]
+        rows = [t.window[0] for t in tiles] + [t.window[0] + t.window[2] for t in tiles]
+        cols = [t.window[1] for t in tiles] + [t.window[1] + t.window[3] for t in tiles]
         ax.set_xlim(min(cols), max(cols))
         ax.set_ylim(max(rows), min(rows))
         ax.set_aspect("equal")
@@ -254,7 +255,7 @@ def _balance_png(record: dict[str, Any], band_names: tuple[str, ...]) -> bytes:
         ax.set_title(label, fontsize=9)
         fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, shrink=0.8)
     x = np.arange(len(band_names))
-    before, after = record.get("seam_rms_before") or [], record.get("seam_rms_after") or []
+    before, after = record.seam_rms_before, record.seam_rms_after
     if before:
         ax_seam.bar(x - 0.2, before, 0.4, label="before", color="#c0392b")
         ax_seam.bar(x + 0.2, after, 0.4, label="after", color="#2e86c1")
@@ -268,22 +269,22 @@ def _balance_png(record: dict[str, Any], band_names: tuple[str, ...]) -> bytes:
     return buffer.getvalue()
 
 
-def _balance_section(record: dict[str, Any] | None, band_names: tuple[str, ...]) -> dict[str, str] | None:
+def _balance_section(record: BalanceRecord | None, band_names: tuple[str, ...]) -> dict[str, str] | None:
     """The page's "Tile balance" section (None without balance): its sentence, and the figure
     as base64 to inline, so the page's set of files is the same with and without it."""
-    if not record:
+    if record is None:
         return None
-    before, after = record.get("seam_rms_before") or [], record.get("seam_rms_after") or []
+    before, after = record.seam_rms_before, record.seam_rms_after
     seam = (
         f"seam RMS difference {np.mean(before):.2f} DN before, {np.mean(after):.2f} after "
         "(mean over bands, at the sampled overlap pixels)"
         if before
         else "no overlap was measured"
     )
-    known = f", {record['known_tiles']} from the model" if "known_tiles" in record else ""
+    known = f", {record.known_tiles} from the model" if record.known_tiles is not None else ""
     sentence = (
-        f"features.balance: {record['method']} ({record.get('estimator', '')}): {len(record['tiles'])} tile(s){known}, "
-        f"{record['pairs']} overlapping pair(s), {record['isolated_tiles']} tile(s) left as read; {seam}"
+        f"features.balance: {record.method} ({record.estimator}): {len(record.tiles)} tile(s){known}, "
+        f"{record.pairs} overlapping pair(s), {record.isolated_tiles} tile(s) left as read; {seam}"
     )
     return {"summary": sentence, "png": base64.b64encode(_balance_png(record, band_names)).decode("ascii")}
 

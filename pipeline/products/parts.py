@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import LandcoverError, OutputError
+from pipeline.errors import LandcoverError, OutputError, ReadError
+from pipeline.io.remote import Href
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,9 @@ def refuse_leftover_parts(output: Path, fingerprint: dict[str, Any], *, resume: 
 
 @contextmanager
 def parts_dir(output: Path, fingerprint: dict[str, Any], *, resume: bool, hint: str) -> Iterator[Path]:
-    """The parts folder beside ``output``: removed once the products are published or the run is
-    refused, kept when it is interrupted (Ctrl-C, a crash) so that ``resume`` can finish it."""
+    """The parts folder beside ``output``: removed once the products are published, or on a
+    mistake found before any chunk was finished; otherwise (a read failure, Ctrl-C, a crash) kept
+    so that ``resume`` can finish it, and the error says so."""
     folder = parts_folder(output)
     refuse_leftover_parts(output, fingerprint, resume=resume, hint=hint)
     if folder.exists():
@@ -90,9 +92,12 @@ def parts_dir(output: Path, fingerprint: dict[str, Any], *, resume: bool, hint: 
         os.replace(fresh, folder)
     try:
         yield folder
-    except LandcoverError:
-        _remove(folder)
-        raise
+    except LandcoverError as exc:
+        finished = len(list(folder.glob("chunk-*.npz")))
+        if not finished and not isinstance(exc, ReadError):
+            _remove(folder)  # nothing to resume, and the mistake must be fixed first
+            raise
+        raise type(exc)(f"{exc}; {finished} finished chunk(s) are kept in {folder}: {hint}") from None
     except BaseException:
         log.warning("stopped: finished parts kept in %s; run again with --resume to reuse them", folder)
         raise
@@ -100,17 +105,21 @@ def parts_dir(output: Path, fingerprint: dict[str, Any], *, resume: bool, hint: 
 
 
 def fingerprint(
-    config: dict[str, Any] | None, *, grid: dict[str, Any], inputs: list[str], model: dict[str, Any] | None = None
+    config: dict[str, Any] | None, *, grid: dict[str, Any], inputs: list[Href], model: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """What determines the bytes of the parts, as plain JSON: the config sections that change
-    labels, the grid, each input's size and modification time, the model, the codec."""
+    labels, the grid, each input's size and modification time, the model, the codec. A remote
+    input stands by its redacted href: no secret is written, and a re-signed href still matches."""
     stamps = []
-    for path in inputs:
+    for href in inputs:
+        if href.remote:
+            stamps.append([str(href)])
+            continue
         try:
-            stat = os.stat(path)
-            stamps.append([path, stat.st_size, stat.st_mtime_ns])
-        except OSError:  # a URL: its name stands for it
-            stamps.append([path])
+            stat = os.stat(href.gdal)
+            stamps.append([str(href), stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            stamps.append([str(href)])
     doc = {
         "format": PARTS_FORMAT,
         "codec": f"imagecodecs {metadata.version('imagecodecs')}",
@@ -164,7 +173,7 @@ def beside(output: Path, suffix: str) -> Path:
 
 
 def sidecar_paths(output: Path) -> dict[str, Path]:
-    """The files a run writes beside its COG (the HTML report's are ``html_report.report_paths``)."""
+    """The files a run writes beside its COG (the HTML report's are ``products.html.report_paths``)."""
     suffixes = {
         "model": ".model.json",
         "report": ".report.json",

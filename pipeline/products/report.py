@@ -17,8 +17,7 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
-from pipeline.algo.balance import summary
-from pipeline.algo.model import Model
+from pipeline.algo.model import FitRecord, Model
 from pipeline.errors import InputError
 
 QUICKLOOK_SIDE = 1024
@@ -105,10 +104,10 @@ class Report:
     timings: dict[str, float]
     """Seconds per stage, rounded to the millisecond (the JSON's ``timings_s``)."""
     balance: dict[str, Any] | None = None
-    """``balance.summary`` of the model's tile balance: all but the per-tile corrections, which
+    """``BalanceRecord.summary()`` of the model's tile balance: all but the per-tile corrections, which
     are in the model JSON."""
-    fit: dict[str, Any] | None = None
-    """The model's ``FitRecord`` as JSON: how the centroids were found."""
+    fit: FitRecord | None = None
+    """How the model's centroids were found."""
     config: dict[str, Any] | None = None
     """The run's config as JSON, to re-run it and for the HTML page."""
 
@@ -124,7 +123,7 @@ class Report:
             "crs": self.crs,
             "timings_s": dict(self.timings),
         }
-        optional = {"balance": self.balance, "fit": self.fit, "config": self.config}
+        optional = {"balance": self.balance, "fit": None if self.fit is None else asdict(self.fit), "config": self.config}
         doc.update({key: value for key, value in optional.items() if value is not None})
         return doc
 
@@ -137,7 +136,7 @@ class Report:
             crs=doc["crs"],
             timings=dict(doc.get("timings_s") or {}),
             balance=doc.get("balance"),
-            fit=doc.get("fit"),
+            fit=FitRecord(**doc["fit"]) if doc.get("fit") else None,
             config=doc.get("config"),
         )
 
@@ -211,8 +210,8 @@ def class_report(
         ),
         crs=crs,
         timings={name: round(seconds, 3) for name, seconds in timings.items()},
-        balance=None if model.balance is None else summary(model.balance),
-        fit=None if model.fit is None else asdict(model.fit),
+        balance=None if model.balance is None else model.balance.summary(),
+        fit=model.fit,
         config=config,
     )
 

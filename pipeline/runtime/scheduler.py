@@ -16,44 +16,47 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import dask
-import rasterio
 
-from pipeline.config import DaskConfig
 from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = "10s"  # an unreachable address fails fast instead of hanging the run
-GDAL_CACHE_MB = 256
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """Where a run's graphs execute (the ``dask`` keys)."""
+
+    name: str = "threads"
+    """threads, processes, local-cluster, or a running scheduler's address."""
+    chosen: bool = False
+    """Whether the user named it; if not, a caller's active distributed Client is used."""
+    workers: int | None = None
+    threads_per_worker: int | None = None
+    memory_limit: str | None = None
 
 
 @contextmanager
-def computing(config: DaskConfig) -> Iterator[None]:
-    """The setting of every command's computation: the configured scheduler, and GDAL's block
-    cache. Its default is 5 % of RAM per process, unseen by dask; each block is decoded about once
-    here, so a small cache holds what overlapping windows share."""
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), use_scheduler(config):
-        yield
-
-
-@contextmanager
-def use_scheduler(config: DaskConfig) -> Iterator[None]:
-    """Run the enclosed dask computations on the configured scheduler; shut down what it started."""
-    client = None if "scheduler" in config.model_fields_set else active_client()
+def computing(config: Scheduler) -> Iterator[None]:
+    """Run the enclosed dask computations on the configured scheduler; shut down what it started.
+    (GDAL's settings, its block cache among them, are set where files are read: on the workers.)"""
+    client = None if config.chosen else active_client()
     if client is not None:
         _log_cluster(client)
         yield
         return
-    if config.scheduler in ("threads", "processes"):
-        with dask.config.set(scheduler=config.scheduler, num_workers=config.workers):
+    if config.name in ("threads", "processes"):
+        with dask.config.set(scheduler=config.name, num_workers=config.workers):
             yield
         return
 
     from distributed import Client, LocalCluster
 
-    if config.scheduler == "local-cluster":
+    if config.name == "local-cluster":
         cluster = LocalCluster(
             n_workers=config.workers,
             threads_per_worker=config.threads_per_worker,
@@ -66,10 +69,10 @@ def use_scheduler(config: DaskConfig) -> Iterator[None]:
         return
 
     try:
-        client = Client(config.scheduler, timeout=CONNECT_TIMEOUT)
+        client = Client(config.name, timeout=CONNECT_TIMEOUT)
     except OSError as exc:
         raise ConfigError(
-            f"dask.scheduler: cannot reach {config.scheduler} ({exc}); start it with `dask scheduler` "
+            f"dask.scheduler: cannot reach {config.name} ({exc}); start it with `dask scheduler` "
             "and `dask worker <address>`, or fix the address"
         ) from None
     with client:

@@ -1,4 +1,4 @@
-"""The classify stage: the labelling kernel (``label.py``) mapped lazily over any (band, y, x)
+"""The classify stage: the labelling kernel (``algo/kernel.py``) mapped lazily over any (band, y, x)
 raster with a fitted model, block by block; nothing is read until the result is computed."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.algo.kernel import label_block
-from pipeline.errors import InputError
+from pipeline.algo.model import match_bands
 from pipeline.io.imagery import Imagery, as_imagery
 
 if TYPE_CHECKING:
@@ -52,15 +52,6 @@ def _lazy(data, model: Model, kernel, dtype, *, nodata: float | None, fill: floa
 
 
 def matching_imagery(imagery: Imagery, model: Model) -> Imagery:
-    """The imagery, if it has the model's bands; else one line naming what differs."""
-    fix = "give the bands the model was fitted on, in its order"
-    if len(imagery.band_names) != len(model.band_names):
-        raise InputError(
-            f"data: has {len(imagery.band_names)} band(s) but the model was fitted on {len(model.band_names)} "
-            f"({', '.join(model.band_names)}); {fix}"
-        )
-    for number, (name, expected) in enumerate(zip(imagery.band_names, model.band_names), start=1):
-        # An undescribed band (GDAL's default name) takes the model's name; a described one must agree.
-        if not name.startswith("band") and name.lower() != expected.lower():
-            raise InputError(f"data: band {number} is named '{name}' but the model's band {number} is '{expected}'; {fix}")
+    """The imagery, if it has the model's bands in the model's order; else one line naming what differs."""
+    match_bands(imagery.band_names, imagery.bands, model, subject="data", fix="give the bands the model was fitted on, in its order")
     return imagery

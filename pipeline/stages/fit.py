@@ -12,7 +12,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from pipeline.algo.features import Features, features_from_config, ndvi_bands, rgb_bands
+from pipeline.algo.features import Features, ndvi_bands, rgb_bands
 from pipeline.algo.kernel import class_statistics, nearest
 from pipeline.algo.kmeans import class_order, fit_kmeans
 from pipeline.algo.model import FitRecord, Model, SourceRecord
@@ -22,10 +22,21 @@ from pipeline.errors import DataError
 from pipeline.io.imagery import Imagery, as_imagery
 from pipeline.io.remote import where
 from pipeline.runtime.scheduler import for_in_memory_data
+from pipeline.stages.edge import features_of
 
 log = logging.getLogger(__name__)
 
 PALETTE_SAMPLE = 100_000  # pixels for scaling statistics, class order and palette when fitting on "all"
+
+
+def prepare_sample(imagery: Imagery, features: Features, *, size: int, seed: int) -> tuple[np.ndarray, Features, np.ndarray]:
+    """The seeded sample of ``size`` valid pixels (n, band), the features with their scaling
+    measured on it, and the sample in feature space (n, feature): what ``fit`` and ``sweep`` fit."""
+    sample = draw_sample(imagery, size=size, seed=seed)
+    if len(sample) == 0:
+        raise DataError(f"{_name(imagery)}: no valid pixel in the input; check input.nodata (nodata= from Python) and the rasters' masks")
+    features = features.fitted(sample)
+    return sample, features, features.apply(sample.T).T
 
 
 def fit(
@@ -44,37 +55,25 @@ def fit(
     classes: Sequence[ClassConfig | dict[str, Any]] | None = None,
 ) -> Model:
     """Fit ``k`` classes to a (band, y, x) raster: a seeded sample of ``sample_size`` valid pixels
-    spread over all of it (``sample.py``), the features' scaling measured on it, K-Means with
-    ``n_init`` restarts (``kmeans.py``), classes numbered by ``order_by`` and coloured from their
+    spread over all of it (``algo/sample.py``), the features' scaling measured on it, K-Means with
+    ``n_init`` restarts (``algo/kmeans.py``), classes numbered by ``order_by`` and coloured from their
     mean spectrum. The arguments are the config's ``sample``, ``model``, ``features`` and
     ``classes`` keys, checked the same way (``init`` None: the config's default seeding);
     ``nodata`` overrides the array's own.
     """
-    settings = parse_config(
-        {
-            "sample": {"size": sample_size, "seed": seed},
-            "model": {
-                "k": k, "n_init": n_init, "max_iter": max_iter, "tol": tol, "order_by": order_by, **({} if init is None else {"init": init}),
-            },
-            "features": features.model_dump() if isinstance(features, FeaturesConfig) else (features or {}),
-            "classes": [c.model_dump() if isinstance(c, ClassConfig) else c for c in classes] if classes is not None else None,
-        },
-        source="fit",
-        schema=FitSettings,
+    settings = _settings(
+        k=k, sample_size=sample_size, seed=seed, features=features, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
+        order_by=order_by, classes=classes,
     )
     imagery = as_imagery(data, nodata=nodata)
-    spec = features_from_config(settings.features, imagery.band_names)
+    spec = features_of(settings.features, imagery.band_names)
     m = settings.model
     if m.order_by == "ndvi":  # refused here, before any pixel is read
         ndvi_bands(imagery.band_names, "model.order_by: ndvi")
 
     started = time.perf_counter()
     fit_on_all = sample_size == "all"
-    sample = draw_sample(imagery, size=PALETTE_SAMPLE if fit_on_all else settings.sample.size, seed=seed)
-    if len(sample) == 0:
-        raise DataError(f"{_name(imagery)}: no valid pixel in the input; check input.nodata (nodata= from Python) and the rasters' masks")
-    spec = spec.fitted(sample)  # scaling statistics come from the sample
-    sample_features = spec.apply(sample.T).T
+    sample, spec, sample_features = prepare_sample(imagery, spec, size=PALETTE_SAMPLE if fit_on_all else settings.sample.size, seed=seed)
     matrix = _feature_rows(full_matrix(imagery.data()), spec) if fit_on_all else sample_features
     sampled = time.perf_counter()
 
@@ -82,13 +81,7 @@ def fit(
         found = fit_kmeans(
             matrix, seeds_from=sample_features, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed, init=m.init
         )
-    # Each class's mean spectrum in input units (on the sample) numbers and colours the classes.
-    labels, _ = nearest(sample_features.T, found.centroids)
-    stats = class_statistics(sample.T, labels, m.k)[1:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        spectra = stats[:, 1:] / stats[:, :1]
-    order = class_order(spectra, imagery.band_names, m.order_by)
-    palette = palette_from_centroids(spectra[order], sample, imagery.band_names)
+    order, palette = _order_and_palette(found.centroids, sample, sample_features, imagery.band_names, m.order_by)
     timings = {"sample": sampled - started, "fit": time.perf_counter() - sampled}
     log.info("fit: %d classes on %d pixels (sample %.1f s, fit %.1f s)", m.k, found.n_pixels, timings["sample"], timings["fit"])
     return Model(
@@ -108,6 +101,34 @@ def fit(
         ),
         source=SourceRecord(dtype=imagery.dtype, count=len(imagery.bands), crs=imagery.crs, nodata=imagery.nodata),
     )
+
+
+def _settings(*, features, classes, sample_size, seed, **model: Any) -> FitSettings:
+    """``fit``'s arguments as the config's sections, checked as the config checks them."""
+    if model["init"] is None:
+        del model["init"]  # the config's default seeding
+    return parse_config(
+        {
+            "sample": {"size": sample_size, "seed": seed},
+            "model": model,
+            "features": features.model_dump() if isinstance(features, FeaturesConfig) else (features or {}),
+            "classes": [c.model_dump() if isinstance(c, ClassConfig) else c for c in classes] if classes is not None else None,
+        },
+        source="fit",
+        schema=FitSettings,
+    )
+
+
+def _order_and_palette(
+    centroids: np.ndarray, sample: np.ndarray, sample_features: np.ndarray, band_names: tuple[str, ...], order_by: str
+) -> tuple[np.ndarray, dict[int, tuple[int, int, int]]]:
+    """The classes' numbering and colours, from each class's mean spectrum in input units (on the sample)."""
+    labels, _ = nearest(sample_features.T, centroids)
+    stats = class_statistics(sample.T, labels, len(centroids))[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spectra = stats[:, 1:] / stats[:, :1]
+    order = class_order(spectra, band_names, order_by)
+    return order, palette_from_centroids(spectra[order], sample, band_names)
 
 
 def palette_from_centroids(centroids: np.ndarray, sample: np.ndarray, band_names: tuple[str, ...]) -> dict[int, tuple[int, int, int]]:

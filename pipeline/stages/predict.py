@@ -18,22 +18,21 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.algo.balance import balance_for_predict
-from pipeline.algo.model import Model, load_model
+from pipeline.algo.model import Model, load_model, match_bands
 from pipeline.config import DaskConfig, InputConfig
 from pipeline.errors import InputError
 from pipeline.io.imagery import mosaic_imagery
 from pipeline.io.mosaic import Mosaic, open_mosaic
 from pipeline.io.remote import where
 from pipeline.runtime.scheduler import computing
-from pipeline.stages.classify import classify
-from pipeline.stages.classify import confidence as margin_of
+from pipeline.stages.edge import input_spec, scheduler
 from pipeline.stages.write import (
     Origin,
     Progress,
     RunResult,
     check_output,
     timed,
-    write_cog,
+    write_classified,
 )
 
 log = logging.getLogger(__name__)
@@ -54,25 +53,23 @@ def predict(
     ``dask`` section; default threads, 2048-pixel chunks)."""
     dask = dask or DaskConfig()
     progress = progress or (lambda stage: nullcontext())
-    origin = Origin(started=time.perf_counter())
+    origin = Origin(started=time.perf_counter(), resume_hint="delete the folder to start again")
     with timed(origin.timings, "open"):
         model_path = Path(model_path)
         model = load_model(model_path)
         source = model.source
         spec = InputConfig(paths=tuple(inputs), nodata=source and source.nodata, alpha=source.alpha if source else "auto")
-        mosaic = matching_mosaic(open_mosaic(spec, chunk=dask.chunk), model, model_path)
+        mosaic = matching_mosaic(open_mosaic(input_spec(spec), chunk=dask.chunk), model, model_path)
         # The report's true-colour view shows these inputs.
         origin = replace(origin, config={"input": spec.model_dump(mode="json")}, inputs=tuple(t.path for t in mosaic.tiles))
         output = check_output(Path(out), inputs=origin.inputs, overwrite=overwrite, key="--out", overwrite_hint="pass --overwrite")
-    with computing(dask):
+    with computing(scheduler(dask)):
         if model.balance:
             with timed(origin.timings, "balance"), progress("balance"):
                 mosaic, balanced = balance_for_predict(mosaic, model.balance, seed=model.seed)
-            model = replace(model, balance=balanced.to_json())
-        data = mosaic_imagery(mosaic)
-        margin = margin_of(data, model) if confidence else None
-        return write_cog(
-            classify(data, model), output, model=model, data=data, confidence=margin, chunk=dask.chunk, overwrite=overwrite,
+            model = replace(model, balance=balanced.record())
+        return write_classified(
+            mosaic_imagery(mosaic), output, model=model, confidence=confidence, chunk=dask.chunk, overwrite=overwrite,
             origin=origin, progress=progress,
         )
 
@@ -92,9 +89,7 @@ def matching_mosaic(mosaic: Mosaic, model: Model, model_path: Path) -> Mosaic:
     for band, expected in zip(model.bands, model.band_names):
         if band not in mosaic.bands:
             raise InputError(f"{first}: band {band} is its alpha band, but the model uses it as '{expected}'; {fix}")
-        name = mosaic.band_names[mosaic.bands.index(band)]
-        # An undescribed band (GDAL's default name) takes the model's name; a described one must agree.
-        if name != f"band{band}" and name.lower() != expected.lower():
-            raise InputError(f"{first}: band {band} is named '{name}' but the model's band {band} is '{expected}'; {fix}")
+    names = tuple(mosaic.band_names[mosaic.bands.index(band)] for band in model.bands)
+    match_bands(names, model.bands, model, subject=first, fix=fix)
     log.info("predict: %s matches the model's bands %s", first, list(model.band_names))
     return replace(mosaic, bands=model.bands, band_names=model.band_names)

@@ -1,8 +1,9 @@
-"""``run(config)``: open → fit → classify → write, each a call into its module.
+"""``run(config)``: open → balance → fit → classify and write, each a call into its module.
 
 The open stage turns the inputs into a lazy mosaic (and, with ``features.balance``, corrects its
 tiles); the other stages are the ones a Python user calls on any DataArray (``pipeline.fit``,
-``classify``, ``write_cog``), so a run and those calls give the same bytes.
+then ``write_classified``, which gives the bytes of ``classify`` and ``write_cog``), so a run
+and those calls give the same bytes.
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
-from pipeline.algo.balance import balance
-from pipeline.algo.features import features_from_config, ndvi_bands
+from pipeline.algo.balance import Balance, balance
+from pipeline.algo.features import ndvi_bands
 from pipeline.algo.model import Model, SourceRecord
 from pipeline.config import Config
 from pipeline.io.imagery import Imagery, mosaic_imagery
 from pipeline.io.mosaic import Mosaic, open_mosaic
-from pipeline.io.remote import redact
 from pipeline.products.parts import refuse_leftover_parts
 from pipeline.runtime.scheduler import computing
-from pipeline.stages.classify import classify, confidence
+from pipeline.stages.edge import features_of, input_spec, scheduler
 from pipeline.stages.fit import fit
 from pipeline.stages.write import (
     Origin,
@@ -31,7 +31,7 @@ from pipeline.stages.write import (
     parts_fingerprint,
     raster_grid,
     timed,
-    write_cog,
+    write_classified,
 )
 
 RESUME_HINT = "run again with --resume to finish it, or delete the folder to start again"
@@ -45,30 +45,33 @@ def run(config: Config, *, progress: Progress | None = None, resume: bool = Fals
     progress = progress or (lambda stage: nullcontext())
     origin = Origin(config=config.model_dump(mode="json"), started=time.perf_counter(), resume_hint=RESUME_HINT)
     with timed(origin.timings, "open"):
-        mosaic = open_mosaic(config.input, chunk=config.dask.chunk)
+        mosaic = open_mosaic(input_spec(config.input), chunk=config.dask.chunk)
         origin = replace(origin, inputs=tuple(t.path for t in mosaic.tiles))
         data = mosaic_imagery(mosaic)
         _refuse_before_reading(config, mosaic, data, origin, resume=resume)
-    with computing(config.dask):
-        balanced = None
-        if config.features.balance != "none":
-            with timed(origin.timings, "balance"), progress("balance"):
-                mosaic, balanced = balance(mosaic, method=config.features.balance, seed=config.sample.seed)
-            data = mosaic_imagery(mosaic)  # the corrected tiles, on the same grid
+    with computing(scheduler(config.dask)):
+        mosaic, balanced = balance_stage(mosaic, config, origin.timings, progress)
+        data = mosaic_imagery(mosaic)  # with balance, the corrected tiles on the same grid
         with progress("sample and fit"):
             model = _fit(data, config, mosaic, balanced)
         origin.timings.update(model.fit.timings_s)
-        labels = classify(data, model)
-        margin = confidence(data, model) if config.output.confidence else None
-        return write_cog(
-            labels, config.output_path, model=model, data=data, confidence=margin, chunk=config.dask.chunk,
+        return write_classified(
+            data, config.output_path, model=model, confidence=config.output.confidence, chunk=config.dask.chunk,
             overwrite=config.output.overwrite, resume=resume, origin=origin, progress=progress,
         )
 
 
+def balance_stage(mosaic: Mosaic, config: Config, timings: dict[str, float], progress: Progress) -> tuple[Mosaic, Balance | None]:
+    """The mosaic with each tile's radiometric correction (``features.balance``), and the corrections."""
+    if config.features.balance == "none":
+        return mosaic, None
+    with timed(timings, "balance"), progress("balance"):
+        return balance(mosaic, method=config.features.balance, seed=config.sample.seed)
+
+
 def _refuse_before_reading(config: Config, mosaic: Mosaic, data: Imagery, origin: Origin, *, resume: bool) -> None:
     """Every mistake that can be found before a pixel is read: features, class order, output."""
-    features_from_config(config.features, mosaic.band_names)
+    features_of(config.features, mosaic.band_names)
     if config.model.order_by == "ndvi":
         ndvi_bands(mosaic.band_names, "model.order_by: ndvi")
     output = check_output(
@@ -89,8 +92,8 @@ def _fit(data: Imagery, config: Config, mosaic: Mosaic, balanced) -> Model:
     if config.input.stac is not None:  # the search, not thousands of hrefs
         inputs: dict[str, Any] = {"stac": config.input.stac.model_dump(mode="json"), "items": len(mosaic.tiles)}
     else:
-        inputs = {"paths": tuple(redact(t.path) for t in mosaic.tiles)}
+        inputs = {"paths": tuple(str(t.path) for t in mosaic.tiles)}
     source = SourceRecord(
         dtype=mosaic.dtype, count=mosaic.count, crs=mosaic.crs, nodata=config.input.nodata, alpha=config.input.alpha, **inputs
     )
-    return replace(model, bands=mosaic.bands, source=source, balance=None if balanced is None else balanced.to_json())
+    return replace(model, bands=mosaic.bands, source=source, balance=None if balanced is None else balanced.record())

@@ -1,8 +1,9 @@
 """``landcover sweep``: fit every k on one sample and score it, to help choose k.
 
-The sample is drawn once (one read of the imagery) exactly as ``run`` draws it, and each k is
-fitted by the same ``fit_kmeans`` (same restarts, same seed), so the inertia reported here for a
-k is the one ``run`` gets with that k. Per k we report the exact inertia on the sample, the
+The sample is drawn once (one read of the imagery) by ``run``'s own ``prepare_sample``, from
+the tiles as ``run`` balances them (``features.balance``), and each k is fitted by the same
+``fit_kmeans`` (same restarts, same seed), so the inertia reported here for a k is the one
+``run`` gets with that k. Per k we report the exact inertia on the sample, the
 silhouette on a seeded subsample (it costs O(n²)), and Calinski-Harabasz and Davies-Bouldin on
 the whole sample.
 
@@ -34,15 +35,16 @@ from sklearn.metrics import (
     silhouette_score,
 )
 
-from pipeline.algo.features import features_from_config
 from pipeline.algo.kernel import nearest
 from pipeline.algo.kmeans import fit_kmeans
-from pipeline.algo.sample import draw_sample
 from pipeline.config import Config
 from pipeline.errors import ConfigError, DataError, OutputError
+from pipeline.io.imagery import mosaic_imagery
 from pipeline.io.mosaic import open_mosaic
-from pipeline.io.remote import redact, where
 from pipeline.runtime.scheduler import computing
+from pipeline.stages.edge import features_of, input_spec, scheduler
+from pipeline.stages.fit import prepare_sample
+from pipeline.stages.run import balance_stage
 
 if TYPE_CHECKING:
     from pipeline.stages.write import Progress
@@ -143,41 +145,15 @@ def sweep(
     _check_writable(json_path, png_path, overwrite=config.output.overwrite)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    mosaic = open_mosaic(config.input, chunk=config.dask.chunk)
-    features = features_from_config(config.features, mosaic.band_names)
-    with computing(config.dask), progress("sample"):
-        pixels = draw_sample(mosaic, size=config.sample.size, seed=config.sample.seed)
-    timings["sample"] = time.perf_counter() - start
-    if len(pixels) == 0:
-        raise DataError(f"{where(mosaic.tiles[0].path, mosaic.tiles[0].item)}: no valid pixel in the input; check input.nodata and the rasters' masks")
-    sample = features.fitted(pixels).apply(pixels.T).T  # the space run fits in
+    mosaic = open_mosaic(input_spec(config.input), chunk=config.dask.chunk)
+    features = features_of(config.features, mosaic.band_names)
+    with computing(scheduler(config.dask)):
+        mosaic, _ = balance_stage(mosaic, config, timings, progress)  # the tiles run fits on
+        with progress("sample"):
+            _, _, sample = prepare_sample(mosaic_imagery(mosaic), features, size=config.sample.size, seed=config.sample.seed)
+    timings["sample"] = time.perf_counter() - start - timings.get("balance", 0.0)
     m = config.model
-    scores = []
-    for k in ks:
-        began = time.perf_counter()
-        try:
-            fit = fit_kmeans(
-                sample, seeds_from=sample, k=k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=config.sample.seed, init=m.init
-            )
-        except DataError as exc:
-            raise DataError(f"--k: cannot fit k = {k} ({exc}); sweep a range that stops below {k}") from None
-        labels, _ = nearest(sample.T, fit.centroids, dtype=np.float64)
-        scores.append(
-            Score(
-                k=k,
-                inertia=fit.inertia,
-                silhouette=float(
-                    silhouette_score(sample, labels, sample_size=min(SILHOUETTE_SAMPLE, len(sample)), random_state=config.sample.seed)
-                ),
-                calinski_harabasz=float(calinski_harabasz_score(sample, labels)),
-                davies_bouldin=float(davies_bouldin_score(sample, labels)),
-                n_iter=fit.n_iter,
-                seconds=time.perf_counter() - began,
-                unstable=fit.restarts.unstable,
-            )
-        )
-        s = scores[-1]
-        log.info("sweep: k=%d inertia %.6g silhouette %.3f (%.1f s)", k, s.inertia, s.silhouette, s.seconds)
+    scores = [_score(sample, k, config) for k in ks]
     timings["fit_and_score"] = sum(s.seconds for s in scores)
     suggested, rule, reason, knee_k, best_sil = suggest(scores)
     timings["total"] = time.perf_counter() - start
@@ -194,8 +170,31 @@ def sweep(
         silhouette_sample=min(SILHOUETTE_SAMPLE, len(sample)),
         timings=timings,
     )
-    _write(result, json_path, png_path, input_paths=[redact(t.path) for t in mosaic.tiles])
+    _write(result, json_path, png_path, input_paths=[str(t.path) for t in mosaic.tiles])
     return result, json_path, png_path
+
+
+def _score(sample: np.ndarray, k: int, config: Config) -> Score:
+    """Fit ``k`` classes to the sample as ``run`` fits them, and score the fit."""
+    m, seed = config.model, config.sample.seed
+    began = time.perf_counter()
+    try:
+        fit = fit_kmeans(sample, seeds_from=sample, k=k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed, init=m.init)
+    except DataError as exc:
+        raise DataError(f"--k: cannot fit k = {k} ({exc}); sweep a range that stops below {k}") from None
+    labels, _ = nearest(sample.T, fit.centroids, dtype=np.float64)
+    score = Score(
+        k=k,
+        inertia=fit.inertia,
+        silhouette=float(silhouette_score(sample, labels, sample_size=min(SILHOUETTE_SAMPLE, len(sample)), random_state=seed)),
+        calinski_harabasz=float(calinski_harabasz_score(sample, labels)),
+        davies_bouldin=float(davies_bouldin_score(sample, labels)),
+        n_iter=fit.n_iter,
+        seconds=time.perf_counter() - began,
+        unstable=fit.restarts.unstable,
+    )
+    log.info("sweep: k=%d inertia %.6g silhouette %.3f (%.1f s)", k, score.inertia, score.silhouette, score.seconds)
+    return score
 
 
 def knee(ks: list[int] | tuple[int, ...], values: list[float] | np.ndarray) -> int | None:

@@ -34,16 +34,16 @@ from pipeline.algo.balance.pairs import (
     pair_windows,
     seam_pairs,
 )
+from pipeline.algo.balance.record import BalanceRecord, TileCorrection
 from pipeline.algo.balance.solve import (
     Balance,
     acquisition_groups,
     balance,
     balance_for_predict,
     recorded_path,
-    summary,
 )
 
 __all__ = [
-    "Balance", "PairStats", "acquisition_groups", "balance", "balance_for_predict", "measure_pairs", "overlapping_pairs",
-    "pair_relation", "pair_statistics", "pair_windows", "recorded_path", "seam_pairs", "seam_rms", "solve_corrections", "summary",
+    "Balance", "BalanceRecord", "TileCorrection", "PairStats", "acquisition_groups", "balance", "balance_for_predict", "measure_pairs", "overlapping_pairs",
+    "pair_relation", "pair_statistics", "pair_windows", "recorded_path", "seam_pairs", "seam_rms", "solve_corrections",
 ]

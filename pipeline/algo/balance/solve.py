@@ -8,7 +8,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import numpy as np
 
@@ -24,8 +23,10 @@ from pipeline.algo.balance.pairs import (
     overlapping_pairs,
     seam_pairs,
 )
+from pipeline.algo.balance.record import BalanceRecord, TileCorrection
 from pipeline.errors import DataError
 from pipeline.io.mosaic import Mosaic, Tile
+from pipeline.io.remote import Href, redact
 
 log = logging.getLogger(__name__)
 
@@ -64,43 +65,26 @@ class Balance:
     def offsets(self) -> np.ndarray:
         return np.array([t.offsets or (0.0,) * self.band_count for t in self.tiles])
 
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "method": self.method, "estimator": self.estimator, "pairs": self.pairs, "isolated_tiles": self.isolated,
-        }
-        if self.known is not None:
-            doc["known_tiles"] = self.known
-        doc["seam_rms_before"] = [round(v, 4) for v in self.seam_before]
-        doc["seam_rms_after"] = [round(v, 4) for v in self.seam_after]
-        doc["tiles"] = [
-            {
-                "path": recorded_path(t.path),
-                "group": group,
-                "window": [t.row_off, t.col_off, t.height, t.width],
-                "gains": [float(g) for g in gains],
-                "offsets": [float(o) for o in offsets],
-            }
-            for t, group, gains, offsets in zip(self.tiles, self.groups, self.gains, self.offsets)
-        ]
-        return doc
+    def record(self) -> BalanceRecord:
+        """What the model keeps of it."""
+        tiles = (
+            TileCorrection(recorded_path(t.path), group, (t.row_off, t.col_off, t.height, t.width), tuple(map(float, g)), tuple(map(float, o)))
+            for t, group, g, o in zip(self.tiles, self.groups, self.gains, self.offsets)
+        )
+        return BalanceRecord(
+            method=self.method, estimator=self.estimator, pairs=self.pairs, isolated_tiles=self.isolated,
+            seam_rms_before=tuple(round(v, 4) for v in self.seam_before), seam_rms_after=tuple(round(v, 4) for v in self.seam_after),
+            tiles=tuple(tiles), known_tiles=self.known,
+        )
 
 
-def summary(record: dict[str, Any]) -> dict[str, Any]:
-    """The report's view of a ``Balance.to_json`` record: all but the per-tile list."""
-    doc = {key: value for key, value in record.items() if key != "tiles"}
-    gains = [g for t in record.get("tiles", []) for g in t["gains"]]
-    offsets = [o for t in record.get("tiles", []) for o in t["offsets"]]
-    if gains:
-        doc["gain_range"], doc["offset_range"] = [min(gains), max(gains)], [min(offsets), max(offsets)]
-    return doc
+def recorded_path(path: Href | str) -> str:
+    """A tile's path as the model records it: redacted (no query, no credentials); a local name
+    whole, even with a "?" in it."""
+    return str(path) if isinstance(path, Href) else redact(path)
 
 
-def recorded_path(path: str) -> str:
-    """A tile's path as recorded: without a URL query (it may hold a signature)."""
-    return path.split("?", 1)[0]
-
-
-def acquisition_groups(paths: Sequence[str]) -> tuple[str, ...]:
+def acquisition_groups(paths: Sequence[Href | str]) -> tuple[str, ...]:
     """Per tile, the group sharing one correction: the date of a NAIP name, else the file itself."""
     out = []
     for path in paths:
@@ -210,31 +194,30 @@ def _short(values: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
 
 
-def balance_for_predict(mosaic: Mosaic, record: dict[str, Any] | None, *, seed: int) -> tuple[Mosaic, Balance | None]:
+def balance_for_predict(mosaic: Mosaic, record: BalanceRecord | None, *, seed: int) -> tuple[Mosaic, Balance | None]:
     """``predict``: the model's corrections on the tiles it knows (matched by path without query);
     new tiles balanced among themselves where they overlap, else left as read."""
-    if not record or record.get("method", "none") == "none":
+    if record is None or record.method == "none":
         return mosaic, None
-    known = {_match_key(t["path"]): t for t in record.get("tiles", [])}
+    known = {_match_key(t.path): t for t in record.tiles}
     tiles, unknown = list(mosaic.tiles), []
     for n, tile in enumerate(tiles):
         entry = known.get(_match_key(tile.path))
         if entry is None:
             unknown.append(n)
         else:
-            tiles[n] = replace(tile, gains=tuple(entry["gains"]), offsets=tuple(entry["offsets"]))
+            tiles[n] = replace(tile, gains=entry.gains, offsets=entry.offsets)
     mosaic = replace(mosaic, tiles=tuple(tiles))
     solved = None
     if len(unknown) >= 2 and overlapping_pairs(mosaic, unknown):
-        estimator = record.get("estimator", ESTIMATOR)
-        mosaic, solved = balance(mosaic, method="overlaps", seed=seed, members=unknown, estimator=estimator)
+        mosaic, solved = balance(mosaic, method="overlaps", seed=seed, members=unknown, estimator=record.estimator)
     elif unknown:
         log.warning(
             "balance: %d tile(s) unknown to the model overlap no other new tile and keep their values as read", len(unknown)
         )
     log.info("balance: %d tile(s) corrected as the model recorded, %d new", len(tiles) - len(unknown), len(unknown))
     return mosaic, Balance(
-        method=record["method"],
+        method=record.method,
         tiles=mosaic.tiles,
         groups=acquisition_groups([t.path for t in mosaic.tiles]),
         pairs=solved.pairs if solved else 0,
@@ -242,11 +225,11 @@ def balance_for_predict(mosaic: Mosaic, record: dict[str, Any] | None, *, seed: 
         seam_before=solved.seam_before if solved else (),
         seam_after=solved.seam_after if solved else (),
         band_count=len(mosaic.bands),
-        estimator=record.get("estimator", ESTIMATOR),
+        estimator=record.estimator,
         known=len(tiles) - len(unknown),
     )
 
 
-def _match_key(path: str) -> str:
+def _match_key(path: Href | str) -> str:
     path = recorded_path(path)
     return path if "://" in path or path.startswith("/vsi") else str(Path(path).resolve())

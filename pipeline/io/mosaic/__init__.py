@@ -3,7 +3,6 @@ array: the dask array and DataArray)."""
 
 from pipeline.io.mosaic.array import (
     MosaicArray,
-    open_imagery,
     open_mosaic,
     to_dask,
     to_xarray,
@@ -13,5 +12,5 @@ from pipeline.io.mosaic.read import read, read_window
 
 __all__ = [
     "Mosaic", "MosaicArray", "Tile", "TileIndex", "WindowRead",
-    "open_imagery", "open_mosaic", "plan_mosaic", "read", "read_window", "to_dask", "to_xarray",
+    "open_mosaic", "plan_mosaic", "read", "read_window", "to_dask", "to_xarray",
 ]

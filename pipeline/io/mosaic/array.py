@@ -7,17 +7,16 @@ tasks name that key and a window, so no task grows with the number of tiles.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 from rasterio.windows import Window
 
-from pipeline.config import InputConfig
 from pipeline.io.mosaic.plan import Mosaic, plan_mosaic
 from pipeline.io.mosaic.read import read
 from pipeline.io.sources import expand_paths, read_headers
+from pipeline.io.spec import InputSpec
 
 
 class MosaicArray:
@@ -82,17 +81,7 @@ def to_xarray(mosaic: Mosaic) -> xr.DataArray:
     return array.rio.write_crs(mosaic.crs).rio.write_transform(mosaic.transform).rio.write_nodata(np.nan)
 
 
-def open_imagery(paths: str | list[str] | tuple[str, ...], *, chunk: int = 2048, **options: Any) -> xr.DataArray:
-    """Files, globs, a .vrt or URLs as one lazy float32 (band, y, x) DataArray (NaN = invalid),
-    as ``landcover run`` reads them; ``options`` are the config's other ``input`` keys (``crs``,
-    ``nodata``, ``alpha``, ``band_names``, ...)."""
-    from pipeline.config import parse_config
-
-    spec = parse_config({"paths": paths, **options}, source="open_imagery", schema=InputConfig)
-    return to_xarray(open_mosaic(spec, chunk=chunk))
-
-
-def open_mosaic(spec: InputConfig, *, chunk: int) -> Mosaic:
+def open_mosaic(spec: InputSpec, *, chunk: int) -> Mosaic:
     """Read the header of every input file (or of the STAC search's items) and plan the mosaic;
     no pixel is read."""
     if spec.stac is not None:

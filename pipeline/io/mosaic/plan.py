@@ -22,10 +22,10 @@ from rasterio.crs import CRS
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
-from pipeline.config import InputConfig
 from pipeline.errors import InputError
-from pipeline.io.remote import where
+from pipeline.io.remote import Href, where
 from pipeline.io.sources import Header
+from pipeline.io.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class Tile:
     """One input file and where it sits in the mosaic grid."""
 
-    path: str
+    path: Href
     row_off: int
     col_off: int
     height: int
@@ -50,7 +50,7 @@ class Tile:
     item: str | None = None
     """The STAC item the file is an asset of, to name it in messages."""
     gains: tuple[float, ...] | None = None
-    """Radiometric correction per feature band (``features.balance``, see ``balance.py``):
+    """Radiometric correction per feature band (``features.balance``, see ``algo/balance``):
     value * gain + offset, applied to the tile's own pixels before compositing; None = as read."""
     offsets: tuple[float, ...] | None = None
 
@@ -171,7 +171,7 @@ _MUST_MATCH = (
 )
 
 
-def plan_mosaic(headers: list[Header], spec: InputConfig, *, chunk: int) -> Mosaic:
+def plan_mosaic(headers: list[Header], spec: InputSpec, *, chunk: int) -> Mosaic:
     """The mosaic grid over the tiles described by ``headers`` (pure: no file is opened)."""
     first = headers[0]
     # With input.crs, tiles of another CRS or resolution are reprojected instead of refused.
@@ -226,7 +226,7 @@ _EPS = 1e-6  # pixels: bounds within this of a grid line are on it (float noise 
 
 
 def _reprojected_mosaic(
-    headers: list[Header], spec: InputConfig, *, bands: tuple[int, ...], names: tuple[str, ...], chunk: int
+    headers: list[Header], spec: InputSpec, *, bands: tuple[int, ...], names: tuple[str, ...], chunk: int
 ) -> Mosaic:
     """The grid of ``input.crs`` covering every tile's reprojected bounds.
 

@@ -18,9 +18,9 @@ import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from pipeline.errors import InputError
+from pipeline.errors import ReadError
 from pipeline.io.mosaic.plan import Mosaic, Tile, WindowRead
-from pipeline.io.remote import is_remote, remote_fix, scrub, where
+from pipeline.io.remote import remote_fix, scrub, where
 from pipeline.io.reproject import source_positions, source_window, warp_nearest
 from pipeline.io.sources import first_line, gdal_options
 
@@ -34,11 +34,12 @@ def _dataset(tile: Tile) -> rasterio.DatasetReader:
     """One open dataset per thread and tile (GDAL handles are not thread-safe), LRU-bounded."""
     cache: OrderedDict[str, rasterio.DatasetReader] = getattr(_local, "datasets", None) or OrderedDict()
     _local.datasets = cache
-    if tile.path in cache:
-        cache.move_to_end(tile.path)
-        return cache[tile.path]
-    src = rasterio.open(tile.path)  # under read()'s GDAL settings
-    cache[tile.path] = src
+    name = tile.path.gdal
+    if name in cache:
+        cache.move_to_end(name)
+        return cache[name]
+    src = rasterio.open(name)  # under read()'s GDAL settings
+    cache[name] = src
     if len(cache) > _OPEN_PER_THREAD:
         cache.popitem(last=False)[1].close()
     return src
@@ -48,7 +49,7 @@ def read(job: WindowRead) -> np.ndarray:
     """Decode one mosaic window: float32 (band, h, w), NaN where no tile has a valid pixel."""
     # Set here, in the task, not by the client: a distributed worker does not inherit the
     # client's rasterio.Env, and the HTTP settings are read when a file is opened and read.
-    with rasterio.Env(**gdal_options(t.path for t in job.tiles)):
+    with rasterio.Env(**gdal_options(t.path.gdal for t in job.tiles)):
         return _read(job)
 
 
@@ -102,12 +103,12 @@ def _read_part(
         return _read_tile(tile, bands, src_window)
     except RasterioError as exc:
         # rasterio's own message only says "see previous exception": GDAL's cause names the block.
-        reason = scrub(first_line(exc.__cause__ or exc).removeprefix(f"{tile.path}, "))
-        if is_remote(tile.path):
+        reason = scrub(first_line(exc.__cause__ or exc).removeprefix(f"{tile.path.gdal}, "))
+        if tile.path.remote:
             verb, fix = "read", remote_fix(reason)
         else:
             verb, fix = "decode", "the file is damaged, replace or remove it"
-        raise InputError(f"{where(tile.path, tile.item)}: cannot {verb} window {src_window.flatten()} ({reason}); {fix}") from None
+        raise ReadError(f"{where(tile.path, tile.item)}: cannot {verb} window {src_window.flatten()} ({reason}); {fix}") from None
 
 
 def _read_tile(tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
