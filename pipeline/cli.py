@@ -113,7 +113,7 @@ def _echo_paths(result: RunResult) -> None:
 
 
 def _log_to_terminal(level: int) -> None:
-    # Only our own logger: dask-ml logs every Lloyd iteration at INFO.
+    # Only our own logger: the libraries' INFO lines (distributed's, numba's) are not the user's.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     package = logging.getLogger("pipeline")

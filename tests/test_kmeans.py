@@ -6,6 +6,7 @@ import logging
 from typing import get_args
 
 import dask
+import dask.array as da
 import numpy as np
 import pytest
 from rasters import class_centres, planted_classes, planted_image, write_raster
@@ -14,17 +15,20 @@ from sklearn.metrics import adjusted_rand_score
 from pipeline import load_config, run
 from pipeline.algo.kernel import nearest
 from pipeline.algo.kmeans import (
-    KERNEL_CENTRES,
     RESTART_ROWS,
-    SEEDINGS,
     Restarts,
+    chunked_lloyd,
     fit_kmeans,
-    kmeans_parallel,
-    kmeans_plusplus,
     lloyd,
-    oversample,
     same_map,
     sum_squared_errors,
+)
+from pipeline.algo.seeding import (
+    KERNEL_CENTRES,
+    SEEDINGS,
+    kmeans_parallel,
+    kmeans_plusplus,
+    oversample,
 )
 from pipeline.config import ModelConfig
 from pipeline.errors import DataError
@@ -250,3 +254,36 @@ def test_k_means_parallel_reduces_by_weight_not_to_the_outliers_it_oversamples()
         start = kmeans_parallel(sample, 3, np.random.default_rng(seed))
         blob, dist = nearest(start.T, centres, dtype=np.float64)
         assert sorted(blob) == [1, 2, 3] and dist.max() < 30**2
+
+
+def _blobs(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 4) float32 pixels around 5 centres, and a start near (not at) each centre."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 200, (5, 4))
+    x = (centres[rng.integers(0, 5, n)] + rng.normal(0, 12, (n, 4))).astype(np.float32)
+    return x, centres + rng.normal(0, 8, centres.shape)
+
+
+def test_the_chunked_lloyd_is_the_in_memory_one_and_independent_of_the_scheduler():
+    x, start = _blobs(60_000)
+    expected, iterations, _ = lloyd(np.ascontiguousarray(x.T), start, max_iter=100, tol=0.0)
+    chunked = da.from_array(x, chunks=(7_001, -1))  # 9 chunks, the last partial
+    with dask.config.set(scheduler="threads"):
+        threads, n_threads = chunked_lloyd(chunked, start, max_iter=100, tol=0.0)
+    with dask.config.set(scheduler="synchronous"):
+        synchronous, _ = chunked_lloyd(chunked, start, max_iter=100, tol=0.0)
+    np.testing.assert_array_equal(threads, synchronous)  # sums added in chunk order: not a bit moves
+    np.testing.assert_allclose(threads, expected, rtol=1e-9)
+    assert n_threads == iterations > 1
+    other, _ = chunked_lloyd(da.from_array(x, chunks=(20_000, -1)), start, max_iter=100, tol=0.0)
+    np.testing.assert_allclose(other, threads, rtol=1e-9)
+
+
+def test_the_chunked_lloyd_keeps_the_centre_of_a_class_left_empty_and_stops_at_tol():
+    x, start = _blobs(20_000, seed=1)
+    far = np.vstack([start, [[5_000.0] * 4]])  # nearest to no pixel
+    centroids, _ = chunked_lloyd(da.from_array(x, chunks=(5_000, -1)), far, max_iter=100, tol=0.0)
+    np.testing.assert_array_equal(centroids[-1], far[-1])
+    assert np.isfinite(centroids).all()
+    _, once = chunked_lloyd(da.from_array(x, chunks=(5_000, -1)), start, max_iter=100, tol=1e12)
+    assert once == 1  # the first shift is below a huge tol

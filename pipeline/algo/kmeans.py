@@ -23,26 +23,28 @@ Restarts are cheap on the in-memory sample, so the fit now makes many of them th
 
 Everything runs in one thread on in-memory arrays, with sums in a fixed order, so the same sample
 and seed give identical centroids on any scheduler. With ``sample.size: all`` the matrix is
-chunked over the mosaic: the winner of the sample is then refined on it by dask-ml's Lloyd
-(``init=`` the centroids), which reads the mosaic once or twice per iteration. dask-ml's ``tol`` is
-an absolute squared shift, so ``tol`` is scaled by the sample's mean band variance (as
-scikit-learn does); its ``inertia_`` sums unsquared distances, so inertia is computed here.
+chunked over the mosaic: the winner of the sample is then refined on it by ``chunked_lloyd``, which
+reads the mosaic once per iteration: one dask computation in which each chunk is labelled by the
+same kernel and returns only its per-class pixel counts and float64 feature sums, added on the
+client in chunk order (so the scheduler changes no bit); a class the whole mosaic leaves empty
+keeps its centre. ``tol`` is, as in scikit-learn, an absolute squared shift summed over the
+centres, so the configured ``tol`` is scaled by the matrix's mean band variance
+(``Fit.tol_absolute``). The inertia is computed here, in float64, in one more pass.
 Centroids come back in the order found; ``class_order`` numbers the classes deterministically.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
-from dask_ml.cluster import KMeans
 
 from pipeline.algo.features import ndvi_bands, normalized_difference
 from pipeline.algo.kernel import nearest, nearest_all
+from pipeline.algo.seeding import SEEDINGS
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -54,12 +56,6 @@ SAME_MAP = 0.01  # two labellings that differ on at most 1 % of the pixels (up t
 # Unstable: at the rate this fit's restarts reached the best, as many restarts again (a run with
 # another seed) would miss it with a probability above this.
 MISS_RISK = 0.05
-# k-means||: rounds of about l = 2k draws each. A few rounds suffice in Bahmani et al.'s
-# experiments (Spark makes 2, dask-ml about ln(initial cost)); a fixed number keeps the draw
-# independent of the feature units.
-PARALLEL_ROUNDS = 5
-OVERSAMPLING = 2.0
-KERNEL_CENTRES = 255  # the labelling kernel's labels are uint8 with 0 for nodata
 
 
 @dataclass(frozen=True)
@@ -138,98 +134,6 @@ def sum_squared_errors(matrix: np.ndarray | da.Array, centroids: np.ndarray) -> 
     return float(matrix.map_blocks(block_sse, chunks=(1, 1), dtype=np.float64).sum().compute())
 
 
-def kmeans_plusplus(pixels: np.ndarray, k: int, rng: np.random.Generator, *, weights: np.ndarray | None = None) -> np.ndarray:
-    """k starting centres drawn from (n, band) pixels by greedy k-means++ (Arthur and
-    Vassilvitskii; scikit-learn's variant): each next centre is the best, by the inertia it leaves,
-    of 2 + ln k candidates drawn with probability proportional to the squared distance to the
-    nearest centre so far. Written in numpy rather than taken from scikit-learn, whose distances
-    go through BLAS, so that the draw does not depend on the machine's thread count.
-
-    With ``weights`` (one per pixel, e.g. how many pixels a k-means|| candidate stands for), a
-    pixel counts ``weight`` times: in the draws and in the inertia; one of weight 0 is never drawn.
-    """
-    x = pixels.astype(np.float64)
-    # 1.0 without weights: multiplying by it changes no bit, so the draws stay those of before.
-    w = 1.0 if weights is None else np.asarray(weights, dtype=np.float64)
-    trials = 2 + int(math.log(k))
-    centres = np.empty((k, x.shape[1]))
-    first = rng.integers(len(x)) if weights is None else _draw(np.cumsum(w), rng.random(1))[0]
-    centres[0] = x[first]
-    closest = ((x - centres[0]) ** 2).sum(axis=1)
-    for c in range(1, k):
-        cumulative = np.cumsum(closest * w)
-        # Fewer distinct pixels (of weight > 0) than k: any pixel is as good, and ``lloyd`` gives
-        # the classes left empty the farthest pixels (or says there are too few groups).
-        if cumulative[-1] == 0:
-            centres[c:] = centres[0]
-            break
-        picks = _draw(cumulative, rng.random(trials))
-        candidates = np.minimum(closest, ((x[None, :, :] - x[picks][:, None, :]) ** 2).sum(axis=2))
-        best = int(np.argmin((candidates * w).sum(axis=1)))
-        centres[c], closest = x[picks[best]], candidates[best]
-    return centres
-
-
-def _draw(cumulative: np.ndarray, uniform: np.ndarray) -> np.ndarray:
-    """Indices drawn with probability proportional to the steps of ``cumulative`` (a cumulative
-    sum), one per ``uniform`` value in [0, 1): an index whose step is 0 is never drawn."""
-    return np.minimum(np.searchsorted(cumulative, uniform * cumulative[-1], side="right"), len(cumulative) - 1)
-
-
-def kmeans_parallel(
-    pixels: np.ndarray, k: int, rng: np.random.Generator, *, rounds: int = PARALLEL_ROUNDS, oversampling: float = OVERSAMPLING
-) -> np.ndarray:
-    """k starting centres drawn from (n, band) pixels by scalable k-means++ ("k-means||", Bahmani
-    et al. 2012, as in Spark and dask-ml): ``oversample`` draws candidates in a few passes, and
-    weighted greedy k-means++ reduces the candidates, each weighted by the pixels nearest to it,
-    to k centres."""
-    chosen, weights = oversample(pixels, k, rng, rounds=rounds, oversampling=oversampling)
-    return kmeans_plusplus(chosen, k, rng, weights=weights)
-
-
-def oversample(
-    pixels: np.ndarray, k: int, rng: np.random.Generator, *, rounds: int = PARALLEL_ROUNDS, oversampling: float = OVERSAMPLING
-) -> tuple[np.ndarray, np.ndarray]:
-    """The oversampling passes of k-means||: from one random pixel, ``rounds`` passes each draw
-    every pixel independently with probability min(1, l d^2 / cost), l = ``oversampling`` x k, d
-    its distance to the nearest candidate so far and cost the sum of d^2 (about l new candidates
-    per pass). Returns the (m, band) float64 candidates, in the order drawn, and per candidate the
-    number of pixels nearest to it (ties go to the earlier candidate)."""
-    # The labelling kernel's layout and float32, as in ``lloyd`` (faster than float64, and a
-    # pixel is still at distance exactly 0 from itself). No copy when ``pixels`` is a transposed
-    # (band, n) float32 array, as the fit passes it.
-    bands_first = np.ascontiguousarray(pixels.T, dtype=np.float32)
-    n = bands_first.shape[1]
-    chosen = np.array([rng.integers(n)])
-    closest, owner = np.full(n, np.inf), np.zeros(n, dtype=np.intp)  # float64: the cost is summed from it
-    _take_nearer(bands_first, bands_first[:, chosen].T, 0, closest, owner)
-    for _ in range(rounds):
-        cost = float(closest.sum())
-        if cost == 0:  # every pixel sits on a candidate: there is nothing left to draw
-            break
-        # A probability above 1 is drawn always; a candidate (d = 0) is never drawn again.
-        drawn = np.flatnonzero(rng.random(n) * cost < oversampling * k * closest)
-        _take_nearer(bands_first, bands_first[:, drawn].T, len(chosen), closest, owner)
-        chosen = np.concatenate([chosen, drawn])
-    return bands_first[:, chosen].T.astype(np.float64), np.bincount(owner, minlength=len(chosen))
-
-
-def _take_nearer(bands_first: np.ndarray, centres: np.ndarray, first: int, closest: np.ndarray, owner: np.ndarray) -> None:
-    """Where one of ``centres`` (numbered from ``first``) is nearer to a (band, n) pixel than
-    ``closest``, record its squared distance in ``closest`` and its number in ``owner``, in place.
-    The kernel's labels are uint8, so it sees at most ``KERNEL_CENTRES`` centres at a time; ties
-    keep the lower number, as one argmin over all the centres would."""
-    for start in range(0, len(centres), KERNEL_CENTRES):
-        label, dist = nearest(bands_first, centres[start : start + KERNEL_CENTRES])
-        nearer = dist < closest
-        np.copyto(closest, dist, where=nearer)  # copyto rather than masked indexing: no gathers
-        np.copyto(owner, label.astype(np.intp) + (first + start - 1), where=nearer)
-
-
-SEEDINGS = {"k-means++": kmeans_plusplus, "k-means||": kmeans_parallel}
-"""``model.init``: how a restart draws its k starting centres from the restart pixels."""
-
-
 def lloyd(bands_first: np.ndarray, centroids: np.ndarray, *, max_iter: int, tol: float) -> tuple[np.ndarray, int, float]:
     """Lloyd's algorithm on (band, n) float32 pixels in memory: (centroids, iterations, inertia).
 
@@ -281,7 +185,6 @@ def fit_kmeans(
     """
     if init not in SEEDINGS:
         raise ValueError(f"init must be one of {', '.join(SEEDINGS)}, not {init!r}")
-    draw_starts = SEEDINGS[init]
     n = matrix.shape[0]
     if n < k:
         raise DataError(
@@ -290,14 +193,44 @@ def fit_kmeans(
     sample = np.ascontiguousarray(seeds_from.T, dtype=np.float32)  # (band, n): the labelling kernel's layout
     tol_absolute = tol * float(_variance(matrix).mean())
     head = np.ascontiguousarray(sample[:, :RESTART_ROWS])
+    candidates, inertias, n_iter = _restarts(
+        head, SEEDINGS[init], k=k, n_init=n_init, max_iter=max_iter, tol=tol_absolute, seed=seed
+    )
+    centroids, tied, iterations = _refine_on_sample(sample, head, candidates, inertias, max_iter=max_iter)
+    n_iter += iterations
+    restarts = Restarts(tuple(inertias), head.shape[1], tied)
+    _log_restarts(restarts, n_init=n_init, init=init)
+    if isinstance(matrix, da.Array):
+        centroids, iterations = chunked_lloyd(matrix, centroids, max_iter=max_iter, tol=tol_absolute)
+        n_iter += iterations
+    inertia = sum_squared_errors(matrix, centroids)
+    log.info("fit: refined on %d pixels, inertia %.6g", n, inertia)
+    return Fit(centroids, n_iter, tol_absolute, inertia, n, restarts, init)
+
+
+def _restarts(
+    head: np.ndarray, draw_starts: Callable[..., np.ndarray], *, k: int, n_init: int, max_iter: int, tol: float, seed: int
+) -> tuple[list[np.ndarray], list[float], int]:
+    """The ``n_init`` restarts on the (band, n) restart pixels, restart r seeded by ``draw_starts``
+    from the generator of [seed, r] and run by ``lloyd`` to ``tol``: their centroids, their
+    inertias and the iterations they took in all."""
     candidates, inertias, n_iter = [], [], 0
     for restart in range(n_init):
         start = draw_starts(head.T, k, np.random.default_rng([seed, restart]))
-        centroids, iterations, inertia = lloyd(head, start, max_iter=max_iter, tol=tol_absolute)
+        centroids, iterations, inertia = lloyd(head, start, max_iter=max_iter, tol=tol)
         candidates.append(centroids)
         inertias.append(inertia)
         n_iter += iterations
-    refined = []
+    return candidates, inertias, n_iter
+
+
+def _refine_on_sample(
+    sample: np.ndarray, head: np.ndarray, candidates: list[np.ndarray], inertias: list[float], *, max_iter: int
+) -> tuple[np.ndarray, bool, int]:
+    """The ``REFINED`` best distinct restarts run on the whole (band, n) sample: the centroids of
+    the lowest inertia there, whether the runner-up is a different map within ``SAME_OPTIMUM`` of
+    it (``Restarts.tied``), and the iterations taken."""
+    refined, n_iter = [], 0
     for i in _distinct_optima(head, candidates, inertias):
         # Until no label changes, not to ``tol``: two seeds that reach one optimum then give one
         # map (stopped at tol / 100, their maps were at ARI 0.96 on a NAIP scene at k = 10).
@@ -305,15 +238,21 @@ def fit_kmeans(
         n_iter += iterations
         refined.append((inertia, centroids))
     refined.sort(key=lambda r: r[0])
+    k = len(refined[0][1])
     tied = len(refined) > 1 and refined[1][0] <= refined[0][0] * (1 + SAME_OPTIMUM) and not same_map(
         nearest(sample, refined[0][1])[0], nearest(sample, refined[1][1])[0], k
     )
-    restarts = Restarts(tuple(inertias), head.shape[1], tied)
+    return refined[0][1], tied, n_iter
+
+
+def _log_restarts(restarts: Restarts, *, n_init: int, init: str) -> None:
+    """How many restarts reached the best inertia, and a warning when another seed could well
+    give another map (a tie, or too few restarts at the best)."""
     log.info(
         "fit: %d restart(s) on %d pixels, %d within %.1f %% of the best inertia %.6g (%s starts)",
-        n_init, head.shape[1], restarts.reached_best, 100 * SAME_OPTIMUM, min(inertias), init,
+        n_init, restarts.rows, restarts.reached_best, 100 * SAME_OPTIMUM, min(restarts.inertias), init,
     )
-    if tied:
+    if restarts.tied:
         log.warning(
             "fit: two different maps are within %.1f %% of the best inertia on the sample: another seed (another "
             "sample) may choose the other; a larger sample.size decides between them better", 100 * SAME_OPTIMUM,
@@ -323,13 +262,6 @@ def fit_kmeans(
             "fit: only %d of %d restarts reached the best inertia: another seed may find another optimum "
             "(another map); raise model.n_init (now %d)", restarts.reached_best, n_init, n_init,
         )
-    centroids = refined[0][1]
-    if isinstance(matrix, da.Array):
-        centroids, iterations = _dask_lloyd(matrix, centroids, max_iter=max_iter, tol=tol_absolute)
-        n_iter += iterations
-    inertia = sum_squared_errors(matrix, centroids)
-    log.info("fit: refined on %d pixels, inertia %.6g", n, inertia)
-    return Fit(centroids, n_iter, tol_absolute, inertia, n, restarts, init)
 
 
 def same_map(a: np.ndarray, b: np.ndarray, k: int) -> bool:
@@ -359,10 +291,44 @@ def _variance(matrix: np.ndarray | da.Array) -> np.ndarray:
     return matrix.astype(np.float32).var(axis=0, dtype=np.float64).compute()
 
 
-def _dask_lloyd(matrix: da.Array, init: np.ndarray, *, max_iter: int, tol: float) -> tuple[np.ndarray, int]:
-    """dask-ml's Lloyd from ``init`` on a chunked matrix (float32: dask-ml keeps the input dtype)."""
-    model = KMeans(n_clusters=len(init), init=init, max_iter=max_iter, tol=tol)
-    with warnings.catch_warnings():  # dask-ml divides by zero for a class the full data leaves empty
-        warnings.simplefilter("ignore", RuntimeWarning)
-        model.fit(matrix.astype(np.float32))
-    return np.asarray(model.cluster_centers_, dtype=np.float64), int(model.n_iter_)
+def chunked_lloyd(matrix: da.Array, centroids: np.ndarray, *, max_iter: int, tol: float) -> tuple[np.ndarray, int]:
+    """Lloyd's algorithm on a chunked (n, feature) matrix from ``centroids``: (centroids, iterations).
+
+    Each iteration is one pass over the matrix (``_class_totals``): per chunk, the labelling
+    kernel labels the pixels and counts and sums them per class in float64; the client adds the
+    chunks' totals in chunk order, so the scheduler does not change a bit of the result. The new
+    centres are the classes' means; a class the matrix leaves empty keeps its centre. Stops when
+    the centres move by at most ``tol`` (summed squared shift, absolute) or after ``max_iter``.
+    Centroids are float64 (the kernel labels in float32, as ``lloyd`` does).
+    """
+    matrix = matrix.rechunk({1: -1})
+    centroids = np.array(centroids, dtype=np.float64)
+    for iteration in range(1, max_iter + 1):
+        totals = _class_totals(matrix, centroids)[1:]  # label 0 (a NaN feature) counts for no class
+        counts = totals[:, :1]
+        moved = np.divide(totals[:, 1:], counts, out=centroids.copy(), where=counts > 0)
+        shift = float(((moved - centroids) ** 2).sum())  # 0 once no label changes
+        centroids = moved
+        if shift <= tol:
+            break
+    return centroids, iteration
+
+
+def _class_totals(matrix: da.Array, centroids: np.ndarray) -> np.ndarray:
+    """Per label 0..k over a chunked (n, feature) matrix labelled by ``centroids``: pixel count and
+    per-feature sums, float64 (k + 1, 1 + feature) (see ``nearest_all``). One dask computation
+    that reads each chunk once and returns only the chunks' small totals, summed here in chunk
+    order: the same on any scheduler."""
+    k, chunks = len(centroids), matrix.numblocks[0]
+    shape = (k + 1, 1 + matrix.shape[1])
+    per_chunk = matrix.map_blocks(
+        _block_totals, centroids=centroids, chunks=((shape[0],) * chunks, (shape[1],)), dtype=np.float64
+    ).compute()
+    totals = np.zeros(shape)
+    for part in per_chunk.reshape(chunks, *shape):
+        totals += part
+    return totals
+
+
+def _block_totals(block: np.ndarray, *, centroids: np.ndarray) -> np.ndarray:
+    return nearest_all(block.T, centroids)[3]

@@ -27,7 +27,7 @@ MODEL_FORMAT = "landcover-model/2"
 _FORMAT_1 = "landcover-model/1"  # centroids in input bands, no features section
 
 
-_VERSIONED = ("landcover-pipeline", "dask", "distributed", "dask-ml", "scikit-learn", "numpy", "rasterio", "xarray", "rioxarray")
+_VERSIONED = ("landcover-pipeline", "dask", "distributed", "scikit-learn", "numpy", "rasterio", "xarray", "rioxarray")
 
 
 def library_versions() -> dict[str, str]:

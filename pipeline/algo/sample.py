@@ -16,8 +16,8 @@ Decoding is the cost, and GDAL decodes whole blocks, so the sample is drawn in t
 
 ``pi`` starts at ``OVERSAMPLE`` x size / covered pixels and grows, round by round, where nodata
 leaves too few candidates. Nothing depends on the scheduler or on which worker reads which window,
-and each task carries only its window's tiles. Sorting by key shuffles the sample (dask-ml's
-k-means|| always starts from row 0).
+and each task carries only its window's tiles. Sorting by key shuffles the sample (the fit's
+restarts take its first rows).
 """
 
 from __future__ import annotations

@@ -14,10 +14,16 @@ import xarray as xr
 
 from pipeline.algo.features import Features, ndvi_bands, rgb_bands
 from pipeline.algo.kernel import class_statistics, nearest
-from pipeline.algo.kmeans import class_order, fit_kmeans
+from pipeline.algo.kmeans import Fit, class_order, fit_kmeans
 from pipeline.algo.model import FitRecord, Model, SourceRecord
 from pipeline.algo.sample import draw_sample, full_matrix
-from pipeline.config import ClassConfig, FeaturesConfig, FitSettings, parse_config
+from pipeline.config import (
+    ClassConfig,
+    FeaturesConfig,
+    FitSettings,
+    ModelConfig,
+    parse_config,
+)
 from pipeline.errors import DataError
 from pipeline.io.imagery import Imagery, as_imagery
 from pipeline.io.remote import where
@@ -94,12 +100,16 @@ def fit(
         seed=seed,
         inertia=found.inertia,
         class_names=settings.class_names() if settings.classes else (),
-        fit=FitRecord(
-            init=m.init, n_init=m.n_init, max_iter=m.max_iter, n_iter=found.n_iter, tol=m.tol, tol_absolute=found.tol_absolute,
-            order_by=m.order_by, seeding=found.seeding, unstable=found.restarts.unstable, restarts=found.restarts.to_json(),
-            timings_s={name: round(seconds, 3) for name, seconds in timings.items()},
-        ),
+        fit=_fit_record(m, found, timings),
         source=SourceRecord(dtype=imagery.dtype, count=len(imagery.bands), crs=imagery.crs, nodata=imagery.nodata),
+    )
+
+
+def _fit_record(m: ModelConfig, found: Fit, timings: dict[str, float]) -> FitRecord:
+    return FitRecord(
+        init=m.init, n_init=m.n_init, max_iter=m.max_iter, n_iter=found.n_iter, tol=m.tol, tol_absolute=found.tol_absolute,
+        order_by=m.order_by, seeding=found.seeding, unstable=found.restarts.unstable, restarts=found.restarts.to_json(),
+        timings_s={name: round(seconds, 3) for name, seconds in timings.items()},
     )
 
 
