@@ -51,8 +51,8 @@ def test_the_balance_record_and_the_fingerprint_hold_no_secret_and_survive_resig
 def test_the_block_cache_is_set_in_bytes_where_files_are_read(monkeypatch):
     monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
     options = gdal_options(["/data/a.tif"])
-    assert options["GDAL_CACHEMAX"] == CACHE_BYTES == 256 * 2**20
+    assert options["GDAL_CACHEMAX"] == CACHE_BYTES == 64 * 2**20
     with rasterio.Env(**options):
-        assert get_gdal_config("GDAL_CACHEMAX") == CACHE_BYTES  # rasterio: bytes (256 would be 256 bytes)
+        assert get_gdal_config("GDAL_CACHEMAX") == CACHE_BYTES  # rasterio: bytes (64 would be 64 bytes)
     monkeypatch.setenv("GDAL_CACHEMAX", "1024")
     assert "GDAL_CACHEMAX" not in gdal_options(["/data/a.tif"])  # the environment wins
