@@ -77,7 +77,7 @@ class SourceRecord:
     """The nodata override the run was given (None: each file's own)."""
     alpha: str | int = "auto"
     paths: tuple[str, ...] | None = None
-    """Input hrefs without their query (signatures); None for a STAC search or an in-memory array."""
+    """Input hrefs, redacted (no query, no credentials); None for a STAC search or an in-memory array."""
     stac: dict[str, Any] | None = None
     """The STAC search (``input.stac``), not its thousands of hrefs."""
     items: int | None = None

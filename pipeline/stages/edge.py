@@ -15,7 +15,6 @@ from pipeline.config import (
     DaskConfig,
     FeaturesConfig,
     InputConfig,
-    StacConfig,
     parse_config,
 )
 from pipeline.io.mosaic import open_mosaic, to_xarray
@@ -24,12 +23,8 @@ from pipeline.runtime.scheduler import Scheduler
 
 
 def input_spec(config: InputConfig) -> InputSpec:
-    stac = None if config.stac is None else _stac_query(config.stac)
+    stac = None if config.stac is None else StacQuery(**dict(config.stac))
     return InputSpec(**{**dict(config), "stac": stac})
-
-
-def _stac_query(config: StacConfig) -> StacQuery:
-    return StacQuery(**dict(config))
 
 
 def scheduler(config: DaskConfig) -> Scheduler:

@@ -64,7 +64,7 @@ def predict(
         origin = replace(origin, config={"input": spec.model_dump(mode="json")}, inputs=tuple(t.path for t in mosaic.tiles))
         output = check_output(Path(out), inputs=origin.inputs, overwrite=overwrite, key="--out", overwrite_hint="pass --overwrite")
     with computing(scheduler(dask)):
-        if model.balance:
+        if model.balance is not None:
             with timed(origin.timings, "balance"), progress("balance"):
                 mosaic, balanced = balance_for_predict(mosaic, model.balance, seed=model.seed)
             model = replace(model, balance=balanced.record())

@@ -85,9 +85,8 @@ def open_mosaic(spec: InputSpec, *, chunk: int) -> Mosaic:
     """Read the header of every input file (or of the STAC search's items) and plan the mosaic;
     no pixel is read."""
     if spec.stac is not None:
-        from pipeline.io.stac import (
-            headers_from_stac,  # pystac is needed only for STAC inputs
-        )
+        # pystac is imported only for STAC inputs
+        from pipeline.io.stac import headers_from_stac
 
         headers = headers_from_stac(spec)
     else:
