@@ -4,6 +4,7 @@ From Python, on any (band, y, x) DataArray (rioxarray, odc-stac, stackstac, ``op
 
     model = pipeline.fit(data, k=7, sample_size=1_000_000, seed=0)
     labels = pipeline.classify(data, model)          # lazy uint8 (y, x), 0 = nodata
+    labels = pipeline.sieve(pipeline.majority(labels, 3), 16, 8)   # the map cleaned, still lazy
     pipeline.write_cog(labels, "out/labels.tif", model=model, data=data)
     # or, the same bytes, labelling inside the write's tasks:
     pipeline.write_classified(data, "out/labels.tif", model=model)
@@ -20,6 +21,7 @@ from pipeline.errors import (
     ReadError,
 )
 from pipeline.stages.classify import classify, confidence
+from pipeline.stages.cleanup import majority, sieve
 from pipeline.stages.edge import open_imagery
 from pipeline.stages.fit import fit
 from pipeline.stages.predict import predict
@@ -41,9 +43,11 @@ __all__ = [
     "fit",
     "load_config",
     "load_model",
+    "majority",
     "open_imagery",
     "predict",
     "run",
+    "sieve",
     "write_classified",
     "write_cog",
 ]

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import click
 
-from pipeline.config import dask_settings, load_config
+from pipeline.config import load_config, predict_settings
 from pipeline.errors import LandcoverError
 from pipeline.products.html import report_for
 from pipeline.stages.predict import predict as predict_pipeline
@@ -49,7 +49,7 @@ def run(config_path: str, overrides: tuple[str, ...], show_config: bool, resume:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The labels COG to write; sidecars go beside it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--confidence", is_flag=True, help="Also write <stem>.confidence.tif (the nearest-centroid margin).")
-@click.option("--set", "overrides", multiple=True, metavar="dask.KEY=VALUE", help="Scheduler and chunks, as in a run's YAML, e.g. --set dask.scheduler=local-cluster.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="dask.* and postprocess.* keys, as in a run's YAML, e.g. --set dask.scheduler=local-cluster or --set postprocess.sieve=0.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or log lines; errors only.")
 def predict(
     model_path: str, inputs: tuple[str, ...], out: str, overwrite: bool, confidence: bool, overrides: tuple[str, ...], quiet: bool
@@ -57,9 +57,10 @@ def predict(
     """Label INPUT files (paths, globs or a .vrt) with the MODEL.json a run wrote."""
     _log_to_terminal(logging.WARNING if quiet else logging.INFO)
     with _user_errors():
+        settings = predict_settings(overrides)
         result = predict_pipeline(
-            model_path, inputs, out=out, overwrite=overwrite, confidence=confidence, dask=dask_settings(overrides),
-            progress=None if quiet else _progress_bar,
+            model_path, inputs, out=out, overwrite=overwrite, confidence=confidence, dask=settings.dask,
+            postprocess=settings.postprocess, progress=None if quiet else _progress_bar,
         )
     if not quiet:
         _echo_paths(result)
@@ -108,7 +109,9 @@ def _user_errors(interrupted: str = "nothing was written at the output path") ->
 
 
 def _echo_paths(result: RunResult) -> None:
-    paths = [result.output, result.model_path, result.report_path, result.quicklook_path, result.html_path, result.confidence_path]
+    paths = [
+        result.output, result.model_path, result.report_path, result.quicklook_path, result.html_path, result.confidence_path, result.raw_path,
+    ]
     click.echo("\n".join(str(p) for p in paths if p is not None))
 
 

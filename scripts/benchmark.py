@@ -65,15 +65,20 @@ def read_floor(path: Path) -> float:
     return seconds
 
 
-def run_pipeline(mosaic: Path, workdir: Path, n: int, *, dask_options: dict[str, Any] | None = None, name: str = "") -> dict[str, Any]:
-    """Run ``landcover run`` on the mosaic: wall time, peak RSS and the report's stage timings."""
+def run_pipeline(
+    mosaic: Path, workdir: Path, n: int, *, dask_options: dict[str, Any] | None = None, name: str = "", sections: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run ``landcover run`` on the mosaic: wall time, peak RSS and the report's stage timings;
+    ``sections``: config sections to add (``output`` keys are merged)."""
     output = artefact(workdir, f"labels{name}", n)
+    sections = dict(sections or {})
     config = {
         "input": {"paths": [str(mosaic)]},
         "sample": {"size": 1_000_000, "seed": 0},
         "model": {"k": K},
-        "output": {"path": str(output), "overwrite": True},
+        "output": {"path": str(output), "overwrite": True, **sections.pop("output", {})},
         "dask": {"chunk": 2048, **(dask_options or {})},
+        **sections,
     }
     config_path = artefact(workdir, f"config{name}", n).with_suffix(".yaml")
     config_path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
@@ -289,6 +294,29 @@ def machine() -> dict[str, Any]:
     }
 
 
+# Back-to-back pairs at the largest size (--compare): a baseline run, then the same run with more.
+COMPARISONS = {
+    "postprocess": ({}, {"postprocess": {"majority": 3, "sieve": 16, "connectivity": 8}}),
+    "overviews": ({"output": {"overviews": "nearest"}}, {"output": {"overviews": "mode"}}),
+}
+
+
+def compare(mosaic: Path, workdir: Path, n: int, which: str, repeats: int = 2) -> dict[str, Any]:
+    """Wall and peak RSS of ``which``'s two configs, run alternately ``repeats`` times; the
+    ratios of their medians (the second over the first)."""
+    runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+    for _ in range(repeats):
+        for label, sections in zip(runs, COMPARISONS[which]):
+            runs[label].append(run_pipeline(mosaic, workdir, n, name=f"-{which}-{label}", sections=sections))
+    median = {label: {key: float(np.median([r[key] for r in rs])) for key in ("seconds", "peak_rss_gb")} for label, rs in runs.items()}
+    return {
+        "with_over_without": {key: round(median["with"][key] / median["without"][key], 3) for key in ("seconds", "peak_rss_gb")},
+        "median": median,
+        "runs": runs,
+        "configs": COMPARISONS[which],
+    }
+
+
 def print_table(result: dict[str, Any]) -> None:
     stages = ("open", "sample", "fit", "label_write", "finalise", "place")
     print(
@@ -329,6 +357,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=REPO / "benchmark-data")
     parser.add_argument("--out", type=Path, default=Path("benchmark.json"))
     parser.add_argument("--amdahl", action="store_true", help="also run the largest size on local-cluster with 1 and 2 workers (Amdahl table)")
+    parser.add_argument("--compare", default="", help=f"comma-separated pairs run back to back at the largest size: {', '.join(COMPARISONS)}")
+    parser.add_argument("--compare-only", action="store_true", help="--compare alone: no floor, peers or table (the mosaics are still built)")
     parser.add_argument("--state", action="store_true", help="the state-scale rehearsal instead (scripts/state_rehearsal.py; ~1 h)")
     parser.add_argument("--tiles", default="64x80", help="--state: rows x columns of tile files (2.08 MP each)")
     parser.add_argument("--skip-cluster", action="store_true", help="--state: no local-cluster run")
@@ -360,6 +390,14 @@ def main() -> None:
     else:
         notes.append("dask-ml full fit " + ("included" if with_daskml else "skipped (no --with-daskml-full)"))
 
+    comparisons = [c for c in args.compare.split(",") if c]
+    if args.compare_only:
+        mosaic = build_mosaic(ns[-1], args.scenes, args.workdir)
+        result = {name: compare(mosaic, args.workdir, ns[-1], name) for name in comparisons}
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        for name, r in result.items():
+            print(f"{name}: with / without at {ns[-1]}x{ns[-1]}: wall {r['with_over_without']['seconds']}x, peak RSS {r['with_over_without']['peak_rss_gb']}x")
+        return
     sizes: dict[str, dict[str, Any]] = {}
     for n in ns:
         mosaic = build_mosaic(n, args.scenes, args.workdir)
@@ -396,6 +434,8 @@ def main() -> None:
     }
     if args.amdahl:
         result["amdahl"] = amdahl(artefact(args.workdir, "mosaic", ns[-1]), args.workdir, ns[-1])
+    for name in comparisons:
+        result[f"compare_{name}"] = compare(artefact(args.workdir, "mosaic", ns[-1]), args.workdir, ns[-1], name)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
     if args.amdahl:

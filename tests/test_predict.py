@@ -167,5 +167,5 @@ def test_predict_computes_on_the_scheduler_and_chunks_it_is_given(tmp_path, make
     assert len(np.unique(read_labels(fitted.output)[:, 30:])) == 3
     refused = subprocess.run([str(LANDCOVER), "predict", str(fitted.model_path), "scene.tif", "--out", "d.tif", "--set", "model.k=3"],
                              capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert refused.returncode == 2 and refused.stderr == "error: --set: unknown key 'model'; valid keys at the top level are: dask\n"
+    assert refused.returncode == 2 and refused.stderr == "error: --set: unknown key 'model'; valid keys at the top level are: dask, postprocess\n"
     assert not (tmp_path / "d.tif").exists()

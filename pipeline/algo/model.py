@@ -15,6 +15,7 @@ import numpy as np
 import rasterio
 
 from pipeline.algo.balance.record import BalanceRecord
+from pipeline.algo.cleanup import Cleanup
 from pipeline.algo.features import Features
 from pipeline.errors import InputError
 
@@ -116,6 +117,8 @@ class Model:
     source: SourceRecord | None = None
     balance: BalanceRecord | None = None
     """Each tile's correction (``features.balance``), reused by ``predict``."""
+    postprocess: Cleanup | None = None
+    """The cleanup of the labels (``postprocess``), reapplied by ``predict``."""
     versions: dict[str, str] = field(default_factory=library_versions, compare=False)
     """The libraries that fitted the model (kept when it is loaded and saved again)."""
 
@@ -148,6 +151,8 @@ class Model:
             doc["class_names"] = list(self.class_names)
         if self.balance is not None:
             doc["balance"] = self.balance.to_json()
+        if self.postprocess is not None:
+            doc["postprocess"] = self.postprocess.to_json()
         doc["versions"] = dict(self.versions)
         return doc
 
@@ -194,6 +199,7 @@ class Model:
             fit=FitRecord(**doc["fit"]) if doc.get("fit") else None,
             source=SourceRecord.from_json(doc["input"]) if doc.get("input") else None,
             balance=BalanceRecord.from_json(doc["balance"]) if doc.get("balance") else None,
+            postprocess=Cleanup.from_json(doc["postprocess"]) if doc.get("postprocess") else None,
             versions=dict(doc.get("versions") or {}),
         )
 

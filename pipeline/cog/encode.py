@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dask
 import imagecodecs
+import numba
 import numpy as np
 
 from pipeline.cog.header import Placement
@@ -26,6 +27,8 @@ def halve(array: np.ndarray, resampling: str) -> np.ndarray:
     """The next overview level of ``array`` (whose origin is on an even pixel)."""
     if resampling == "nearest":
         return np.ascontiguousarray(array[::2, ::2])
+    if resampling == "mode":
+        return halve_mode(array)
     h, w = array.shape
     padded = np.full((h + h % 2, w + w % 2), np.nan, dtype=np.float32)
     padded[:h, :w] = array
@@ -38,6 +41,55 @@ def halve(array: np.ndarray, resampling: str) -> np.ndarray:
         count += valid
     with np.errstate(invalid="ignore", divide="ignore"):
         return total / count  # 0 / 0 = NaN where all four are nodata
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _mode_of_four(a, b, c, d):  # pragma: no cover - compiled
+    # Each pixel's key: (its valid votes) << 9 | 256 for the top-left pixel | (255 - its class).
+    # The largest key is the most frequent valid class, then the top-left pixel's, then the
+    # smallest class; nodata (0) has no votes, and four nodata give 255 - 255 = 0. Branch-free,
+    # so random labels cost what uniform ones do.
+    ab, ac, ad, bc, bd, cd = a == b, a == c, a == d, b == c, b == d, c == d
+    ka = ((1 + ab + ac + ad) * (a != 0)) << 9 | 256 | (255 - a)
+    kb = ((1 + ab + bc + bd) * (b != 0)) << 9 | (255 - b)
+    kc = ((1 + ac + bc + cd) * (c != 0)) << 9 | (255 - c)
+    kd = ((1 + ad + bd + cd) * (d != 0)) << 9 | (255 - d)
+    return 255 - (max(max(ka, kb), max(kc, kd)) & 255)
+
+
+@numba.njit(nogil=True, cache=True)
+def _halve_mode(array, out):  # pragma: no cover - compiled
+    h, w = array.shape
+    hh, hw = h // 2, w // 2
+    zero = np.int32(0)
+    for i in range(hh):
+        top, bottom, row = array[2 * i], array[2 * i + 1], out[i]
+        for j in range(hw):
+            row[j] = _mode_of_four(
+                np.int32(top[2 * j]), np.int32(top[2 * j + 1]), np.int32(bottom[2 * j]), np.int32(bottom[2 * j + 1])
+            )
+        if w % 2:  # the block cut to 2 x 1 at the right edge
+            row[hw] = _mode_of_four(np.int32(top[w - 1]), zero, np.int32(bottom[w - 1]), zero)
+    if h % 2:  # cut to 1 x 2 (and 1 x 1 in the corner) at the bottom edge
+        top, row = array[h - 1], out[hh]
+        for j in range(hw):
+            row[j] = _mode_of_four(np.int32(top[2 * j]), np.int32(top[2 * j + 1]), zero, zero)
+        if w % 2:
+            row[hw] = _mode_of_four(np.int32(top[w - 1]), zero, zero, zero)
+
+
+def halve_mode(array: np.ndarray) -> np.ndarray:
+    """The 2 x 2 MODE of uint8 labels (0 = nodata): each block's most frequent valid class; ties go
+    to the top-left pixel's class if it is tied (what NEAREST keeps), else to the smallest tied
+    class; four nodata give 0. Blocks at an odd edge are cut (2 x 1, 1 x 2, 1 x 1). Each output
+    pixel depends on its own block only, so any split of ``array`` on even pixels gives the same
+    result. 3.5-5 ms of CPU per 2048 x 2048 level (NEAREST: ~0.4 ms)."""
+    if array.dtype != np.uint8 or array.ndim != 2:
+        raise TypeError(f"mode overviews need a 2-D uint8 label array, not {array.ndim}-D {array.dtype}")
+    h, w = array.shape
+    out = np.empty((-(-h // 2), -(-w // 2)), dtype=np.uint8)
+    _halve_mode(array, out)
+    return out
 
 
 def tiles_of(array: np.ndarray, layer: Layer) -> list[bytes]:

@@ -29,11 +29,19 @@ class Layer:
     dtype: str
     nodata: float
     """Also fills the edge tiles past the mosaic."""
-    resampling: Literal["nearest", "average"]
-    """How each overview level is made from the one before."""
+    resampling: Literal["nearest", "mode", "average"]
+    """How each overview level is made from the one before (``encode.halve``)."""
 
 
 LABELS = Layer("labels", "uint8", 0, "nearest")
+
+
+LABELS_MODE = Layer("labels", "uint8", 0, "mode")
+"""The labels with 2 x 2 MODE overviews (``output.overviews: mode``); the same part files' prefix."""
+
+
+RAW = Layer("raw", "uint8", 0, "nearest")
+"""The labels before the cleanup (``output.raw``), written as ``<stem>.raw.tif``."""
 
 
 MARGIN = Layer("confidence", "float32", float("nan"), "average")
@@ -52,6 +60,14 @@ class Grid:
     def pixel_area(self) -> float:
         """In the CRS's units squared."""
         return abs(self.transform.a * self.transform.e)
+
+    @property
+    def pixel_area_m2(self) -> float | None:
+        """In square metres; None in a geographic CRS, where a pixel has no fixed area."""
+        from rasterio.crs import CRS
+
+        crs = CRS.from_user_input(self.crs)
+        return None if crs.is_geographic else self.pixel_area * crs.linear_units_factor[1] ** 2
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -6,7 +6,8 @@ with ``--set`` are relative to the current directory, as a user typing them expe
 """
 
 from pipeline.config.input import InputConfig, StacConfig
-from pipeline.config.loading import dask_settings, load_config, parse_config
+from pipeline.config.loading import load_config, parse_config, predict_settings
+from pipeline.config.postprocess import PostprocessConfig
 from pipeline.config.schema import (
     ClassConfig,
     ComputeSettings,
@@ -17,10 +18,11 @@ from pipeline.config.schema import (
     ModelConfig,
     NormalizedDifference,
     OutputConfig,
+    PredictSettings,
     SampleConfig,
 )
 
 __all__ = [
     "ClassConfig", "ComputeSettings", "Config", "DaskConfig", "FeaturesConfig", "FitSettings", "InputConfig", "ModelConfig",
-    "NormalizedDifference", "OutputConfig", "SampleConfig", "StacConfig", "dask_settings", "load_config", "parse_config",
+    "NormalizedDifference", "OutputConfig", "PostprocessConfig", "PredictSettings", "SampleConfig", "StacConfig", "load_config", "parse_config", "predict_settings",
 ]

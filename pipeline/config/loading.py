@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from pipeline.config.messages import describe
-from pipeline.config.schema import ComputeSettings, Config, DaskConfig
+from pipeline.config.schema import Config, PredictSettings
 from pipeline.errors import ConfigError
 from pipeline.io.remote import is_remote
 
@@ -71,12 +71,12 @@ def parse_config(raw: Any, *, source: str = "config", schema: type[_S] = Config)
         raise ConfigError(f"{source}: {describe(errors[0], schema)}{more}") from None
 
 
-def dask_settings(overrides: list[str] | tuple[str, ...]) -> DaskConfig:
-    """The ``dask`` section from ``--set dask.KEY=VALUE`` overrides alone (predict has no YAML)."""
+def predict_settings(overrides: list[str] | tuple[str, ...]) -> PredictSettings:
+    """The ``dask`` and ``postprocess`` sections from ``--set KEY=VALUE`` overrides alone (predict has no YAML)."""
     raw: dict[str, Any] = {}
     for assignment in overrides:
         _apply_override(raw, assignment)
-    return parse_config(raw, source="--set", schema=ComputeSettings).dask
+    return parse_config(raw, source="--set", schema=PredictSettings)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -12,6 +12,7 @@ from pydantic import field_validator, model_validator
 
 from pipeline.config.fields import Section, setting, unique_names
 from pipeline.config.input import InputConfig
+from pipeline.config.postprocess import PostprocessConfig
 
 INPUT_BLOCK = 512  # NAIP and our COGs use 512-pixel tiles; chunks must align to them.
 
@@ -82,6 +83,12 @@ class OutputConfig(Section):
     confidence: bool = setting(False, hint='use true or false')
     """Also write ``<stem>.confidence.tif``: per pixel, the distance to the second-nearest
     centroid minus the distance to the nearest (feature units; small = doubtful)."""
+    raw: bool = setting(False, hint='use true or false')
+    """With ``postprocess``, also write ``<stem>.raw.tif``: the labels before the cleanup."""
+    overviews: Literal["nearest", "mode"] = setting("mode", hint='use "mode" or "nearest"')
+    """How each overview level of the labels is made from the finer one: "mode", the most
+    frequent class of each 2 x 2 block (ties: the top-left pixel's class if tied, else the
+    smallest); "nearest", the top-left pixel."""
 
 
 class ClassConfig(Section):
@@ -232,9 +239,17 @@ class ComputeSettings(Section):
         return self
 
 
+class PredictSettings(ComputeSettings):
+    """What ``predict --set`` may change: the scheduler and chunks, and the model's postprocess
+    (the keys given replace the model's, the others are the model's)."""
+
+    postprocess: PostprocessConfig = PostprocessConfig()
+
+
 class Config(FitSettings, ComputeSettings):
     input: InputConfig
     output: OutputConfig = OutputConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
 
     @model_validator(mode="after")
     def _one_source(self) -> Config:
@@ -248,11 +263,18 @@ class Config(FitSettings, ComputeSettings):
             raise ValueError("input.resolution needs input.crs (the CRS whose units it is in); set both")
         return self
 
+    @model_validator(mode="after")
+    def _raw_needs_cleanup(self) -> Config:
+        p = self.postprocess
+        if self.output.raw and p.majority <= 1 and p.sieve in (0, 1):
+            raise ValueError("output.raw writes the labels before postprocess, which is off; set postprocess.majority or postprocess.sieve, or remove output.raw")
+        return self
+
     @property
     def output_path(self) -> Path:
         return Path(self.output.path)
 
     def to_yaml(self) -> str:
         dump = self.model_dump(mode="json")
-        order = ("input", "features", "sample", "model", "output", "dask", "classes")
+        order = ("input", "features", "sample", "model", "postprocess", "output", "dask", "classes")
         return yaml.safe_dump({key: dump[key] for key in order}, sort_keys=False)

@@ -11,7 +11,7 @@ chunk's record in the parts folder means it is finished; a resumed write reads i
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from operator import getitem
 from pathlib import Path
@@ -25,11 +25,13 @@ from dask.highlevelgraph import HighLevelGraph
 from rio_cogeo.cogeo import cog_validate
 
 from pipeline.algo.features import Features, rgb_bands
+from pipeline.algo.cleanup import Cleaned, Cleanup
 from pipeline.algo.kernel import class_statistics, label_block
 from pipeline.algo.model import Model
 from pipeline.cog import (
     LABELS,
     MARGIN,
+    RAW,
     Grid,
     Layer,
     Node,
@@ -42,6 +44,7 @@ from pipeline.cog import (
 )
 from pipeline.errors import OutputError
 from pipeline.products.html import thumbnail, thumbnail_step
+from pipeline.products.halo import Halo
 from pipeline.products.parts import load_record, record_path, save_record
 
 Sizes = dict[str, dict[Node, list[list[int]]]]
@@ -60,6 +63,12 @@ class Blocks:
     """float32 (y, x) margins to write beside the labels (given labels only)."""
     with_margin: bool = False
     """Whether a margin layer is written (computed in the tasks when ``labels`` is None)."""
+    cleanup: Cleanup | None = None
+    """Labelled blocks only: the majority filter and sieve applied in the pass (block + halo)."""
+    labels_layer: Layer = LABELS
+    """The labels' layer (its overviews' resampling)."""
+    raw: bool = False
+    """With ``cleanup``, also write the labels before it (``RAW``)."""
 
     @property
     def labelled(self) -> bool:
@@ -72,7 +81,12 @@ class Blocks:
 
     @property
     def layers(self) -> tuple[Layer, ...]:
-        return (LABELS, MARGIN) if self.with_margin else (LABELS,)
+        raw = (replace(RAW, resampling=self.labels_layer.resampling),) if self.raw else ()
+        return (self.labels_layer, *raw, *((MARGIN,) if self.with_margin else ()))
+
+    @property
+    def cleaning(self) -> bool:
+        return self.cleanup is not None and self.cleanup.active
 
     @property
     def inputs(self) -> list[da.Array]:
@@ -82,6 +96,74 @@ class Blocks:
     def name(self) -> str:
         """What the labels are made of, for a fingerprint without input files."""
         return self.labels.name if self.labels is not None else f"classified-{self.pixels.name}"
+
+
+def label_chunk(
+    labels: np.ndarray | None,
+    block: np.ndarray | None,
+    margin: np.ndarray | None,
+    *,
+    features: Features,
+    labeller: tuple[np.ndarray, bool] | None,
+    k: int,
+    true_colour: tuple[list[int], int, int, int],
+) -> dict[str, Any]:
+    """A block's labels (given, or with ``labeller``, centroids and whether the margin is
+    written, computed from the imagery in the kernel's pass that also sums the features per
+    class), its margin, its statistics (per class: pixels, and given the imagery, sums per input
+    band and feature) and its share of the true-colour thumbnail."""
+    bands, row_off, col_off, step = true_colour
+    if labeller is not None:
+        centroids, with_margin = labeller
+        values = features.apply(block)
+        labels, feature_stats, margin = label_block(values, centroids, with_margin=with_margin)
+        band_stats = feature_stats if values is block else class_statistics(block, labels, k)
+    elif block is not None:
+        band_stats = class_statistics(block, labels, k)
+        feature_stats = band_stats if features.is_identity else class_statistics(features.apply(block), labels, k)
+    if block is None:  # labels alone: pixels per class only
+        stats = np.bincount(labels.ravel(), minlength=k + 1).astype(np.float64)[:, None]
+        preview = np.empty((3, 0, 0), dtype=np.float32)
+    else:
+        stats = np.concatenate([band_stats, feature_stats[:, 1:]], axis=1)
+        preview = thumbnail(block, row_off, col_off, step)[bands]
+    return {"labels": labels, "margin": margin, "stats": stats, "thumbnail": preview}
+
+
+def store_chunk(
+    labelled: dict[str, Any],
+    cleaned: Cleaned | None = None,
+    *,
+    index: tuple[int, int],
+    folder: Path,
+    pyramid: Pyramid,
+    layers: tuple[Layer, ...],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Write one block's tiles and in-chunk overviews as parts and record the chunk; return its
+    summary (statistics, thumbnail, tile byte counts per layer and, with ``cleaned``, what the
+    cleanup changed) and the decimated arrays for the tree. ``cleaned``: the cleaned labels go
+    into the labels layer, the labels as classified into the raw layer."""
+    summary: dict[str, Any] = {"stats": labelled["stats"], "thumbnail": labelled["thumbnail"]}
+    arrays = {LABELS.name: labelled["labels"], MARGIN.name: labelled["margin"]}
+    if cleaned is not None:
+        arrays.update({LABELS.name: cleaned.labels, RAW.name: labelled["labels"]})
+        summary["cleanup"] = _cleanup_summary(cleaned, len(labelled["stats"]) - 1)
+    ups = {}
+    for layer in layers:
+        summary[layer.name], up = write_levels(folder, layer, pyramid, (0, *index), arrays[layer.name])
+        if up is not None:
+            ups[layer.name] = up
+    save_record(record_path(folder, index), summary, ups)
+    return summary, ups
+
+
+def _cleanup_summary(cleaned: Cleaned, k: int) -> np.ndarray:
+    """(4, k + 1) per class: pixels after the cleanup, pixels the majority filter and the sieve
+    changed (by the class they had before), and in column 0 of the last row, patches removed."""
+    removed = np.zeros(k + 1, dtype=np.int64)
+    removed[0] = cleaned.patches_removed
+    after = np.bincount(cleaned.labels.ravel(), minlength=k + 1)
+    return np.stack([after, cleaned.majority_changed, cleaned.sieve_changed, removed]).astype(np.int64)
 
 
 def write_chunk(
@@ -98,44 +180,20 @@ def write_chunk(
     layers: tuple[Layer, ...],
     true_colour: tuple[list[int], int, int, int],
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Write one block's tiles and in-chunk overviews as parts and record the chunk; return its
-    summary (per class: pixels, and given the imagery, sums per input band and feature; its share
-    of the true-colour thumbnail; tile byte counts) and the decimated arrays for the tree. With
-    ``labeller`` (centroids, and whether the margin is written) the labels are computed here from
-    the block, in the kernel's pass that also sums the features per class."""
-    bands, row_off, col_off, step = true_colour
-    if labeller is not None:
-        centroids, with_margin = labeller
-        values = features.apply(block)
-        labels, feature_stats, margin = label_block(values, centroids, with_margin=with_margin)
-        band_stats = feature_stats if values is block else class_statistics(block, labels, k)
-    elif block is not None:
-        band_stats = class_statistics(block, labels, k)
-        feature_stats = band_stats if features.is_identity else class_statistics(features.apply(block), labels, k)
-    if block is None:  # labels alone: pixels per class only
-        stats = np.bincount(labels.ravel(), minlength=k + 1).astype(np.float64)[:, None]
-        preview = np.empty((3, 0, 0), dtype=np.float32)
-    else:
-        stats = np.concatenate([band_stats, feature_stats[:, 1:]], axis=1)
-        preview = thumbnail(block, row_off, col_off, step)[bands]
-    summary: dict[str, Any] = {"stats": stats, "thumbnail": preview}
-    ups = {}
-    for layer, array in zip(layers, (labels, margin)):
-        summary[layer.name], up = write_levels(folder, layer, pyramid, (0, *index), array)
-        if up is not None:
-            ups[layer.name] = up
-    save_record(record_path(folder, index), summary, ups)
-    return summary, ups
+    """``label_chunk`` then ``store_chunk``, in one task: the pass without cleanup."""
+    labelled = label_chunk(labels, block, margin, features=features, labeller=labeller, k=k, true_colour=true_colour)
+    return store_chunk(labelled, index=index, folder=folder, pyramid=pyramid, layers=layers)
 
 
 def write_chunks(
     blocks: Blocks, model: Model, folder: Path, pyramid: Pyramid
-) -> tuple[np.ndarray, np.ndarray | None, Sizes]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, Sizes]:
     """One streaming pass: every block into the COG's tiles (chunks finished by an earlier run
     are read from their records), then the tree of coarse levels; return the class statistics,
-    a (3, y, x) true-colour thumbnail (None without the imagery) and every node's tile byte
-    counts."""
-    name = f"write_chunk-{tokenize(*(a.name for a in blocks.inputs), str(folder), blocks.layers, blocks.labelled)}"
+    what the cleanup changed (``_cleanup_summary`` summed; None without it), a (3, y, x)
+    true-colour thumbnail (None without the imagery) and every node's tile byte counts."""
+    cleanup = blocks.cleanup.to_json() if blocks.cleaning else None
+    name = f"write_chunk-{tokenize(*(a.name for a in blocks.inputs), str(folder), blocks.layers, blocks.labelled, cleanup)}"
     step = thumbnail_step(*blocks.grid.shape)
     graph, chunks = _chunk_tasks(blocks, model, folder, pyramid, name, step)
     nodes, tree_sizes = tree(pyramid, blocks.layers, folder, chunks, name)
@@ -150,35 +208,46 @@ def write_chunks(
     for node, per_layer in zip(tree_sizes, node_sizes):
         for layer in blocks.layers:
             sizes[layer.name][node] = per_layer[layer.name]
-    return np.sum([chunk["stats"] for chunk in summaries], axis=0), preview, sizes
+    stats = np.sum([chunk["stats"] for chunk in summaries], axis=0)
+    cleaned = np.sum([chunk["cleanup"] for chunk in summaries], axis=0) if blocks.cleaning else None
+    return stats, cleaned, preview, sizes
 
 
 def _chunk_tasks(
     blocks: Blocks, model: Model, folder: Path, pyramid: Pyramid, name: str, step: int
 ) -> tuple[dict, dict[tuple[int, int], tuple]]:
     """The chunk tasks as a plain graph: building a dask.delayed call costs ~0.5 ms, and a state
-    has ~10^5 chunks. A chunk whose record exists is loaded, neither read nor labelled."""
+    has ~10^5 chunks. A chunk whose record exists is loaded, neither read nor labelled (with the
+    cleanup, unless an unfinished neighbour needs its labels for its halo)."""
     rgb = list(rgb_bands(model.band_names))
     labeller = (model.centroids, blocks.with_margin) if blocks.labelled else None
     rows, cols = blocks.grid.numblocks
+    side = pyramid.chunk
+    unfinished = {(i, j) for i in range(rows) for j in range(cols) if not record_path(folder, (i, j)).exists()}
+    halo = Halo(blocks.grid.shape, side, blocks.cleanup.halo) if blocks.cleaning else None
+    labelled = unfinished if halo is None else {n for chunk in unfinished for n in halo.neighbours(*chunk)}
     graph: dict = {}
+    for i, j in labelled:
+        label = partial(label_chunk, features=model.features, labeller=labeller, k=model.k, true_colour=(rgb, i * side, j * side, step))
+        graph[f"label-{name}", i, j] = (
+            label,
+            None if blocks.labels is None else (blocks.labels.name, i, j),
+            None if blocks.pixels is None else (blocks.pixels.name, 0, i, j),
+            None if blocks.margins is None else (blocks.margins.name, i, j),
+        )
+    if halo is not None:
+        raw = {chunk: (f"raw-{name}", *chunk) for chunk in labelled}
+        graph.update({key: (getitem, (f"label-{name}", *chunk), "labels") for chunk, key in raw.items()})
+        graph.update(halo.clean_tasks(raw, unfinished, cleanup=blocks.cleanup, k=model.k, name=name))
     chunks = {}
     for i in range(rows):
         for j in range(cols):
-            record = record_path(folder, (i, j))
-            if record.exists():
-                graph[name, i, j] = (load_record, record)
+            if (i, j) not in unfinished:
+                graph[name, i, j] = (load_record, record_path(folder, (i, j)))
             else:
-                write = partial(
-                    write_chunk, features=model.features, labeller=labeller, k=model.k, index=(i, j), folder=folder,
-                    pyramid=pyramid, layers=blocks.layers, true_colour=(rgb, i * pyramid.chunk, j * pyramid.chunk, step),
-                )
-                graph[name, i, j] = (
-                    write,
-                    None if blocks.labels is None else (blocks.labels.name, i, j),
-                    None if blocks.pixels is None else (blocks.pixels.name, 0, i, j),
-                    None if blocks.margins is None else (blocks.margins.name, i, j),
-                )
+                store = partial(store_chunk, index=(i, j), folder=folder, pyramid=pyramid, layers=blocks.layers)
+                cleaned = None if halo is None else (f"clean-{name}", i, j)
+                graph[name, i, j] = (store, (f"label-{name}", i, j), cleaned)
             graph[f"summary-{name}", i, j] = (getitem, (name, i, j), 0)
             chunks[i, j] = (name, i, j)
     return graph, chunks

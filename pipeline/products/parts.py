@@ -179,6 +179,7 @@ def sidecar_paths(output: Path) -> dict[str, Path]:
         "report": ".report.json",
         "quicklook": ".png",
         "confidence": ".confidence.tif",
+        "raw": ".raw.tif",
         "legend": ".legend.json",
         "stac": ".stac-item.json",
     }

@@ -53,13 +53,14 @@ class ClassSummary:
     name: str
     """As configured (``classes:``), else "class 3"."""
     pixels: int
-    """Labelled with this class."""
+    """Labelled with this class in the COG (after the cleanup, if any)."""
     area_m2: float | None
     """None in a geographic CRS, where a pixel's area is not constant."""
     percent: float
     """Of the valid (labelled) pixels."""
     mean: dict[str, float | None] | None
-    """Per input band name, in input units (None for a class without pixels); None when the
+    """Per input band name, in input units, over the pixels the model assigned to the class
+    (before any cleanup: the class's spectrum; None for a class without pixels); None when the
     labels were written without the imagery, so only counted."""
     feature_mean: dict[str, float | None] | None
     """Per feature name, in the features' own units; None as ``mean``."""
@@ -110,6 +111,8 @@ class Report:
     """How the model's centroids were found."""
     config: dict[str, Any] | None = None
     """The run's config as JSON, to re-run it and for the HTML page."""
+    cleanup: dict[str, Any] | None = None
+    """What the postprocess changed (``cleanup_record``); None without one."""
 
     @property
     def has_means(self) -> bool:
@@ -123,7 +126,9 @@ class Report:
             "crs": self.crs,
             "timings_s": dict(self.timings),
         }
-        optional = {"balance": self.balance, "fit": None if self.fit is None else asdict(self.fit), "config": self.config}
+        optional = {
+            "balance": self.balance, "fit": None if self.fit is None else asdict(self.fit), "config": self.config, "cleanup": self.cleanup,
+        }
         doc.update({key: value for key, value in optional.items() if value is not None})
         return doc
 
@@ -138,6 +143,7 @@ class Report:
             balance=doc.get("balance"),
             fit=FitRecord(**doc["fit"]) if doc.get("fit") else None,
             config=doc.get("config"),
+            cleanup=doc.get("cleanup"),
         )
 
     @classmethod
@@ -164,30 +170,29 @@ def class_report(
     crs: str,
     timings: dict[str, float],
     config: dict[str, Any] | None = None,
+    cleaned: np.ndarray | None = None,
 ) -> Report:
     """Per class: name, pixels, area and colour, and mean per input band and per feature.
 
     ``stats`` is (k + 1, 1 + band + feature): per label (0 = nodata) the pixel count, then the
     sums of the input bands and of the features (in the features' own units). Labels written
     without the imagery have only the counts: a (k + 1, 1) ``stats`` gives every class's
-    ``mean`` and ``feature_mean`` as None.
+    ``mean`` and ``feature_mean`` as None. ``cleaned`` (the write pass's cleanup summary: per
+    class the pixels after it, the pixels each step changed, the patches removed) gives the
+    pixels and areas of the cleaned map; the means stay those of the classes as assigned.
     """
     band_names, feature_names = model.band_names, model.features.names
-    widths = {1, 1 + len(band_names) + len(feature_names)}
-    if stats.ndim != 2 or stats.shape[0] != model.k + 1 or stats.shape[1] not in widths:
-        raise ValueError(
-            f"stats of shape {stats.shape}: expected (k + 1, 1) counts or (k + 1, 1 + band + feature) counts "
-            f"and sums, with k = {model.k}, {len(band_names)} bands and {len(feature_names)} features"
-        )
+    _check_stats(stats, model)
     metres = linear_unit_metres(crs)
     area = None if metres is None else pixel_area * metres**2
-    counts = stats[:, 0]
+    assigned = stats[:, 0]
+    counts = assigned if cleaned is None else cleaned[0].astype(np.float64)
     valid = float(counts[1:].sum())
     counted_only = stats.shape[1] == 1
     classes = []
     for label, name in enumerate(model.names, start=1):
-        n = float(counts[label])
-        means = stats[label, 1:] / n if n else np.full(stats.shape[1] - 1, math.nan)
+        n, m = float(counts[label]), float(assigned[label])
+        means = stats[label, 1:] / m if m else np.full(stats.shape[1] - 1, math.nan)
         classes.append(
             ClassSummary(
                 value=label,
@@ -213,7 +218,34 @@ def class_report(
         balance=None if model.balance is None else model.balance.summary(),
         fit=model.fit,
         config=config,
+        cleanup=None if cleaned is None else cleanup_record(cleaned, model, valid),
     )
+
+
+def _check_stats(stats: np.ndarray, model: Model) -> None:
+    bands, features = len(model.band_names), len(model.features.names)
+    if stats.ndim != 2 or stats.shape[0] != model.k + 1 or stats.shape[1] not in {1, 1 + bands + features}:
+        raise ValueError(
+            f"stats of shape {stats.shape}: expected (k + 1, 1) counts or (k + 1, 1 + band + feature) counts "
+            f"and sums, with k = {model.k}, {bands} bands and {features} features"
+        )
+
+
+def cleanup_record(cleaned: np.ndarray, model: Model, valid: float) -> dict[str, Any]:
+    """The postprocess and what it changed: per class (by the class a pixel had before each
+    step) the pixels the majority filter and the sieve changed, their shares of the valid
+    pixels, and the patches the sieve removed."""
+    majority, sieve = cleaned[1], cleaned[2]
+    names = model.names
+    return {
+        **model.postprocess.to_json(),
+        "halo_px": model.postprocess.halo,
+        "majority_changed": {name: int(majority[c]) for c, name in enumerate(names, start=1)},
+        "sieve_changed": {name: int(sieve[c]) for c, name in enumerate(names, start=1)},
+        "majority_changed_percent": 100.0 * float(majority.sum()) / valid if valid else 0.0,
+        "sieve_changed_percent": 100.0 * float(sieve.sum()) / valid if valid else 0.0,
+        "patches_removed": int(cleaned[3, 0]),
+    }
 
 
 def _named(names: tuple[str, ...], values: np.ndarray) -> dict[str, float | None]:

@@ -11,12 +11,15 @@ from typing import Any
 import xarray as xr
 
 from pipeline.algo.features import Features, Index, band_named, ndvi_bands
+from pipeline.algo.cleanup import Cleanup
 from pipeline.config import (
     DaskConfig,
     FeaturesConfig,
     InputConfig,
+    PostprocessConfig,
     parse_config,
 )
+from pipeline.errors import ConfigError
 from pipeline.io.mosaic import open_mosaic, to_xarray
 from pipeline.io.spec import InputSpec, StacQuery
 from pipeline.runtime.scheduler import Scheduler
@@ -49,6 +52,25 @@ def features_of(config: FeaturesConfig, band_names: tuple[str, ...]) -> Features
             key = f"features.indices[{n}] ({entry.name})"
             indices.append(Index(entry.name, band_named(entry.a, band_names, key), band_named(entry.b, band_names, key)))
     return Features(band_names=band_names, bands=bands, indices=tuple(indices), scaling=config.scaling)
+
+
+def cleanup_of(config: PostprocessConfig, *, pixel_area_m2: float | None, chunk: int, key: str = "postprocess") -> Cleanup | None:
+    """The cleanup a ``postprocess`` section asks for (an area in pixels of the grid), or None
+    when it asks for none; refused when its halo does not fit in a chunk."""
+    try:
+        sieve = config.sieve_pixels(pixel_area_m2)
+    except ValueError as exc:
+        raise ConfigError(f"{key}.sieve: {exc}") from None
+    cleanup = Cleanup(majority=config.majority, sieve=sieve, connectivity=config.connectivity)
+    if not cleanup.active:
+        return None
+    if cleanup.halo > chunk:
+        unit = f" ({config.sieve} is {sieve} pixels here)" if isinstance(config.sieve, str) else ""
+        raise ConfigError(
+            f"{key}.sieve: an exact cleanup needs {cleanup.halo} pixels of context around each chunk{unit}, more than "
+            f"dask.chunk ({chunk}); raise dask.chunk to {-(-cleanup.halo // 512) * 512} or more, or lower {key}.sieve"
+        )
+    return cleanup
 
 
 def open_imagery(paths: str | list[str] | tuple[str, ...], *, chunk: int = 2048, **options: Any) -> xr.DataArray:

@@ -19,18 +19,21 @@ from pathlib import Path
 
 from pipeline.algo.balance import balance_for_predict
 from pipeline.algo.model import Model, load_model, match_bands
-from pipeline.config import DaskConfig, InputConfig
+from pipeline.algo.cleanup import Cleanup
+from pipeline.config import DaskConfig, InputConfig, PostprocessConfig
+from pipeline.cog import Grid
 from pipeline.errors import InputError
 from pipeline.io.imagery import mosaic_imagery
 from pipeline.io.mosaic import Mosaic, open_mosaic
 from pipeline.io.remote import where
 from pipeline.runtime.scheduler import computing
-from pipeline.stages.edge import input_spec, scheduler
+from pipeline.stages.edge import cleanup_of, input_spec, scheduler
 from pipeline.stages.write import (
     Origin,
     Progress,
     RunResult,
     check_output,
+    raster_grid,
     timed,
     write_classified,
 )
@@ -46,11 +49,13 @@ def predict(
     overwrite: bool = False,
     confidence: bool = False,
     dask: DaskConfig | None = None,
+    postprocess: PostprocessConfig | None = None,
     progress: Progress | None = None,
 ) -> RunResult:
     """Label ``inputs`` (files, globs or a .vrt) with the model at ``model_path``; write ``out``
     and its sidecars as ``run`` does, on the scheduler and in the chunks of ``dask`` (a run's
-    ``dask`` section; default threads, 2048-pixel chunks)."""
+    ``dask`` section; default threads, 2048-pixel chunks), cleaned as the model records unless
+    ``postprocess`` sets keys (those it sets replace the model's)."""
     dask = dask or DaskConfig()
     progress = progress or (lambda stage: nullcontext())
     origin = Origin(started=time.perf_counter(), resume_hint="delete the folder to start again")
@@ -63,6 +68,8 @@ def predict(
         # The report's true-colour view shows these inputs.
         origin = replace(origin, config={"input": spec.model_dump(mode="json")}, inputs=tuple(t.path for t in mosaic.tiles))
         output = check_output(Path(out), inputs=origin.inputs, overwrite=overwrite, key="--out", overwrite_hint="pass --overwrite")
+        data = mosaic_imagery(mosaic)
+        model = replace(model, postprocess=_cleanup(model, postprocess, raster_grid(data), dask.chunk))
     with computing(scheduler(dask)):
         if model.balance is not None:
             with timed(origin.timings, "balance"), progress("balance"):
@@ -72,6 +79,14 @@ def predict(
             mosaic_imagery(mosaic), output, model=model, confidence=confidence, chunk=dask.chunk, overwrite=overwrite,
             origin=origin, progress=progress,
         )
+
+
+def _cleanup(model: Model, overrides: PostprocessConfig | None, grid: Grid, chunk: int) -> Cleanup | None:
+    """The model's cleanup, with the keys ``overrides`` sets replaced (in pixels of this grid)."""
+    recorded = model.postprocess.to_json() if model.postprocess is not None else {}
+    given = {} if overrides is None else {key: getattr(overrides, key) for key in overrides.model_fields_set}
+    config = PostprocessConfig(**{**recorded, **given})
+    return cleanup_of(config, pixel_area_m2=grid.pixel_area_m2, chunk=chunk)
 
 
 def matching_mosaic(mosaic: Mosaic, model: Model, model_path: Path) -> Mosaic:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from pipeline.algo.balance import Balance, balance
+from pipeline.algo.cleanup import Cleanup
 from pipeline.algo.features import ndvi_bands
 from pipeline.algo.model import Model, SourceRecord
 from pipeline.config import Config
@@ -21,7 +22,7 @@ from pipeline.io.imagery import Imagery, mosaic_imagery
 from pipeline.io.mosaic import Mosaic, open_mosaic
 from pipeline.products.parts import refuse_leftover_parts
 from pipeline.runtime.scheduler import computing
-from pipeline.stages.edge import features_of, input_spec, scheduler
+from pipeline.stages.edge import cleanup_of, features_of, input_spec, scheduler
 from pipeline.stages.fit import fit
 from pipeline.stages.write import (
     Origin,
@@ -48,16 +49,17 @@ def run(config: Config, *, progress: Progress | None = None, resume: bool = Fals
         mosaic = open_mosaic(input_spec(config.input), chunk=config.dask.chunk)
         origin = replace(origin, inputs=tuple(t.path for t in mosaic.tiles))
         data = mosaic_imagery(mosaic)
-        _refuse_before_reading(config, mosaic, data, origin, resume=resume)
+        cleanup = _refuse_before_reading(config, mosaic, data, origin, resume=resume)
     with computing(scheduler(config.dask)):
         mosaic, balanced = balance_stage(mosaic, config, origin.timings, progress)
         data = mosaic_imagery(mosaic)  # with balance, the corrected tiles on the same grid
         with progress("sample and fit"):
-            model = _fit(data, config, mosaic, balanced)
+            model = replace(_fit(data, config, mosaic, balanced), postprocess=cleanup)
         origin.timings.update(model.fit.timings_s)
+        out = config.output
         return write_classified(
-            data, config.output_path, model=model, confidence=config.output.confidence, chunk=config.dask.chunk,
-            overwrite=config.output.overwrite, resume=resume, origin=origin, progress=progress,
+            data, config.output_path, model=model, confidence=out.confidence, chunk=config.dask.chunk, overviews=out.overviews,
+            raw=out.raw, overwrite=out.overwrite, resume=resume, origin=origin, progress=progress,
         )
 
 
@@ -69,17 +71,21 @@ def balance_stage(mosaic: Mosaic, config: Config, timings: dict[str, float], pro
         return balance(mosaic, method=config.features.balance, seed=config.sample.seed)
 
 
-def _refuse_before_reading(config: Config, mosaic: Mosaic, data: Imagery, origin: Origin, *, resume: bool) -> None:
-    """Every mistake that can be found before a pixel is read: features, class order, output."""
+def _refuse_before_reading(config: Config, mosaic: Mosaic, data: Imagery, origin: Origin, *, resume: bool) -> Cleanup | None:
+    """Every mistake that can be found before a pixel is read: features, class order, cleanup,
+    output; return the cleanup (None without one)."""
     features_of(config.features, mosaic.band_names)
+    grid = raster_grid(data)
+    cleanup = cleanup_of(config.postprocess, pixel_area_m2=grid.pixel_area_m2, chunk=config.dask.chunk)
     if config.model.order_by == "ndvi":
         ndvi_bands(mosaic.band_names, "model.order_by: ndvi")
     output = check_output(
         config.output_path, inputs=origin.inputs, overwrite=config.output.overwrite, key="output.path",
         overwrite_hint="set output.overwrite: true",
     )
-    known = parts_fingerprint(raster_grid(data), config.dask.chunk, origin)  # all but the model
+    known = parts_fingerprint(grid, config.dask.chunk, origin)  # all but the model
     refuse_leftover_parts(output, known, resume=resume, hint=RESUME_HINT)
+    return cleanup
 
 
 def _fit(data: Imagery, config: Config, mosaic: Mosaic, balanced) -> Model:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,15 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from pipeline.algo.cleanup import Cleanup
 from pipeline.algo.model import Model
 from pipeline.cog import (
     LABELS,
+    LABELS_MODE,
     MARGIN,
     TILE,
     Grid,
+    Layer,
     Pyramid,
 )
 from pipeline.errors import InputError, OutputError
@@ -50,13 +53,16 @@ from pipeline.products.report import (
     write_json,
     write_quicklook,
 )
+from pipeline.config import PostprocessConfig, parse_config
 from pipeline.stages.classify import matching_imagery
+from pipeline.stages.edge import cleanup_of
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], AbstractContextManager[Any]]
 CHUNK = 2048  # the writer's chunk when the labels' own is not a square multiple of the COG's tiles
 LABELS_DESCRIPTION = "land-cover class (1..{k}, 0 = nodata)"
+RAW_DESCRIPTION = "land-cover class before postprocess (1..{k}, 0 = nodata)"
 MARGIN_DESCRIPTION = "distance to the second-nearest centroid minus distance to the nearest (feature units)"
 
 
@@ -72,6 +78,7 @@ class RunResult:
     report: Report
     html_path: Path
     confidence_path: Path | None = None
+    raw_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -105,19 +112,21 @@ def write_cog(
     confidence: xr.DataArray | None = None,
     nodata: float | None = None,
     chunk: int | None = None,
+    overviews: str = "mode",
     overwrite: bool = False,
     resume: bool = False,
     origin: Origin = Origin(),
     progress: Progress | None = None,
 ) -> RunResult:
-    """Write ``labels`` (from ``classify``) as a COG at ``path``, with the model, report, legend,
+    """Write ``labels`` (from ``classify``, or cleaned by ``majority`` and ``sieve``) as a COG at ``path``, with the model, report, legend,
     STAC item, quicklook and HTML page beside it; ``confidence`` (from ``pipeline.confidence``)
     as ``<stem>.confidence.tif``. Given ``data``, the imagery the labels were made from, the report
     holds each class's mean per band and the page a true-colour view (each block is read once);
     without it, class areas only. ``chunk``: the side of the write tasks' blocks (default the
     labels' own chunks; the bytes do not depend on it). ``resume`` reuses the parts an
-    interrupted write left. ``write_classified(data, path, model=...)`` writes the same bytes
-    from the imagery alone, labelling in the write tasks."""
+    interrupted write left. ``overviews``: "mode" or "nearest" (``output.overviews``).
+    ``write_classified(data, path, model=...)`` writes the same bytes from the imagery alone,
+    labelling in the write tasks."""
     _check_labels(labels)
     grid = raster_grid(labels)
     output = check_output(Path(path), inputs=origin.inputs or (), overwrite=overwrite)
@@ -128,7 +137,9 @@ def write_cog(
     if pixels is not None and pixels.shape[1:] != squares.shape:
         raise InputError(f"data: its shape {pixels.shape[1:]} differs from the labels' {squares.shape}; give the imagery the labels were made from")
     margins = None if confidence is None else confidence.data.rechunk(squares.chunks)
-    blocks = Blocks(labels=squares, pixels=pixels, margins=margins, with_margin=margins is not None)
+    blocks = Blocks(
+        labels=squares, pixels=pixels, margins=margins, with_margin=margins is not None, labels_layer=labels_layer(overviews)
+    )
     return _write(blocks, grid, output, model, side, resume=resume, origin=origin, progress=progress)
 
 
@@ -140,6 +151,9 @@ def write_classified(
     confidence: bool = False,
     nodata: float | None = None,
     chunk: int | None = None,
+    overviews: str = "mode",
+    postprocess: Mapping[str, Any] | None = None,
+    raw: bool = False,
     overwrite: bool = False,
     resume: bool = False,
     origin: Origin = Origin(),
@@ -147,13 +161,32 @@ def write_classified(
 ) -> RunResult:
     """``write_cog(classify(data, model), path, model=model, data=data)``, with ``confidence``
     the margin layer too, in one task per block: each write task labels its own block of the
-    imagery (the bytes are the same; nothing is labelled twice or held between stages)."""
+    imagery (the bytes are the same; nothing is labelled twice or held between stages).
+
+    With ``postprocess`` (the YAML section's keys, e.g. ``{"majority": 3, "sieve": 16,
+    "connectivity": 8}``; default: ``model.postprocess``), the labels are cleaned in the same
+    pass: each chunk is labelled once and cleaned with its neighbours' labels around it, the
+    bytes of ``write_cog(sieve(majority(classify(data, model), 3), 16, 8), ...)``; the model
+    written records it. ``raw`` also writes the labels before the cleanup as ``<stem>.raw.tif``."""
     imagery = matching_imagery(as_imagery(data, nodata=nodata), model)
     grid = raster_grid(imagery)
     output = check_output(Path(path), inputs=origin.inputs or (), overwrite=overwrite)
     pixels = imagery.data()
     side = _chunk_side(pixels[0], chunk)
-    blocks = Blocks(labels=None, pixels=_square_chunks(pixels, side), with_margin=confidence)
+    if postprocess is not None:
+        config = parse_config(dict(postprocess), source="postprocess", schema=PostprocessConfig)
+        model = replace(model, postprocess=cleanup_of(config, pixel_area_m2=grid.pixel_area_m2, chunk=side))
+    cleanup = model.postprocess if model.postprocess is not None and model.postprocess.active else None
+    if raw and cleanup is None:
+        raise InputError("raw: the labels before the cleanup are the labels, as the model has no postprocess; drop raw=True or give the model one")
+    if cleanup is not None and cleanup.halo > side:
+        raise InputError(
+            f"postprocess: the cleanup needs {cleanup.halo} pixels of context, more than the {side}-pixel chunks hold; "
+            "lower postprocess.sieve or raise dask.chunk"
+        )
+    blocks = Blocks(
+        labels=None, pixels=_square_chunks(pixels, side), with_margin=confidence, cleanup=cleanup, labels_layer=labels_layer(overviews), raw=raw
+    )
     return _write(blocks, grid, output, model, side, resume=resume, origin=origin, progress=progress)
 
 
@@ -165,23 +198,27 @@ def _write(
     started = time.perf_counter() if origin.started is None else origin.started
     timings = dict(origin.timings)
     pyramid = Pyramid(*blocks.grid.shape, side)
-    labeller = {"centroids": model.centroids.tolist(), "features": model.features.to_json(), "layers": [la.name for la in blocks.layers]}
+    labeller = {
+        "centroids": model.centroids.tolist(), "features": model.features.to_json(),
+        "layers": [[la.name, la.resampling] for la in blocks.layers], "cleanup": blocks.cleanup.to_json() if blocks.cleaning else None,
+    }
     prints = parts_fingerprint(grid, pyramid.chunk, origin, labels=blocks.name, model=labeller)
     sidecars = sidecar_paths(output)
-    if not blocks.with_margin:
-        del sidecars["confidence"]
+    for key, written in (("confidence", blocks.with_margin), ("raw", blocks.raw)):
+        if not written:
+            del sidecars[key]
     pages = report_paths(output)
     with parts_dir(output, prints, resume=resume, hint=origin.resume_hint) as parts:
         staging = fresh_dir(parts / "staged")  # the COG and sidecars until published
         with timed(timings, "label_write"), progress("label and write"):
-            stats, true_colour, sizes = write_chunks(blocks, model, parts, pyramid)
+            stats, cleaned, true_colour, sizes = write_chunks(blocks, model, parts, pyramid)
         with timed(timings, "finalise"):
             staged_cog = _finalise_layers(blocks, model, grid, pyramid, parts, sizes, timings, staging, sidecars, output)
         timings["finalise"] -= timings["place"]  # stages are disjoint: "finalise" is the client's share
         timings["total"] = time.perf_counter() - started
         report = class_report(
             _in_feature_units(stats, model, blocks.pixels is not None), model, pixel_area=grid.pixel_area, crs=grid.crs,
-            timings=timings, config=origin.config,
+            timings=timings, config=origin.config, cleaned=cleaned,
         )
         _write_sidecars(staging, staged_cog, output, sidecars, pages, model, report, true_colour)
         for path in [*sidecars.values(), *pages.values()]:
@@ -189,7 +226,8 @@ def _write(
         publish(staged_cog, output)  # last: a COG at the output path means the products are complete
     log.info("wrote %s (%d classes) in %.1f s", output, model.k, timings["total"])
     return RunResult(
-        output, sidecars["model"], sidecars["report"], sidecars["quicklook"], model, report, pages["html"], sidecars.get("confidence")
+        output, sidecars["model"], sidecars["report"], sidecars["quicklook"], model, report, pages["html"], sidecars.get("confidence"),
+        sidecars.get("raw"),
     )
 
 
@@ -201,14 +239,26 @@ def _finalise_layers(
     staged_cog = staging / output.name
     tags = class_tags(model.features.unscale(model.centroids), model.features.names, model.names)
     common = {"grid": grid, "pyramid": pyramid, "parts": parts, "sizes": sizes, "timings": timings}
-    finalise(LABELS, staged_cog, palette=model.palette, tags=tags, description=LABELS_DESCRIPTION.format(k=model.k), **common)
+    description = LABELS_DESCRIPTION.format(k=model.k) + (f"; {_described(blocks.cleanup)}" if blocks.cleaning else "")
+    finalise(blocks.labels_layer, staged_cog, palette=model.palette, tags=tags, description=description, **common)
     if blocks.with_margin:
         # float32 keeps the margin exact and in feature units, comparable across runs and
         # predicts of one model; continuous, so its overviews are averaged.
         margin = staging / sidecars["confidence"].name
         finalise(MARGIN, margin, palette=None, tags={}, description=MARGIN_DESCRIPTION, **common)
+    if blocks.raw:
+        raw_layer = blocks.layers[1]
+        description = RAW_DESCRIPTION.format(k=model.k)
+        finalise(raw_layer, staging / sidecars["raw"].name, palette=model.palette, tags=tags, description=description, **common)
     write_quicklook(staged_cog, staging / sidecars["quicklook"].name, model.palette)
     return staged_cog
+
+
+def _described(cleanup: Cleanup) -> str:
+    """E.g. "majority 3 x 3, then sieve 16 px (8-connected)", for the COG's band description."""
+    steps = [f"majority {cleanup.majority} x {cleanup.majority}"] if cleanup.majority > 1 else []
+    steps += [f"sieve {cleanup.sieve} px ({cleanup.connectivity}-connected)"] if cleanup.sieve > 1 else []
+    return "cleaned: " + ", then ".join(steps)
 
 
 def _in_feature_units(stats: np.ndarray, model: Model, with_imagery: bool) -> np.ndarray:
@@ -266,6 +316,13 @@ def raster_grid(array: xr.DataArray | Imagery) -> Grid:
     if crs is None:
         raise InputError(f"{name}: no CRS, so the COG could not be placed on a map; set one with .rio.write_crs('EPSG:...')")
     return Grid(crs, transform, int(height), int(width))
+
+
+def labels_layer(overviews: str) -> Layer:
+    """The labels' layer whose overviews are made by ``overviews`` ("mode" or "nearest")."""
+    if overviews not in ("mode", "nearest"):
+        raise InputError(f'overviews: {overviews!r} is not a resampling of class maps; use "mode" or "nearest"')
+    return LABELS_MODE if overviews == "mode" else LABELS
 
 
 def _check_labels(labels: xr.DataArray) -> None:

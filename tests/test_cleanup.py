@@ -1,0 +1,184 @@
+"""The cleanup kernel (``algo/cleanup.py``): the majority and sieve rules on hand-made arrays, an
+independent slow oracle of the same rules, exactness chunk by chunk with ``Cleanup.halo`` of
+context (and not with less), and agreement with GDAL's sieve."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import rasterio.features
+from scipy import ndimage
+
+from pipeline.algo import cleanup as module
+from pipeline.algo.cleanup import Cleanup, clean, clean_window
+
+
+def majority_oracle(labels: np.ndarray, side: int) -> np.ndarray:
+    r = side // 2
+    out = labels.copy()
+    for y, x in zip(*np.nonzero(labels)):
+        window = labels[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1]
+        counts = np.bincount(window[window > 0], minlength=256)
+        tied = np.flatnonzero(counts == counts.max())
+        out[y, x] = labels[y, x] if labels[y, x] in tied else tied[0]
+    return out
+
+
+def sieve_oracle(labels: np.ndarray, n: int, connectivity: int) -> np.ndarray:
+    """One round of the rule, written from its definition with scipy's labelling."""
+    cap = module.CAP_FACTOR * n
+    structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+    comp = np.full(labels.shape, -1)
+    sizes: list[int] = []
+    for c in range(1, 256):
+        pieces, count = ndimage.label(labels == c, structure=structure)
+        for p in range(1, count + 1):
+            comp[pieces == p] = len(sizes)
+            sizes.append(int((pieces == p).sum()))
+    out = labels.copy()
+    offsets = [(dy, dx) for dy, dx in itertools.product((-1, 0, 1), repeat=2) if (dy, dx) != (0, 0) and (connectivity == 8 or 0 in (dy, dx))]
+    for patch, size in enumerate(sizes):
+        if size >= n:
+            continue
+        biggest: dict[int, int] = {}
+        contacts: dict[int, int] = {}
+        for y, x in zip(*np.nonzero(comp == patch)):
+            for dy, dx in offsets:
+                yy, xx = y + dy, x + dx
+                if 0 <= yy < labels.shape[0] and 0 <= xx < labels.shape[1] and labels[yy, xx] not in (0, labels[y, x]):
+                    c = int(labels[yy, xx])
+                    biggest[c] = max(biggest.get(c, 0), min(sizes[comp[yy, xx]], cap))
+                    contacts[c] = contacts.get(c, 0) + 1
+        if biggest:
+            best = max(biggest, key=lambda c: (biggest[c], contacts[c], -c))
+            if biggest[best] >= n:
+                out[comp == patch] = best
+    return out
+
+
+def noisy_blobs(shape: tuple[int, int], k: int, seed: int, noise: float = 0.25) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(1, k + 1, (shape[0] // 9 + 1, shape[1] // 9 + 1))
+    labels = np.kron(coarse, np.ones((9, 9), dtype=np.int64))[: shape[0], : shape[1]].astype(np.uint8)
+    speck = rng.random(shape) < noise
+    labels[speck] = rng.integers(1, k + 1, int(speck.sum()))
+    labels[rng.random(shape) < 0.03] = 0
+    labels[: shape[0] // 5, : shape[1] // 4] = 0  # a nodata corner
+    return labels
+
+
+def test_majority_ties_keep_the_centre_else_the_smallest_class():
+    # centre 3 tied with 1 (3 votes each): 3 stays; centre 5 (1 vote) against 2 and 4 tied: 2.
+    kept = np.array([[1, 1, 1], [3, 3, 3], [0, 0, 0]], dtype=np.uint8)
+    assert clean(kept, Cleanup(majority=3)).labels[1, 1] == 3
+    lost = np.array([[4, 4, 4], [2, 5, 0], [2, 2, 0]], dtype=np.uint8)
+    assert clean(lost, Cleanup(majority=3)).labels[1, 1] == 2
+    # nodata never votes and never changes; the window is cut at the edges
+    holes = np.array([[0, 0, 7], [0, 0, 7], [1, 0, 0]], dtype=np.uint8)
+    out = clean(holes, Cleanup(majority=3)).labels
+    assert (out[holes == 0] == 0).all() and out[2, 0] == 1 and out[0, 2] == 7
+
+
+def test_sieve_merges_into_the_largest_neighbour_then_the_most_contacts():
+    field = np.full((9, 9), 1, dtype=np.uint8)
+    field[4, 4] = 2
+    assert clean(field, Cleanup(sieve=4)).labels[4, 4] == 1
+    # a 2-pixel speck between a 30-pixel class 3 and a 36-pixel class 1: the larger wins
+    split = np.ones((6, 11), dtype=np.uint8)
+    split[:, 6:] = 3
+    split[2, 5:7] = 2
+    assert (clean(split, Cleanup(sieve=3)).labels[2, 5:7] == 1).all()
+    # both beyond the cap: sizes are equal, the speck's contacts decide (3 of class 3 touch it)
+    wide = np.ones((60, 60), dtype=np.uint8)
+    wide[:, 30:] = 3
+    wide[10, 29:32] = 2
+    assert (clean(wide, Cleanup(sieve=4)).labels[10, 29:32] == 3).all()
+
+
+def test_a_patch_bounded_only_by_nodata_or_the_edge_stays():
+    island = np.zeros((7, 7), dtype=np.uint8)
+    island[3, 3] = 5
+    assert clean(island, Cleanup(sieve=10, connectivity=8)).labels[3, 3] == 5
+    assert clean(island, Cleanup(majority=3, sieve=10)).patches_removed == 0
+
+
+def test_connectivity_decides_what_a_patch_is():
+    diagonal = np.ones((8, 8), dtype=np.uint8)
+    for i in range(1, 5):
+        diagonal[i, i] = 2  # 4 pixels touching only by corners
+    four = clean(diagonal, Cleanup(sieve=3, connectivity=4)).labels
+    eight = clean(diagonal, Cleanup(sieve=3, connectivity=8)).labels
+    assert (four == 1).all()  # four 1-pixel patches, each merged
+    assert np.array_equal(eight, diagonal)  # one 4-pixel patch: not small
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_kernel_is_the_rules(seed):
+    labels = noisy_blobs((60, 75), 5, seed)
+    for majority, sieve, connectivity in itertools.product((0, 3, 5), (0, 2, 5, 12), (4, 8)):
+        expected = majority_oracle(labels, majority) if majority else labels
+        expected = sieve_oracle(expected, sieve, connectivity) if sieve > 1 else expected
+        got = clean(labels, Cleanup(majority, sieve, connectivity), k=5)
+        assert np.array_equal(got.labels, expected), (majority, sieve, connectivity)
+        voted = majority_oracle(labels, majority) if majority else labels
+        assert np.array_equal(got.majority_changed, np.bincount(labels[labels != voted], minlength=6))
+
+
+def by_chunks(labels: np.ndarray, cleanup: Cleanup, side: int, context: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """The cleanup chunk by chunk, each with ``context`` pixels around it (cut at the edges)."""
+    out = np.zeros_like(labels)
+    removed, changed = 0, np.zeros(6, dtype=np.int64)
+    height, width = labels.shape
+    for r0, c0 in itertools.product(range(0, height, side), range(0, width, side)):
+        r1, c1 = min(height, r0 + side), min(width, c0 + side)
+        w0, w1, v0, v1 = max(0, r0 - context), min(height, r1 + context), max(0, c0 - context), min(width, c1 + context)
+        got = clean_window(labels[w0:w1, v0:v1], cleanup, core=(slice(r0 - w0, r1 - w0), slice(c0 - v0, c1 - v0)), k=5)
+        out[r0:r1, c0:c1] = got.labels
+        removed += got.patches_removed
+        changed += got.sieve_changed
+    return out, removed, changed
+
+
+@pytest.mark.parametrize(("cleanup", "side"), [(Cleanup(3, 4, 8), 80), (Cleanup(5, 3, 4), 64), (Cleanup(0, 2, 8), 37), (Cleanup(3, 0), 17)])
+def test_chunk_by_chunk_with_the_halo_is_the_whole_array(cleanup, side):
+    labels = noisy_blobs((200, 230), 5, seed=side)
+    # a snake of N - 1 pixels (the tallest small patch) across a chunk corner
+    n = max(cleanup.sieve, 2)
+    labels[side - n // 2 : side - n // 2 + n - 1, side] = 4
+    whole = clean(labels, cleanup, k=5)
+    stitched, removed, changed = by_chunks(labels, cleanup, side, cleanup.halo)
+    assert np.array_equal(stitched, whole.labels)
+    assert removed == whole.patches_removed and np.array_equal(changed, whole.sieve_changed)
+
+
+def test_less_context_than_the_halo_can_change_the_result():
+    # A 2-pixel speck (class 2) across a chunk's right edge, between class 3 (2 contacts, S - 1
+    # pixels) and class 1 (1 contact, a snake of exactly S pixels running away from it): class 1
+    # wins only if the whole snake is seen, N + S - 2 pixels past the edge (the halo, N + S - 1,
+    # keeps one spare pixel).
+    n = 3
+    cap = module.CAP_FACTOR * n
+    cleanup = Cleanup(sieve=n)
+    x = cap  # the chunk is columns [0, x + 1)
+    labels = np.zeros((6, x + 2 * cleanup.halo), dtype=np.uint8)
+    labels[3, x : x + 2] = 2
+    labels[2, x : x + 2] = 3
+    labels[1, x + 2 - (cap - 3) : x + 2] = 3
+    labels[3, x + 2 : x + 2 + cap] = 1
+    core = (slice(None), slice(0, x + 1))
+    for context, winner in ((cleanup.halo, 1), (cleanup.halo - 1, 1), (cleanup.halo - 2, 3)):
+        got = clean_window(labels[:, : x + 1 + context], cleanup, core=core, k=5).labels
+        assert got[3, x] == winner, context
+    assert clean(labels, cleanup, k=5).labels[3, x] == 1
+
+
+def test_agrees_with_gdal_on_most_pixels():
+    labels = noisy_blobs((300, 320), 6, seed=5, noise=0.15)
+    voted = labels  # speckled: the sieve alone has work everywhere
+    ours = clean(voted, Cleanup(sieve=12, connectivity=8), k=6).labels
+    gdal = rasterio.features.sieve(voted, size=12, connectivity=8, mask=voted > 0)
+    valid = voted > 0
+    assert (ours == gdal)[valid].mean() >= 0.99
+    assert (ours != voted).sum() > 100  # and the sieve did work
