@@ -366,7 +366,7 @@ def main() -> None:
     parser.add_argument("--state-out", type=Path, default=None, help="--state / --state-http: the JSON to write (default benchmark-state.json / benchmark-state-http.json)")
     parser.add_argument("--state-http", action="store_true", help="the state rehearsal over loopback HTTP against local disk (scripts/state_http.py; a few minutes)")
     parser.add_argument("--cogs", type=int, default=192, help="--state-http: how many COGs (720 x 928 px each)")
-    parser.add_argument("--steps", default="", help="--state: comma-separated subset of graph,open,sample,floor,threads,cluster,small,identity,spread")
+    parser.add_argument("--steps", default="", help="--state: comma-separated subset of graph,open,sample,floor,threads,cleanup,cluster,small,identity,spread")
     args = parser.parse_args()
     if args.state_http:
         import state_http

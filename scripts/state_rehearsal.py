@@ -15,7 +15,8 @@ Built once and cached in ``--workdir``/state (~100 MB: the tiles are VRTs):
 Steps (``--steps``, all by default): ``graph`` (tasks, pickled bytes, seconds to build),
 ``open`` (10,240 headers), ``sample`` (the sample stage on the tiles and on one file, alternating),
 ``floor`` (every 512 block of the tiles decoded once, one thread per core), ``threads`` and
-``cluster`` (``landcover run``: wall, peak RSS, stages, a hash of the labels), ``small`` (the same
+``cluster`` (``landcover run``: wall, peak RSS, stages, a hash of the labels), ``cleanup`` (the
+threads run with ``postprocess`` majority 3, sieve 16, 8-connected, right after it), ``small`` (the same
 run at 0.6 GP, for memory), ``identity`` (threads and local-cluster on the 10,240 files: same
 labels, no large-graph warning), ``spread`` (the sample over 5 seeds, stratified against the
 earlier design, a random subset of all windows, at 0.6 GP and here).
@@ -333,7 +334,8 @@ def sample_spread(spec_input: dict[str, Any], *, size: int, k: int) -> dict[str,
 # --- main ----------------------------------------------------------------------------------------
 
 
-STEPS = ("graph", "open", "sample", "floor", "threads", "cluster", "small", "identity", "spread")
+STEPS = ("graph", "open", "sample", "floor", "threads", "cleanup", "cluster", "small", "identity", "spread")
+POSTPROCESS = {"majority": 3, "sieve": 16, "connectivity": 8}  # the cleanup configs/naip.yaml makes
 
 
 def main(args) -> None:
@@ -366,6 +368,9 @@ def main(args) -> None:
         "sample": lambda: time_samples({"tiles": base, "one_file": {**base, "input": {"paths": [str(one)]}}}),
         "floor": lambda: round(read_floor(tiles, os.cpu_count() or 2), 2),
         "threads": lambda: run_landcover(base, state / "run-threads.json"),
+        "cleanup": lambda: run_landcover(
+            {**base, "postprocess": POSTPROCESS, "output": {**base["output"], "path": str(out_dir / "labels-cleanup.tif")}}, state / "run-cleanup.json"
+        ),
         "cluster": lambda: run_landcover(cluster, state / "run-cluster.json"),
         "small": lambda: run_landcover(small_config, state / "run-small.json"),
         "identity": lambda: same_bytes_on_many_files(state, build_open_set(state, sources)),
@@ -404,6 +409,10 @@ def ratios(r: dict[str, Any]) -> dict[str, Any]:
         "per_gp_floor_s": round(r["floor_s"] / (r["graph"]["megapixels"] / 1000), 2),
         "per_gp_run_s": round(t["seconds"] / (r["graph"]["megapixels"] / 1000), 2),
     }
+    if "cleanup" in r:
+        c = r["cleanup"]
+        out["cleanup_over_threads"] = {"wall": round(c["seconds"] / t["seconds"], 3), "peak_rss": round(c["peak_rss_gb"] / t["peak_rss_gb"], 3)}
+        out["cleanup_client_alone_share"] = round(c["client_alone_s"] / c["seconds"], 3)
     if "local_cluster" in r:
         out["same_bytes_threads_cluster"] = r["local_cluster"]["labels_sha256"] == t["labels_sha256"]
         out["cluster_over_threads"] = round(r["local_cluster"]["seconds"] / t["seconds"], 2)

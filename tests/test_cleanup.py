@@ -126,6 +126,15 @@ def test_the_kernel_is_the_rules(seed):
         assert np.array_equal(got.majority_changed, np.bincount(labels[labels != voted], minlength=6))
 
 
+@pytest.mark.parametrize(("side", "k"), [(3, 12), (7, 5), (31, 40)])
+def test_the_majority_is_the_rule_for_wide_windows_and_many_classes(side, k):
+    # 3 x 3 with 12 classes scans the window instead of the classes; 31 is the widest allowed.
+    labels = noisy_blobs((70, 90), k, seed=side, noise=0.5)
+    assert np.array_equal(clean(labels, Cleanup(majority=side), k=k).labels, majority_oracle(labels, side))
+    with pytest.raises(ValueError, match="odd window side up to 31"):
+        Cleanup(majority=33)
+
+
 def by_chunks(labels: np.ndarray, cleanup: Cleanup, side: int, context: int) -> tuple[np.ndarray, int, np.ndarray]:
     """The cleanup chunk by chunk, each with ``context`` pixels around it (cut at the edges)."""
     out = np.zeros_like(labels)

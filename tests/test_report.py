@@ -168,7 +168,7 @@ def test_red_nir_ndvi_and_closest_pairs():
     assert red_nir(["band1", "band2", "band3", "band4"])[:2] == ("band1", "band4")
     assert red_nir(["band1", "band2", "band3"]) is None
     means = [{"red": 20.0, "nir": 60.0}, {"red": 50.0, "nir": 10.0}, {"red": None, "nir": None}, None]
-    classes = tuple(ClassSummary(i, f"c{i}", 1, None, 25.0, m, m, "#000000") for i, m in enumerate(means, start=1))
+    classes = tuple(ClassSummary(i, f"c{i}", None, 1, None, 25.0, m, m, "#000000") for i, m in enumerate(means, start=1))
     assert ndvi_of_means(classes, "red", "nir") == [pytest.approx(0.5), pytest.approx(-40 / 60), None, None]
     centroids = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 3.0], [50.0, 50.0]])
     distances = np.sqrt(((centroids[:, None] - centroids[None]) ** 2).sum(axis=2))

@@ -22,7 +22,7 @@ from rasters import (
 )
 
 from pipeline import load_config, run
-from pipeline.products.chunks import write_chunk
+from pipeline.products.chunks import CHUNK_TASK
 
 SHAPE = (1536, 1280)  # 7.9 MB of uint8 imagery, 3 x 3 chunks of 512
 
@@ -80,7 +80,7 @@ class KillOneWorkerWhileLabelling(SchedulerPlugin):
 
     def transition(self, key, start, finish, *args, **kwargs):
         # The first labelled chunk in memory (key_split drops the leading "_" of the name).
-        if self.killed is None and finish == "memory" and key_split(key) == write_chunk.__name__:
+        if self.killed is None and finish == "memory" and key_split(key) == CHUNK_TASK:
             busy = [w for w in self.scheduler.workers.values() if w.processing] or list(self.scheduler.workers.values())
             self.killed = busy[0].pid
             os.kill(self.killed, signal.SIGKILL)

@@ -48,6 +48,7 @@ NODATA_LABEL = 0
 # merges ~10 more patches per scene for twice the sieve's time and twice the halo.
 CAP_FACTOR = 16
 ROUNDS = 1
+MAX_MAJORITY = 31  # the filter counts votes in uint16 (and config.postprocess allows up to 31)
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ class Cleanup:
     connectivity: int = 4  # 4 or 8: which pixels touch, for the sieve's patches and neighbours
 
     def __post_init__(self) -> None:
-        if self.majority < 0 or (self.majority > 1 and self.majority % 2 == 0):
-            raise ValueError(f"majority must be 0, 1 or an odd window side, not {self.majority}")
+        if self.majority < 0 or (self.majority > 1 and self.majority % 2 == 0) or self.majority > MAX_MAJORITY:
+            raise ValueError(f"majority must be 0, 1 or an odd window side up to {MAX_MAJORITY}, not {self.majority}")
         if self.sieve < 0:
             raise ValueError(f"sieve must be a number of pixels >= 0, not {self.sieve}")
         if self.connectivity not in (4, 8):
@@ -112,29 +113,38 @@ def _vote(labels, counts, y0, y1, x0, x1, centre, top, scan_window):  # pragma: 
 
 @numba.njit(nogil=True, cache=True)
 def _majority(labels, side, top, out):  # pragma: no cover - compiled
-    # A histogram of the window slides along each row: one column in, one column out.
+    # Most pixels hold at least half the valid votes of their window and then keep their class (no
+    # class can beat them). Counting, row by row, the window pixels equal to the centre and the
+    # valid ones is one vectorised pass per window offset; only the other pixels build a histogram.
     height, width = labels.shape
     r = side // 2
     counts = np.zeros(top + 1, np.int32)
     scan_window = side * side < top
+    same = np.empty(width, np.uint16)  # side <= MAX_MAJORITY: at most 961 votes
+    valid = np.empty(width, np.uint16)
     for y in range(height):
         y0, y1 = max(0, y - r), min(height, y + r + 1)
-        counts[:] = 0
-        for x in range(min(r + 1, width)):
-            for yy in range(y0, y1):
-                counts[labels[yy, x]] += 1
+        centres = labels[y]
+        same[:] = 0
+        valid[:] = 0
+        for yy in range(y0, y1):
+            for dx in range(-r, r + 1):
+                lo, hi = max(0, -dx), min(width, width - dx)
+                votes, own, n_same, n_valid = labels[yy, lo + dx : hi + dx], centres[lo:hi], same[lo:hi], valid[lo:hi]
+                for x in range(hi - lo):  # slices of equal length: the loop vectorises
+                    n_same[x] += np.uint16(votes[x] == own[x])
+                    n_valid[x] += np.uint16(votes[x] != NODATA_LABEL)
         for x in range(width):
-            centre = labels[y, x]
-            if centre == NODATA_LABEL:
-                out[y, x] = NODATA_LABEL
-            else:
-                out[y, x] = _vote(labels, counts, y0, y1, max(0, x - r), min(width, x + r + 1), centre, top, scan_window)
-            if x + r + 1 < width:
-                for yy in range(y0, y1):
-                    counts[labels[yy, x + r + 1]] += 1
-            if x - r >= 0:
-                for yy in range(y0, y1):
-                    counts[labels[yy, x - r]] -= 1
+            centre = centres[x]
+            if centre == NODATA_LABEL or 2 * same[x] >= valid[x]:
+                out[y, x] = centre
+                continue
+            x0, x1 = max(0, x - r), min(width, x + r + 1)
+            counts[:] = 0
+            for yy in range(y0, y1):
+                for xx in range(x0, x1):
+                    counts[labels[yy, xx]] += 1
+            out[y, x] = _vote(labels, counts, y0, y1, x0, x1, centre, top, scan_window)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -149,7 +159,7 @@ def _root(parent, i):  # pragma: no cover - compiled
 
 @numba.njit(nogil=True, cache=True)
 def _union(parent, a, b):  # pragma: no cover - compiled
-    # The smaller index is the root, so a root is its component's first pixel in row-major order.
+    # The smaller index is the root, so a root is its component's first run in row-major order.
     ra, rb = _root(parent, a), _root(parent, b)
     if ra < rb:
         parent[rb] = ra
@@ -158,80 +168,105 @@ def _union(parent, a, b):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _components(labels, eight, comp):  # pragma: no cover - compiled
-    """Connected components of equal valid class: ids 0.. in order of first pixel (row-major)
-    into ``comp`` (-1 on nodata); returns their sizes."""
+def _runs(labels):  # pragma: no cover - compiled
+    """The runs of equal valid class along each row: (first run of each row (height + 1,), run
+    start x, run end x (exclusive)). Components are unions of runs: far fewer than pixels."""
     height, width = labels.shape
-    flat = labels.ravel()
-    parent = np.arange(height * width, dtype=np.int32)
+    count = 0
     for y in range(height):
         for x in range(width):
-            i = y * width + x
-            c = flat[i]
+            c = labels[y, x]
+            if c != NODATA_LABEL and (x == 0 or labels[y, x - 1] != c):
+                count += 1
+    first = np.zeros(height + 1, np.int64)
+    x0 = np.empty(count, np.int32)
+    x1 = np.empty(count, np.int32)
+    n = 0
+    for y in range(height):
+        first[y] = n
+        for x in range(width):
+            c = labels[y, x]
             if c == NODATA_LABEL:
                 continue
-            if x > 0 and flat[i - 1] == c:
-                _union(parent, i, i - 1)
-            if y > 0:
-                if flat[i - width] == c:
-                    _union(parent, i, i - width)
-                if eight and x > 0 and flat[i - width - 1] == c:
-                    _union(parent, i, i - width - 1)
-                if eight and x + 1 < width and flat[i - width + 1] == c:
-                    _union(parent, i, i - width + 1)
-    sizes = np.zeros(height * width + 1, np.int64)
+            if x == 0 or labels[y, x - 1] != c:
+                x0[n] = x
+                n += 1
+            x1[n - 1] = x + 1
+    first[height] = n
+    return first, x0, x1
+
+
+@numba.njit(nogil=True, cache=True)
+def _components(labels, eight, first, x0, x1):  # pragma: no cover - compiled
+    """Connected components of equal valid class, as ids 0.. of the runs in order of their first
+    pixel (row-major); returns (component of each run, sizes)."""
+    height = labels.shape[0]
+    n = len(x0)
+    parent = np.arange(n, dtype=np.int32)
+    slack = 1 if eight else 0  # 8-connected runs also touch diagonally, one column further
+    for y in range(1, height):
+        i, above_end = first[y - 1], first[y]
+        for j in range(first[y], first[y + 1]):
+            while i < above_end and x1[i] + slack <= x0[j]:
+                i += 1  # runs above that end before this one cannot touch the next either
+            t = i
+            while t < above_end and x0[t] < x1[j] + slack:
+                if labels[y - 1, x0[t]] == labels[y, x0[j]]:
+                    _union(parent, t, j)
+                t += 1
+    comp = np.empty(n, np.int32)
+    sizes = np.zeros(n, np.int64)
     count = 0
-    for i in range(height * width):
-        if flat[i] == NODATA_LABEL:
-            comp[i] = -1
+    for r in range(n):
+        root = _root(parent, r)
+        if root == r:  # the first run of its component: a new id
+            comp[r] = count
+            count += 1
         else:
-            root = _root(parent, i)
-            if root == i:  # the first pixel of its component: a new id
-                comp[i] = count
-                count += 1
-            else:
-                comp[i] = comp[root]
-            sizes[comp[i]] += 1
-    return sizes[:count]
+            comp[r] = comp[root]
+        sizes[comp[r]] += x1[r] - x0[r]
+    return comp, sizes[:count]
 
 
 @numba.njit(nogil=True, cache=True)
-def _small_pixels(comp, sizes, small):  # pragma: no cover - compiled
-    """The pixels of the components smaller than ``small``, grouped by component (a counting
-    sort), each group in row-major order; returns (start of each component's group, pixels)."""
-    start = np.zeros(len(sizes) + 1, np.int64)
-    for c in range(len(sizes)):
-        start[c + 1] = start[c] + (sizes[c] if sizes[c] < small else 0)
-    pixels = np.empty(start[-1], np.int64)
-    fill = start[:-1].copy()
-    for i in range(len(comp)):
-        c = comp[i]
-        if c >= 0 and sizes[c] < small:
-            pixels[fill[c]] = i
-            fill[c] += 1
-    return start, pixels
+def _run_at(first, x0, x1, y, x):  # pragma: no cover - compiled
+    """The run holding pixel (y, x) (binary search in its row); -1 on nodata."""
+    lo, hi = first[y], first[y + 1]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x0[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    r = lo - 1
+    return r if r >= first[y] and x < x1[r] else -1
 
 
 @numba.njit(nogil=True, cache=True)
-def _best_class(flat, comp, sizes, own, patch, width, height, dy, dx, cap, contacts, biggest, touched):  # pragma: no cover - compiled
-    """For one small patch: the neighbouring class maximising (largest capped size of a patch of
-    it touching ``patch``, contacts, -class), and that capped size (0: no valid neighbour)."""
+def _best_class(labels, runs, comp, sizes, patch, dy, dx, cap, contacts, biggest, touched):  # pragma: no cover - compiled
+    """For one small patch (its runs, as (row, run) pairs): the neighbouring class maximising
+    (largest capped size of a patch of it touching the patch, contacts, -class), and that capped
+    size (0: no valid neighbour)."""
+    height, width = labels.shape
+    first, x0, x1 = runs
+    own = labels[patch[0, 0], x0[patch[0, 1]]]
     n_touched = 0
-    for i in patch:
-        y, x = i // width, i % width
-        for d in range(len(dy)):
-            yy, xx = y + dy[d], x + dx[d]
-            if yy < 0 or yy >= height or xx < 0 or xx >= width:
-                continue
-            j = yy * width + xx
-            c = flat[j]
-            if c == NODATA_LABEL or c == own:  # an equal class touching it is the patch itself
-                continue
-            if contacts[c] == 0:
-                touched[n_touched] = c
-                n_touched += 1
-            contacts[c] += 1
-            biggest[c] = max(biggest[c], min(sizes[comp[j]], cap))
+    for p in range(len(patch)):
+        y, r = patch[p, 0], patch[p, 1]
+        for x in range(x0[r], x1[r]):
+            for d in range(len(dy)):
+                yy, xx = y + dy[d], x + dx[d]
+                if yy < 0 or yy >= height or xx < 0 or xx >= width:
+                    continue
+                c = labels[yy, xx]
+                if c == NODATA_LABEL or c == own:  # an equal class touching it is the patch itself
+                    continue
+                if contacts[c] == 0:
+                    touched[n_touched] = c
+                    n_touched += 1
+                contacts[c] += 1
+                if biggest[c] < cap:  # at the cap no neighbour can count for more
+                    biggest[c] = max(biggest[c], min(sizes[comp[_run_at(first, x0, x1, yy, xx)]], cap))
     winner, size, most = 0, 0, 0
     for t in range(n_touched):
         c = touched[t]
@@ -244,14 +279,37 @@ def _best_class(flat, comp, sizes, own, patch, width, height, dy, dx, cap, conta
 
 
 @numba.njit(nogil=True, cache=True)
+def _small_runs(first, comp, sizes, small):  # pragma: no cover - compiled
+    """The runs of the components smaller than ``small`` as (row, run) pairs grouped by
+    component (a counting sort), each group in row-major order; returns (group starts, pairs)."""
+    start = np.zeros(len(sizes) + 1, np.int64)
+    n_runs = len(comp)
+    for r in range(n_runs):
+        if sizes[comp[r]] < small:
+            start[comp[r] + 1] += 1
+    for c in range(len(sizes)):
+        start[c + 1] += start[c]
+    pairs = np.empty((start[-1], 2), np.int64)
+    fill = start[:-1].copy()
+    y = 0
+    for r in range(n_runs):
+        while first[y + 1] <= r:
+            y += 1
+        c = comp[r]
+        if sizes[c] < small:
+            pairs[fill[c], 0] = y
+            pairs[fill[c], 1] = r
+            fill[c] += 1
+    return start, pairs
+
+
+@numba.njit(nogil=True, cache=True)
 def _sieve_round(labels, out, eight, small, cap, core):  # pragma: no cover - compiled
     """One round, from ``labels`` into ``out`` (a copy of it): returns (patches merged, of them
     those whose first pixel is in ``core`` = (y0, y1, x0, x1))."""
-    height, width = labels.shape
-    flat, into = labels.ravel(), out.ravel()
-    comp = np.empty(height * width, np.int32)
-    sizes = _components(labels, eight, comp)
-    start, pixels = _small_pixels(comp, sizes, small)
+    first, x0, x1 = _runs(labels)
+    comp, sizes = _components(labels, eight, first, x0, x1)
+    start, pairs = _small_runs(first, comp, sizes, small)
     if eight:
         dy, dx = np.array([-1, -1, -1, 0, 0, 1, 1, 1]), np.array([-1, 0, 1, -1, 1, -1, 0, 1])
     else:
@@ -263,14 +321,15 @@ def _sieve_round(labels, out, eight, small, cap, core):  # pragma: no cover - co
     for c in range(len(sizes)):
         if start[c + 1] == start[c]:
             continue  # a large patch
-        patch = pixels[start[c] : start[c + 1]]
-        winner, size = _best_class(flat, comp, sizes, flat[patch[0]], patch, width, height, dy, dx, cap, contacts, biggest, touched)
+        patch = pairs[start[c] : start[c + 1]]
+        winner, size = _best_class(labels, (first, x0, x1), comp, sizes, patch, dy, dx, cap, contacts, biggest, touched)
         if size < small:
             continue  # no large neighbour (yet)
-        for i in patch:
-            into[i] = winner
+        for p in range(len(patch)):
+            y, r = patch[p, 0], patch[p, 1]
+            out[y, x0[r] : x1[r]] = winner
         merged += 1
-        y, x = patch[0] // width, patch[0] % width
+        y, x = patch[0, 0], x0[patch[0, 1]]
         if core[0] <= y < core[1] and core[2] <= x < core[3]:
             in_core += 1
     return merged, in_core

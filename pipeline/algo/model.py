@@ -112,7 +112,9 @@ class Model:
     seed: int
     inertia: float
     class_names: tuple[str, ...] = ()
-    """Names of classes 1..k as configured (``classes:``); empty = "class 1", "class 2", ..."""
+    """Names of classes 1..k as configured (``classes:``) or suggested; empty = "class 1", "class 2", ..."""
+    name_rules: tuple[str, ...] = ()
+    """With suggested names (``classes: {names: auto}``): the spectral rule that named each class."""
     fit: FitRecord | None = None
     source: SourceRecord | None = None
     balance: BalanceRecord | None = None
@@ -149,6 +151,8 @@ class Model:
             doc["input"] = self.source.to_json()
         if self.class_names:
             doc["class_names"] = list(self.class_names)
+        if self.name_rules:
+            doc["class_name_rules"] = list(self.name_rules)
         if self.balance is not None:
             doc["balance"] = self.balance.to_json()
         if self.postprocess is not None:
@@ -196,6 +200,7 @@ class Model:
             seed=int(doc["sample"]["seed"]),
             inertia=float(doc["inertia"]),
             class_names=tuple(doc.get("class_names") or ()),
+            name_rules=tuple(doc.get("class_name_rules") or ()),
             fit=FitRecord(**doc["fit"]) if doc.get("fit") else None,
             source=SourceRecord.from_json(doc["input"]) if doc.get("input") else None,
             balance=BalanceRecord.from_json(doc["balance"]) if doc.get("balance") else None,

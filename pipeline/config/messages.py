@@ -27,6 +27,8 @@ def _key(loc: tuple[Any, ...], root: type[BaseModel] = Config) -> tuple[str, typ
             continue
         if not isinstance(part, str):
             break
+        if "[" in part and part not in model.model_fields:
+            continue  # a union member's tag, e.g. tuple[ClassConfig, ...]
         parts.append(part)
         field = model.model_fields.get(part)
         entry = _list_entry(field.annotation) if field is not None else None

@@ -116,6 +116,13 @@ class ClassConfig(Section):
         return None if self.color is None else tuple(int(self.color[i : i + 2], 16) for i in (1, 3, 5))
 
 
+class ClassNames(Section):
+    """``classes: {names: auto}``: a suggested name for every class from its mean spectrum."""
+
+    names: Literal["auto"] = setting("auto", hint="use auto, or give classes as a list of {name, color} entries")
+    """auto: each class is named by the first spectral rule its mean meets (algo/naming.py)."""
+
+
 _LOCAL_SCHEDULERS = ("threads", "processes", "local-cluster")
 
 
@@ -165,12 +172,22 @@ class FitSettings(Section):
     features: FeaturesConfig = FeaturesConfig()
     sample: SampleConfig = SampleConfig()
     model: ModelConfig = ModelConfig()
-    classes: tuple[ClassConfig, ...] | None = setting(None, hint='use a list with one entry per class 1..k, e.g. [{name: water, color: "#1f78b4"}, ...]')
-    """Names (and optional colours) of classes 1..k, in label order; None = "class 1", ...."""
+    classes: tuple[ClassConfig, ...] | ClassNames | None = setting(
+        None, hint='use a list with one entry per class 1..k, e.g. [{name: water, color: "#1f78b4"}, ...], or {names: auto}'
+    )
+    """Names (and optional colours) of classes 1..k, in label order; {names: auto} = suggested
+    from each class's spectrum; None = "class 1", ...."""
 
     @field_validator("classes", mode="before")
     @classmethod
     def _classes_as_tuple(cls, value: Any) -> Any:
+        # A mapping is only ever {names: auto}: checked here so that its errors are not mixed with the list's.
+        if value == "auto":
+            return ClassNames()
+        if isinstance(value, dict):
+            if set(value) - {"names"} or value.get("names", "auto") != "auto":
+                raise ValueError("as a mapping, classes takes only names: auto")
+            return ClassNames()
         return tuple(value) if isinstance(value, list) else value
 
     @model_validator(mode="after")
@@ -197,7 +214,7 @@ class FitSettings(Section):
 
     @model_validator(mode="after")
     def _one_name_per_class(self) -> FitSettings:
-        if self.classes is None:
+        if not isinstance(self.classes, tuple):
             return self
         if len(self.classes) != self.model.k:
             raise ValueError(
@@ -210,9 +227,18 @@ class FitSettings(Section):
             raise ValueError(f"classes: the name {twice!r} is given twice; make each class name unique (e.g. '{twice} 2')")
         return self
 
+    @property
+    def suggest_names(self) -> bool:
+        return isinstance(self.classes, ClassNames)
+
+    @property
+    def given_classes(self) -> tuple[ClassConfig, ...] | None:
+        """The configured {name, color} entries, if any."""
+        return self.classes if isinstance(self.classes, tuple) else None
+
     def class_names(self) -> tuple[str, ...]:
-        """The name of each class 1..k ("class i" when not configured)."""
-        if self.classes is None:
+        """The name of each class 1..k as configured ("class i" when not configured or suggested)."""
+        if not isinstance(self.classes, tuple):
             return tuple(f"class {i}" for i in range(1, self.model.k + 1))
         return tuple(c.name for c in self.classes)
 

@@ -50,6 +50,8 @@ from pipeline.products.parts import load_record, record_path, save_record
 Sizes = dict[str, dict[Node, list[list[int]]]]
 """Per layer, every node's tile byte counts per level."""
 
+CHUNK_TASK = "write_chunk"  # the name of the pass's per-chunk store tasks (their keys start with it)
+
 
 @dataclass(frozen=True)
 class Blocks:
@@ -166,25 +168,6 @@ def _cleanup_summary(cleaned: Cleaned, k: int) -> np.ndarray:
     return np.stack([after, cleaned.majority_changed, cleaned.sieve_changed, removed]).astype(np.int64)
 
 
-def write_chunk(
-    labels: np.ndarray | None,
-    block: np.ndarray | None,
-    margin: np.ndarray | None,
-    *,
-    features: Features,
-    labeller: tuple[np.ndarray, bool] | None,
-    k: int,
-    index: tuple[int, int],
-    folder: Path,
-    pyramid: Pyramid,
-    layers: tuple[Layer, ...],
-    true_colour: tuple[list[int], int, int, int],
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """``label_chunk`` then ``store_chunk``, in one task: the pass without cleanup."""
-    labelled = label_chunk(labels, block, margin, features=features, labeller=labeller, k=k, true_colour=true_colour)
-    return store_chunk(labelled, index=index, folder=folder, pyramid=pyramid, layers=layers)
-
-
 def write_chunks(
     blocks: Blocks, model: Model, folder: Path, pyramid: Pyramid
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, Sizes]:
@@ -193,7 +176,7 @@ def write_chunks(
     what the cleanup changed (``_cleanup_summary`` summed; None without it), a (3, y, x)
     true-colour thumbnail (None without the imagery) and every node's tile byte counts."""
     cleanup = blocks.cleanup.to_json() if blocks.cleaning else None
-    name = f"write_chunk-{tokenize(*(a.name for a in blocks.inputs), str(folder), blocks.layers, blocks.labelled, cleanup)}"
+    name = f"{CHUNK_TASK}-{tokenize(*(a.name for a in blocks.inputs), str(folder), blocks.layers, blocks.labelled, cleanup)}"
     step = thumbnail_step(*blocks.grid.shape)
     graph, chunks = _chunk_tasks(blocks, model, folder, pyramid, name, step)
     nodes, tree_sizes = tree(pyramid, blocks.layers, folder, chunks, name)

@@ -351,6 +351,7 @@ def _page(*, name: str, model: Model, report: Report, images: dict[str, str], rg
         report=report,
         hectares=None if area is None else area / 1e4,
         rows=list(zip(report.classes, ndvi)),
+        suggested=any(c.suggested_by for c in report.classes),
         red_nir=found,
         names={c.value: c.name for c in report.classes},
         images=images,

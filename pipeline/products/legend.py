@@ -26,11 +26,13 @@ COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 
 def legend(report: Report) -> dict[str, Any]:
-    """value, name, colour, pixels and % of the valid area of each class, from the class report."""
+    """value, name, colour, pixels and % of the valid area of each class, from the class report;
+    with suggested names, the rule that suggested each (``suggested_by``)."""
     return {
         "nodata": NODATA_LABEL,
         "classes": [
             {"value": c.value, "name": c.name, "color": c.colour, "pixels": c.pixels, "percent": c.percent}
+            | ({"suggested_by": c.suggested_by} if c.suggested_by else {})
             for c in report.classes
         ],
     }
@@ -77,6 +79,8 @@ def _classes(report: Report) -> list[Classification]:
             name = f"{name}_{c.value}"
         used.add(name)
         description = f"k-means class {c.value} of {len(report.classes)}: {c.percent:.2f} % of the valid area"
+        if c.suggested_by:
+            description += f"; name suggested by a spectral rule ({c.suggested_by}), to be checked"
         classes.append(
             Classification.create(value=c.value, name=name, title=c.name, description=description, color_hint=c.colour.lstrip("#").upper())
         )

@@ -51,7 +51,9 @@ class ClassSummary:
     value: int
     """The label in the COG (1..k); the JSON's ``class``."""
     name: str
-    """As configured (``classes:``), else "class 3"."""
+    """As configured (``classes:``) or suggested (``classes: {names: auto}``), else "class 3"."""
+    suggested_by: str | None
+    """The spectral rule that suggested the name (algo/naming.py); None when it was given or defaulted."""
     pixels: int
     """Labelled with this class in the COG (after the cleanup, if any)."""
     area_m2: float | None
@@ -69,12 +71,14 @@ class ClassSummary:
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
+        if doc["suggested_by"] is None:  # given or default names: the JSON as before suggestions
+            del doc["suggested_by"]
         return {"class": doc.pop("value"), **doc}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ClassSummary:
         fields = dict(doc)
-        return cls(value=fields.pop("class"), **fields)
+        return cls(value=fields.pop("class"), suggested_by=fields.pop("suggested_by", None), **fields)
 
 
 @dataclass(frozen=True)
@@ -190,13 +194,15 @@ def class_report(
     valid = float(counts[1:].sum())
     counted_only = stats.shape[1] == 1
     classes = []
-    for label, name in enumerate(model.names, start=1):
+    rules = model.name_rules or (None,) * model.k
+    for label, (name, rule) in enumerate(zip(model.names, rules), start=1):
         n, m = float(counts[label]), float(assigned[label])
         means = stats[label, 1:] / m if m else np.full(stats.shape[1] - 1, math.nan)
         classes.append(
             ClassSummary(
                 value=label,
                 name=name,
+                suggested_by=rule,
                 pixels=int(n),
                 area_m2=None if area is None else n * area,
                 percent=100.0 * n / valid if valid else 0.0,

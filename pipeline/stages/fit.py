@@ -16,6 +16,7 @@ from pipeline.algo.features import Features, ndvi_bands, rgb_bands
 from pipeline.algo.kernel import class_statistics, nearest
 from pipeline.algo.kmeans import Fit, class_order, fit_kmeans
 from pipeline.algo.model import FitRecord, Model, SourceRecord
+from pipeline.algo.naming import suggest_names
 from pipeline.algo.sample import draw_sample, full_matrix
 from pipeline.config import (
     ClassConfig,
@@ -58,14 +59,14 @@ def fit(
     max_iter: int = 300,
     tol: float = 1e-4,
     order_by: Literal["brightness", "ndvi", "none"] = "brightness",
-    classes: Sequence[ClassConfig | dict[str, Any]] | None = None,
+    classes: Sequence[ClassConfig | dict[str, Any]] | dict[str, str] | str | None = None,
 ) -> Model:
     """Fit ``k`` classes to a (band, y, x) raster: a seeded sample of ``sample_size`` valid pixels
     spread over all of it (``algo/sample.py``), the features' scaling measured on it, K-Means with
     ``n_init`` restarts (``algo/kmeans.py``), classes numbered by ``order_by`` and coloured from their
     mean spectrum. The arguments are the config's ``sample``, ``model``, ``features`` and
-    ``classes`` keys, checked the same way (``init`` None: the config's default seeding);
-    ``nodata`` overrides the array's own.
+    ``classes`` keys, checked the same way (``init`` None: the config's default seeding;
+    ``classes="auto"``: suggested names); ``nodata`` overrides the array's own.
     """
     settings = _settings(
         k=k, sample_size=sample_size, seed=seed, features=features, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
@@ -74,8 +75,7 @@ def fit(
     imagery = as_imagery(data, nodata=nodata)
     spec = features_of(settings.features, imagery.band_names)
     m = settings.model
-    if m.order_by == "ndvi":  # refused here, before any pixel is read
-        ndvi_bands(imagery.band_names, "model.order_by: ndvi")
+    _check_bands(settings, imagery.band_names)
 
     started = time.perf_counter()
     fit_on_all = sample_size == "all"
@@ -87,7 +87,8 @@ def fit(
         found = fit_kmeans(
             matrix, seeds_from=sample_features, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed, init=m.init
         )
-    order, palette = _order_and_palette(found.centroids, sample, sample_features, imagery.band_names, m.order_by)
+    order, spectra = _order_and_spectra(found.centroids, sample, sample_features, imagery.band_names, m.order_by)
+    suggested = suggest_names(spectra, sample, imagery.band_names) if settings.suggest_names else ()
     timings = {"sample": sampled - started, "fit": time.perf_counter() - sampled}
     log.info("fit: %d classes on %d pixels (sample %.1f s, fit %.1f s)", m.k, found.n_pixels, timings["sample"], timings["fit"])
     return Model(
@@ -95,14 +96,23 @@ def fit(
         bands=imagery.bands,
         band_names=imagery.band_names,
         features=spec,
-        palette=apply_class_colours(palette, settings.classes),
+        palette=apply_class_colours(palette_from_centroids(spectra, sample, imagery.band_names), settings.given_classes),
         sample_size=found.n_pixels,
         seed=seed,
         inertia=found.inertia,
-        class_names=settings.class_names() if settings.classes else (),
+        class_names=tuple(s.name for s in suggested) or (settings.class_names() if settings.given_classes else ()),
+        name_rules=tuple(s.rule for s in suggested),
         fit=_fit_record(m, found, timings),
         source=SourceRecord(dtype=imagery.dtype, count=len(imagery.bands), crs=imagery.crs, nodata=imagery.nodata),
     )
+
+
+def _check_bands(settings: FitSettings, band_names: tuple[str, ...]) -> None:
+    """What needs bands named red and nir is refused here, before any pixel is read."""
+    if settings.model.order_by == "ndvi":
+        ndvi_bands(band_names, "model.order_by: ndvi")
+    if settings.suggest_names:
+        ndvi_bands(band_names, "classes.names: auto")
 
 
 def _fit_record(m: ModelConfig, found: Fit, timings: dict[str, float]) -> FitRecord:
@@ -122,23 +132,23 @@ def _settings(*, features, classes, sample_size, seed, **model: Any) -> FitSetti
             "sample": {"size": sample_size, "seed": seed},
             "model": model,
             "features": features.model_dump() if isinstance(features, FeaturesConfig) else (features or {}),
-            "classes": [c.model_dump() if isinstance(c, ClassConfig) else c for c in classes] if classes is not None else None,
+            "classes": [c.model_dump() if isinstance(c, ClassConfig) else c for c in classes] if isinstance(classes, Sequence) and not isinstance(classes, str) else classes,
         },
         source="fit",
         schema=FitSettings,
     )
 
 
-def _order_and_palette(
+def _order_and_spectra(
     centroids: np.ndarray, sample: np.ndarray, sample_features: np.ndarray, band_names: tuple[str, ...], order_by: str
-) -> tuple[np.ndarray, dict[int, tuple[int, int, int]]]:
-    """The classes' numbering and colours, from each class's mean spectrum in input units (on the sample)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The classes' numbering, and each class's mean spectrum in input units on the sample (k, band), in that order."""
     labels, _ = nearest(sample_features.T, centroids)
     stats = class_statistics(sample.T, labels, len(centroids))[1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         spectra = stats[:, 1:] / stats[:, :1]
     order = class_order(spectra, band_names, order_by)
-    return order, palette_from_centroids(spectra[order], sample, band_names)
+    return order, spectra[order]
 
 
 def palette_from_centroids(centroids: np.ndarray, sample: np.ndarray, band_names: tuple[str, ...]) -> dict[int, tuple[int, int, int]]:
