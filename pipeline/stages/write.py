@@ -28,6 +28,7 @@ from pipeline.cog import (
     LABELS,
     LABELS_MODE,
     MARGIN,
+    RAW,
     TILE,
     Grid,
     Layer,
@@ -118,8 +119,8 @@ def write_cog(
     origin: Origin = Origin(),
     progress: Progress | None = None,
 ) -> RunResult:
-    """Write ``labels`` (from ``classify``, or cleaned by ``majority`` and ``sieve``) as a COG at ``path``, with the model, report, legend,
-    STAC item, quicklook and HTML page beside it; ``confidence`` (from ``pipeline.confidence``)
+    """Write ``labels`` (from ``classify``, or cleaned by ``majority`` and ``sieve``) as a COG at
+    ``path``, with the model, report, legend, STAC item, quicklook and HTML page beside it; ``confidence`` (from ``pipeline.confidence``)
     as ``<stem>.confidence.tif``. Given ``data``, the imagery the labels were made from, the report
     holds each class's mean per band and the page a true-colour view (each block is read once);
     without it, class areas only. ``chunk``: the side of the write tasks' blocks (default the
@@ -247,7 +248,7 @@ def _finalise_layers(
         margin = staging / sidecars["confidence"].name
         finalise(MARGIN, margin, palette=None, tags={}, description=MARGIN_DESCRIPTION, **common)
     if blocks.raw:
-        raw_layer = blocks.layers[1]
+        raw_layer = next(layer for layer in blocks.layers if layer.name == RAW.name)
         description = RAW_DESCRIPTION.format(k=model.k)
         finalise(raw_layer, staging / sidecars["raw"].name, palette=model.palette, tags=tags, description=description, **common)
     write_quicklook(staged_cog, staging / sidecars["quicklook"].name, model.palette)
