@@ -9,8 +9,9 @@ pixel leaves a chunk task. The client then turns byte counts into offsets, write
 IFD per level, ``tiff``) and tasks copy the parts into place: the file is IFDs, then the levels'
 tiles from the smallest overview to full resolution, as a COG reader expects.
 
-Overviews of labels are NEAREST decimations: level l is ``labels[::2**l, ::2**l]``. That costs a
-strided copy, never invents a class, and composes exactly (a level decimated again is the next
+Overviews of labels are MODE (``LABELS_MODE``, the default) or NEAREST (``LABELS``). NEAREST
+decimates: level l is ``labels[::2**l, ::2**l]``. That costs a strided copy, never invents a
+class, and composes exactly (a level decimated again is the next
 level), so a chunk's, a node's and the root's arrays give the same bytes as one global pass in any
 chunking. ``LABELS_MODE`` (``output.overviews: mode``) makes each level the 2 x 2 MODE of the one
 before (``halve_mode``: nodata never votes, ties go to the pixel NEAREST keeps, else the smallest

@@ -75,7 +75,7 @@ def fit(
     imagery = as_imagery(data, nodata=nodata)
     spec = features_of(settings.features, imagery.band_names)
     m = settings.model
-    _check_bands(settings, imagery.band_names)
+    check_bands(settings, imagery.band_names)
 
     started = time.perf_counter()
     fit_on_all = sample_size == "all"
@@ -107,8 +107,9 @@ def fit(
     )
 
 
-def _check_bands(settings: FitSettings, band_names: tuple[str, ...]) -> None:
-    """What needs bands named red and nir is refused here, before any pixel is read."""
+def check_bands(settings: FitSettings, band_names: tuple[str, ...]) -> None:
+    """What needs bands named red and nir (``model.order_by: ndvi``, ``classes.names: auto``),
+    refused before any pixel is read."""
     if settings.model.order_by == "ndvi":
         ndvi_bands(band_names, "model.order_by: ndvi")
     if settings.suggest_names:

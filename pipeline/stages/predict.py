@@ -33,7 +33,6 @@ from pipeline.stages.write import (
     Progress,
     RunResult,
     check_output,
-    raster_grid,
     timed,
     write_classified,
 )
@@ -68,8 +67,8 @@ def predict(
         # The report's true-colour view shows these inputs.
         origin = replace(origin, config={"input": spec.model_dump(mode="json")}, inputs=tuple(t.path for t in mosaic.tiles))
         output = check_output(Path(out), inputs=origin.inputs, overwrite=overwrite, key="--out", overwrite_hint="pass --overwrite")
-        data = mosaic_imagery(mosaic)
-        model = replace(model, postprocess=_cleanup(model, postprocess, raster_grid(data), dask.chunk))
+        grid = Grid(mosaic.crs, mosaic.transform, mosaic.height, mosaic.width)
+        model = replace(model, postprocess=_cleanup(model, postprocess, grid, dask.chunk))
     with computing(scheduler(dask)):
         if model.balance is not None:
             with timed(origin.timings, "balance"), progress("balance"):

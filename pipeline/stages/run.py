@@ -15,7 +15,6 @@ from typing import Any
 
 from pipeline.algo.balance import Balance, balance
 from pipeline.algo.cleanup import Cleanup
-from pipeline.algo.features import ndvi_bands
 from pipeline.algo.model import Model, SourceRecord
 from pipeline.config import Config
 from pipeline.io.imagery import Imagery, mosaic_imagery
@@ -23,7 +22,7 @@ from pipeline.io.mosaic import Mosaic, open_mosaic
 from pipeline.products.parts import refuse_leftover_parts
 from pipeline.runtime.scheduler import computing
 from pipeline.stages.edge import cleanup_of, features_of, input_spec, scheduler
-from pipeline.stages.fit import fit
+from pipeline.stages.fit import check_bands, fit
 from pipeline.stages.write import (
     Origin,
     Progress,
@@ -77,8 +76,7 @@ def _refuse_before_reading(config: Config, mosaic: Mosaic, data: Imagery, origin
     features_of(config.features, mosaic.band_names)
     grid = raster_grid(data)
     cleanup = cleanup_of(config.postprocess, pixel_area_m2=grid.pixel_area_m2, chunk=config.dask.chunk)
-    if config.model.order_by == "ndvi":
-        ndvi_bands(mosaic.band_names, "model.order_by: ndvi")
+    check_bands(config, mosaic.band_names)
     output = check_output(
         config.output_path, inputs=origin.inputs, overwrite=config.output.overwrite, key="output.path",
         overwrite_hint="set output.overwrite: true",
