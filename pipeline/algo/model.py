@@ -59,6 +59,10 @@ class FitRecord:
     """Restarts from another seed could well find another map (see ``kmeans.Restarts``)."""
     restarts: dict[str, Any] = field(default_factory=dict)
     """``kmeans.Restarts.to_json()``: the restarts' inertias and how many reached the best."""
+    method: str = "kmeans"
+    """``model.method``: "kmeans", or "isodata" (which chose k)."""
+    isodata: dict[str, Any] | None = None
+    """With ISODATA, ``isodata.Isodata.to_json()``: its settings, the k it chose and its history."""
     timings_s: dict[str, float] = field(default_factory=dict, compare=False)
     """Seconds spent drawing the sample ("sample") and fitting ("fit"): for the run's report,
     not saved (a model JSON depends only on the data, the settings and the seed)."""
@@ -146,7 +150,7 @@ class Model:
             "inertia": self.inertia,
         }
         if self.fit is not None:
-            doc["fit"] = {key: value for key, value in asdict(self.fit).items() if key != "timings_s"}
+            doc["fit"] = {key: value for key, value in asdict(self.fit).items() if key != "timings_s" and not (key == "isodata" and value is None)}
         if self.source is not None:
             doc["input"] = self.source.to_json()
         if self.class_names:

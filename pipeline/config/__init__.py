@@ -6,6 +6,7 @@ with ``--set`` are relative to the current directory, as a user typing them expe
 """
 
 from pipeline.config.input import InputConfig, StacConfig
+from pipeline.config.isodata import IsodataConfig
 from pipeline.config.loading import load_config, parse_config, predict_settings
 from pipeline.config.postprocess import PostprocessConfig
 from pipeline.config.schema import (
@@ -23,6 +24,6 @@ from pipeline.config.schema import (
 )
 
 __all__ = [
-    "ClassConfig", "ComputeSettings", "Config", "DaskConfig", "FeaturesConfig", "FitSettings", "InputConfig", "ModelConfig",
+    "ClassConfig", "ComputeSettings", "Config", "DaskConfig", "FeaturesConfig", "FitSettings", "InputConfig", "IsodataConfig", "ModelConfig",
     "NormalizedDifference", "OutputConfig", "PostprocessConfig", "PredictSettings", "SampleConfig", "StacConfig", "load_config", "parse_config", "predict_settings",
 ]

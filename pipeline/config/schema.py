@@ -12,6 +12,7 @@ from pydantic import field_validator, model_validator
 
 from pipeline.config.fields import Section, setting, unique_names
 from pipeline.config.input import InputConfig
+from pipeline.config.isodata import IsodataConfig
 from pipeline.config.postprocess import PostprocessConfig
 
 INPUT_BLOCK = 512  # NAIP and our COGs use 512-pixel tiles; chunks must align to them.
@@ -74,6 +75,10 @@ class ModelConfig(Section):
     order_by: Literal["brightness", "ndvi", "none"] = setting("brightness", hint='use "brightness", "ndvi" or "none"')
     """How classes are numbered: by the mean of their input bands, by their NDVI (needs bands
     named red and nir), or as fitted. Computed from each class's mean spectrum on the sample."""
+    method: Literal["kmeans", "isodata"] = setting("kmeans", hint='use "kmeans" or "isodata"')
+    """"kmeans": k classes. "isodata": k is where ISODATA starts; it splits and merges classes
+    (``model.isodata``) and the restarts above fit the k it ends at (see ``algo/isodata.py``)."""
+    isodata: IsodataConfig = IsodataConfig()
 
 
 class OutputConfig(Section):
@@ -213,8 +218,28 @@ class FitSettings(Section):
         return self
 
     @model_validator(mode="after")
+    def _isodata_range(self) -> FitSettings:
+        m = self.model
+        if m.method != "isodata":
+            return self
+        k_min, k_max = m.isodata.k_range(m.k)
+        if k_min > k_max:
+            raise ValueError(f"model.isodata.k_min ({k_min}) is above model.isodata.k_max ({k_max}); give k_min <= model.k <= k_max")
+        if not k_min <= m.k <= k_max:
+            raise ValueError(
+                f"model.k ({m.k}), where ISODATA starts, is outside model.isodata.k_min..k_max ({k_min}..{k_max}); "
+                "give k_min <= model.k <= k_max"
+            )
+        if isinstance(self.classes, tuple):
+            raise ValueError(
+                "classes: a list names classes 1..k, but model.method: isodata chooses k from the data; "
+                "use classes: {names: auto}, or leave classes out"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _one_name_per_class(self) -> FitSettings:
-        if not isinstance(self.classes, tuple):
+        if not isinstance(self.classes, tuple) or self.model.method == "isodata":
             return self
         if len(self.classes) != self.model.k:
             raise ValueError(

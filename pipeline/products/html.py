@@ -32,6 +32,7 @@ from pipeline.algo.model import Model
 from pipeline.errors import InputError, LandcoverError
 from pipeline.io.mosaic import open_mosaic, to_dask
 from pipeline.io.spec import InputSpec
+from pipeline.products.isodata_page import isodata_section
 from pipeline.products.parts import beside, sidecar_paths, staging_dir
 from pipeline.products.report import QUICKLOOK_SIDE, ClassSummary, Report
 
@@ -360,6 +361,7 @@ def _page(*, name: str, model: Model, report: Report, images: dict[str, str], rg
         median_distance=float(np.median(distances[np.triu_indices(len(distances), 1)])),
         matrix=_distance_cells(distances),
         balance=_balance_section(model.balance, model.band_names),
+        isodata=isodata_section(model.fit.isodata if model.fit else None),
         unstable=bool(model.fit and model.fit.unstable),
         fit_note=_fit_note(model),
         versions=", ".join(f"{k} {v}" for k, v in model.versions.items()),

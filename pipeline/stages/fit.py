@@ -1,9 +1,11 @@
 """The fit stage: ``fit(data, k=...)`` draws the sample, measures the features' scaling, runs
-K-Means (``algo/kmeans.py``), numbers and colours the classes, and returns a typed ``Model``."""
+K-Means (``algo/kmeans.py``; with ``method="isodata"`` at the k that ISODATA chose on the same
+sample, ``algo/isodata.py``), numbers and colours the classes, and returns a typed ``Model``."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -13,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.algo.features import Features, ndvi_bands, rgb_bands
+from pipeline.algo.isodata import Isodata, IsodataParams, fit_isodata
 from pipeline.algo.kernel import class_statistics, nearest
 from pipeline.algo.kmeans import Fit, class_order, fit_kmeans
 from pipeline.algo.model import FitRecord, Model, SourceRecord
@@ -22,9 +25,11 @@ from pipeline.config import (
     ClassConfig,
     FeaturesConfig,
     FitSettings,
+    IsodataConfig,
     ModelConfig,
     parse_config,
 )
+from pipeline.config.isodata import MERGE_DISTANCE_SHARE, SPLIT_SD_SHARE
 from pipeline.errors import DataError
 from pipeline.io.imagery import Imagery, as_imagery
 from pipeline.io.remote import where
@@ -60,17 +65,20 @@ def fit(
     tol: float = 1e-4,
     order_by: Literal["brightness", "ndvi", "none"] = "brightness",
     classes: Sequence[ClassConfig | dict[str, Any]] | dict[str, str] | str | None = None,
+    method: Literal["kmeans", "isodata"] = "kmeans",
+    isodata: IsodataConfig | dict[str, Any] | None = None,
 ) -> Model:
     """Fit ``k`` classes to a (band, y, x) raster: a seeded sample of ``sample_size`` valid pixels
     spread over all of it (``algo/sample.py``), the features' scaling measured on it, K-Means with
     ``n_init`` restarts (``algo/kmeans.py``), classes numbered by ``order_by`` and coloured from their
     mean spectrum. The arguments are the config's ``sample``, ``model``, ``features`` and
     ``classes`` keys, checked the same way (``init`` None: the config's default seeding;
-    ``classes="auto"``: suggested names); ``nodata`` overrides the array's own.
+    ``classes="auto"``: suggested names); ``nodata`` overrides the array's own. ``method="isodata"``:
+    ISODATA starts at ``k`` (``isodata``: ``model.isodata``'s keys); the restarts fit the k it chose.
     """
     settings = _settings(
         k=k, sample_size=sample_size, seed=seed, features=features, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
-        order_by=order_by, classes=classes,
+        order_by=order_by, classes=classes, method=method, isodata=isodata,
     )
     imagery = as_imagery(data, nodata=nodata)
     spec = features_of(settings.features, imagery.band_names)
@@ -83,14 +91,12 @@ def fit(
     matrix = _feature_rows(full_matrix(imagery.data()), spec) if fit_on_all else sample_features
     sampled = time.perf_counter()
 
-    with for_in_memory_data():
-        found = fit_kmeans(
-            matrix, seeds_from=sample_features, k=m.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed, init=m.init
-        )
+    timings = {"sample": sampled - started}
+    found, chosen = _centroids(m, matrix, sample_features, spec.names, seed=seed, timings=timings)
     order, spectra = _order_and_spectra(found.centroids, sample, sample_features, imagery.band_names, m.order_by)
     suggested = suggest_names(spectra, sample, imagery.band_names) if settings.suggest_names else ()
-    timings = {"sample": sampled - started, "fit": time.perf_counter() - sampled}
-    log.info("fit: %d classes on %d pixels (sample %.1f s, fit %.1f s)", m.k, found.n_pixels, timings["sample"], timings["fit"])
+    timings["fit"] = time.perf_counter() - sampled
+    log.info("fit: %d classes on %d pixels (sample %.1f s, fit %.1f s)", len(found.centroids), found.n_pixels, timings["sample"], timings["fit"])
     return Model(
         centroids=found.centroids[order],
         bands=imagery.bands,
@@ -102,7 +108,7 @@ def fit(
         inertia=found.inertia,
         class_names=tuple(s.name for s in suggested) or (settings.class_names() if settings.given_classes else ()),
         name_rules=tuple(s.rule for s in suggested),
-        fit=_fit_record(m, found, timings),
+        fit=_fit_record(m, found, chosen, timings),
         source=SourceRecord(dtype=imagery.dtype, count=len(imagery.bands), crs=imagery.crs, nodata=imagery.nodata),
     )
 
@@ -116,10 +122,47 @@ def check_bands(settings: FitSettings, band_names: tuple[str, ...]) -> None:
         ndvi_bands(band_names, "classes.names: auto")
 
 
-def _fit_record(m: ModelConfig, found: Fit, timings: dict[str, float]) -> FitRecord:
+def _centroids(
+    m: ModelConfig, matrix: np.ndarray | da.Array, sample_features: np.ndarray, names: tuple[str, ...], *, seed: int, timings: dict[str, float]
+) -> tuple[Fit, Isodata | None]:
+    """The K-Means restarts at ``model.k``, or at the k ISODATA chose on the sample (its seconds
+    go into ``timings["isodata"]``)."""
+    with for_in_memory_data():
+        began = time.perf_counter()
+        chosen = run_isodata(m, sample_features, names) if m.method == "isodata" else None
+        if chosen is not None:
+            timings["isodata"] = time.perf_counter() - began
+        found = fit_kmeans(
+            matrix, seeds_from=sample_features, k=m.k if chosen is None else chosen.k, n_init=m.n_init, max_iter=m.max_iter,
+            tol=m.tol, seed=seed, init=m.init,
+        )
+    return found, chosen
+
+
+def run_isodata(m: ModelConfig, sample_features: np.ndarray, feature_names: tuple[str, ...]) -> Isodata:
+    """ISODATA on the (n, feature) sample with the ``model`` section's settings: the k it chose."""
+    return fit_isodata(np.ascontiguousarray(sample_features.T, dtype=np.float32), isodata_params(m, sample_features), feature_names)
+
+
+def isodata_params(m: ModelConfig, sample_features: np.ndarray) -> IsodataParams:
+    """``model.isodata`` in the features' units: a threshold left out is measured on the sample
+    (``config/isodata.py``), the minimum class size counted in its pixels."""
+    c = m.isodata
+    k_min, k_max = c.k_range(m.k)
+    sd = sample_features.std(axis=0, dtype=np.float64)
+    return IsodataParams(
+        k_start=m.k, k_min=k_min, k_max=k_max, min_size=max(1, math.ceil(c.min_class_size * len(sample_features))),
+        split_sd=tuple(float(v) for v in (np.full(len(sd), c.split_sd) if c.split_sd is not None else SPLIT_SD_SHARE * sd)),
+        merge_distance=c.merge_distance if c.merge_distance is not None else MERGE_DISTANCE_SHARE * float(np.sqrt((sd**2).mean())),
+        max_merges=c.max_merges, iterations=c.iterations, convergence=c.convergence, max_passes=m.max_iter,
+    )
+
+
+def _fit_record(m: ModelConfig, found: Fit, chosen: Isodata | None, timings: dict[str, float]) -> FitRecord:
     return FitRecord(
         init=m.init, n_init=m.n_init, max_iter=m.max_iter, n_iter=found.n_iter, tol=m.tol, tol_absolute=found.tol_absolute,
         order_by=m.order_by, seeding=found.seeding, unstable=found.restarts.unstable, restarts=found.restarts.to_json(),
+        method=m.method, isodata=None if chosen is None else chosen.to_json(),
         timings_s={name: round(seconds, 3) for name, seconds in timings.items()},
     )
 
@@ -128,6 +171,8 @@ def _settings(*, features, classes, sample_size, seed, **model: Any) -> FitSetti
     """``fit``'s arguments as the config's sections, checked as the config checks them."""
     if model["init"] is None:
         del model["init"]  # the config's default seeding
+    isodata = model.pop("isodata")
+    model["isodata"] = isodata.model_dump() if isinstance(isodata, IsodataConfig) else (isodata or {})
     return parse_config(
         {
             "sample": {"size": sample_size, "seed": seed},

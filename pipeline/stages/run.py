@@ -91,7 +91,8 @@ def _fit(data: Imagery, config: Config, mosaic: Mosaic, balanced) -> Model:
     m = config.model
     model = fit(
         data, k=m.k, sample_size=config.sample.size, seed=config.sample.seed, features=config.features, init=m.init,
-        n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, order_by=m.order_by, classes=config.classes,
+        n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, order_by=m.order_by, classes=config.classes, method=m.method,
+        isodata=m.isodata,
     )
     if config.input.stac is not None:  # the search, not thousands of hrefs
         inputs: dict[str, Any] = {"stac": config.input.stac.model_dump(mode="json"), "items": len(mosaic.tiles)}

@@ -14,6 +14,10 @@ removes. On linear inertia the steep first steps dominate: with six planted clas
 2..8 the linear knee was 4 and the log knee 6 (silhouette, Calinski-Harabasz and Davies-Bouldin
 all best at 6). The best silhouette is reported beside it; when there is no knee (fewer than
 three k, or a curve that never bends below its chord) the best silhouette decides.
+
+With ``model.method: isodata`` the sweep also runs ISODATA on the same sample, from ``model.k``
+as ``run`` does, and marks the k it chose on every curve, with whether it lies in the suggested
+range: from the knee to the best silhouette (both ends included).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from pipeline.io.imagery import mosaic_imagery
 from pipeline.io.mosaic import open_mosaic
 from pipeline.runtime.scheduler import computing
 from pipeline.stages.edge import features_of, input_spec, scheduler
-from pipeline.stages.fit import prepare_sample
+from pipeline.stages.fit import prepare_sample, run_isodata
 from pipeline.stages.run import balance_stage
 
 if TYPE_CHECKING:
@@ -71,6 +75,16 @@ class Score:
 
 
 @dataclass(frozen=True)
+class IsodataMark:
+    """The k ISODATA chose on the sweep's sample, as ``run`` with ``model.method: isodata`` would."""
+
+    k: int
+    k_start: int
+    iterations: int
+    converged: bool
+
+
+@dataclass(frozen=True)
 class Sweep:
     scores: tuple[Score, ...]
     suggested: int
@@ -84,8 +98,21 @@ class Sweep:
     n_init: int
     silhouette_sample: int
     timings: dict[str, float]
+    isodata: IsodataMark | None = None
+
+    @property
+    def suggested_range(self) -> tuple[int, int]:
+        """From the knee (the suggestion when there is none) to the best silhouette, smaller first."""
+        ends = (self.knee if self.knee is not None else self.suggested, self.best_silhouette)
+        return min(ends), max(ends)
+
+    @property
+    def isodata_in_range(self) -> bool | None:
+        low, high = self.suggested_range
+        return None if self.isodata is None else low <= self.isodata.k <= high
 
     def to_json(self) -> dict[str, Any]:
+        isodata = None if self.isodata is None else {**asdict(self.isodata), "in_suggested_range": self.isodata_in_range}
         return {
             "scores": [asdict(s) for s in self.scores],
             "suggested": {
@@ -94,7 +121,9 @@ class Sweep:
                 "reason": self.reason,
                 "knee": self.knee,
                 "best_silhouette": self.best_silhouette,
+                "range": list(self.suggested_range),
             },
+            **({"isodata": isodata} if isodata else {}),
             "sample": {"size": self.sample_size, "seed": self.seed},
             "n_init": self.n_init,
             "silhouette_sample": self.silhouette_sample,
@@ -155,6 +184,12 @@ def sweep(
     m = config.model
     scores = [_score(sample, k, config) for k in ks]
     timings["fit_and_score"] = sum(s.seconds for s in scores)
+    chosen = None
+    if m.method == "isodata":
+        began = time.perf_counter()
+        found = run_isodata(m, sample, features.names)
+        chosen = IsodataMark(found.k, m.k, len(found.history), found.converged)
+        timings["isodata"] = time.perf_counter() - began
     suggested, rule, reason, knee_k, best_sil = suggest(scores)
     timings["total"] = time.perf_counter() - start
     result = Sweep(
@@ -169,6 +204,7 @@ def sweep(
         n_init=m.n_init,
         silhouette_sample=min(SILHOUETTE_SAMPLE, len(sample)),
         timings=timings,
+        isodata=chosen,
     )
     _write(result, json_path, png_path, input_paths=[str(t.path) for t in mosaic.tiles])
     return result, json_path, png_path
@@ -263,6 +299,13 @@ def format_table(result: Sweep) -> str:
         f"silhouette on {result.silhouette_sample:,} of {result.sample_size:,} sampled pixels"
     )
     lines.append(f"suggested k = {result.suggested} (rule: {result.rule}): {result.reason}")
+    if result.isodata is not None:
+        iso, (low, high) = result.isodata, result.suggested_range
+        where = "inside" if result.isodata_in_range else "outside"
+        lines.append(
+            f"ISODATA (model.method: isodata) chose k = {iso.k} from k = {iso.k_start} in {iso.iterations} iteration(s), "
+            f"{where} the suggested range {low}..{high}" + ("" if iso.converged else " (not converged: raise model.isodata.iterations)")
+        )
     return "\n".join(lines)
 
 
@@ -325,6 +368,9 @@ def _plot(result: Sweep, path: Path) -> None:
             best = ks[values.index(better(values))]
             ax.plot([best], [better(values)], "*", color="#e67e22", markersize=14)
         ax.axvline(result.suggested, color="#c0392b", linestyle="--", alpha=0.7)
+        if result.isodata is not None:
+            ax.axvline(result.isodata.k, color="#27ae60", linestyle="-.", alpha=0.8, label=f"ISODATA k = {result.isodata.k}")
+            ax.legend(frameon=False, fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     for ax in axes[1]:
