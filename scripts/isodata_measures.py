@@ -112,7 +112,7 @@ def main() -> int:
             results.append(row)
             swept = "" if "sweep" not in row else f"range {row['sweep']['range']}, inside: {row['sweep']['inside']}"
             print(
-                f"{name:>7} {start:>5} {str(row['ks']):>18} {row['min_ari']:>8.3f} {row['isodata_fit_s']:>9.2f} "
+                f"{name:>7} {start:>5} {row['ks']!s:>18} {row['min_ari']:>8.3f} {row['isodata_fit_s']:>9.2f} "
                 f"{row['kmeans_fit_s']:>8.2f} {row['ratio']:>6.2f}  {swept}", flush=True,
             )
     stable = all(len(set(r["ks"])) == 1 for r in results)
