@@ -7,16 +7,16 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from typing import TYPE_CHECKING
+
 import click
 
-from pipeline.config import load_config, predict_settings
 from pipeline.errors import LandcoverError
-from pipeline.products.html import report_for
-from pipeline.stages.predict import predict as predict_pipeline
-from pipeline.stages.run import RunResult
-from pipeline.stages.run import run as run_pipeline
-from pipeline.stages.sweep import format_table, parse_k
-from pipeline.stages.sweep import sweep as run_sweep
+
+if TYPE_CHECKING:
+    from pipeline.stages.write import RunResult
+
+# Each command imports its stage when it runs: --help, and a mistyped command, answer at once.
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +34,9 @@ def run(config_path: str, overrides: tuple[str, ...], show_config: bool, resume:
     """Cluster the imagery named in CONFIG and write a COG of class labels."""
     _log_to_terminal(logging.WARNING if quiet else logging.INFO)
     with _user_errors(interrupted="nothing was written at the output path; run again with --resume to reuse the finished parts"):
+        from pipeline.config import load_config
+        from pipeline.stages.run import run as run_pipeline
+
         config = load_config(config_path, overrides)
         if show_config:
             click.echo(config.to_yaml(), nl=False)
@@ -57,6 +60,9 @@ def predict(
     """Label INPUT files (paths, globs or a .vrt) with the MODEL.json a run wrote."""
     _log_to_terminal(logging.WARNING if quiet else logging.INFO)
     with _user_errors():
+        from pipeline.config import predict_settings
+        from pipeline.stages.predict import predict as predict_pipeline
+
         settings = predict_settings(overrides)
         result = predict_pipeline(
             model_path, inputs, out=out, overwrite=overwrite, confidence=confidence, dask=settings.dask,
@@ -76,6 +82,10 @@ def sweep(config_path: str, k_text: str, out_dir: str | None, overrides: tuple[s
     """Fit every k of RANGE on one sample of CONFIG's imagery, score it and suggest a k."""
     _log_to_terminal(logging.WARNING if quiet else logging.INFO)
     with _user_errors(interrupted="no sweep file was written"):
+        from pipeline.config import load_config
+        from pipeline.stages.sweep import format_table, parse_k
+        from pipeline.stages.sweep import sweep as run_sweep
+
         ks = parse_k(k_text)
         config = load_config(config_path, overrides)
         result, json_path, png_path = run_sweep(config, ks, out_dir=out_dir, progress=None if quiet else _progress_bar)
@@ -91,6 +101,8 @@ def report(output: str, quiet: bool) -> None:
     """Write OUTPUT.report.html (and its PNGs) for a COG written by 'landcover run'."""
     _log_to_terminal(logging.WARNING if quiet else logging.INFO)
     with _user_errors():
+        from pipeline.products.html import report_for
+
         page = report_for(output)
     if not quiet:
         click.echo(str(page))

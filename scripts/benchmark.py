@@ -4,6 +4,7 @@
                                 [--scenes DIR] [--workdir DIR] [--out benchmark.json]
     python scripts/benchmark.py --state        (scripts/state_rehearsal.py)
     python scripts/benchmark.py --state-http   (scripts/state_http.py: over loopback HTTP)
+    python scripts/benchmark.py --startup      (scripts/startup.py: --help and a one-chunk run)
 
 For each size N, an N x N mosaic of the real NAIP scenes (cycled, flipped and rotated so seams
 are real edges) is built once and cached in ``--workdir``. We time decoding every 512 block once
@@ -367,7 +368,14 @@ def main() -> None:
     parser.add_argument("--state-http", action="store_true", help="the state rehearsal over loopback HTTP against local disk (scripts/state_http.py; a few minutes)")
     parser.add_argument("--cogs", type=int, default=192, help="--state-http: how many COGs (720 x 928 px each)")
     parser.add_argument("--steps", default="", help="--state: comma-separated subset of graph,open,sample,floor,threads,cleanup,cluster,small,identity,spread")
+    parser.add_argument("--startup", action="store_true", help="fixed costs: --help and a run on one small chunk (scripts/startup.py; < 1 min)")
+    parser.add_argument("--runs", type=int, default=7, help="--startup: runs of each command")
     args = parser.parse_args()
+    if args.startup:
+        import startup
+
+        args.out.write_text(json.dumps(startup.main(["--runs", str(args.runs)]), indent=2) + "\n")
+        return
     if args.state_http:
         import state_http
 

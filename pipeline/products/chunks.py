@@ -22,7 +22,6 @@ import numpy as np
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
-from rio_cogeo.cogeo import cog_validate
 
 from pipeline.algo.features import Features, rgb_bands
 from pipeline.algo.cleanup import Cleaned, Cleanup
@@ -268,6 +267,8 @@ def finalise(
     start = time.perf_counter()
     place_parts(destination, folder=parts, layer=layer, pyramid=pyramid, placements=placements)
     timings["place"] = timings.get("place", 0.0) + time.perf_counter() - start  # workers' share
+    from rio_cogeo.cogeo import cog_validate  # imports morecantile: at the end, not at start-up
+
     valid, errors, _ = cog_validate(str(destination), quiet=True)
     if not valid:
         raise OutputError(f"{destination}: the COG written is invalid ({'; '.join(errors)}); please report this")

@@ -50,7 +50,7 @@ def computing(config: Scheduler) -> Iterator[None]:
         yield
         return
     if config.name in ("threads", "processes"):
-        with dask.config.set(scheduler=config.name, num_workers=config.workers):
+        with dask.config.set(scheduler=_local_get(config.name), num_workers=config.workers):
             yield
         return
 
@@ -101,11 +101,24 @@ def for_in_memory_data() -> Iterator[None]:
     minutes a restart on the NAIP fit there against seconds on threads). numpy and the kernel
     release the GIL, so threads lose nothing. Distributed keeps the data on its workers.
     """
-    if dask.config.get("scheduler", None) == "processes":
-        with dask.config.set(scheduler="threads"):
+    if dask.config.get("scheduler", None) in ("processes", _local_get("processes")):
+        with dask.config.set(scheduler=_local_get("threads")):
             yield
     else:
         yield
+
+
+def _local_get(name: str):
+    """dask's local scheduler function for "threads" or "processes". Given by name, dask imports
+    distributed at the first compute to look for a client (0.5 s of start-up); given as the
+    function, it does not."""
+    if name == "threads":
+        import dask.threaded
+
+        return dask.threaded.get
+    import dask.multiprocessing
+
+    return dask.multiprocessing.get
 
 
 def _log_cluster(client) -> None:

@@ -4,8 +4,6 @@ squares over the pair graph, the seam RMS."""
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.linalg import spsolve
 
 QUANTILES = np.linspace(0.02, 0.98, 49)  # the quantiles matched by the "quantiles" estimator
 
@@ -80,6 +78,10 @@ def solve_corrections(
     band), anchored by a prior of weight ``PRIOR * area`` towards identity (area-weighted mean
     log-gain and offset 0 in each connected group); a tile in no pair gets exactly the identity.
     """
+    # scipy (0.5 s to import) only where balance runs.
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
+
     n_pairs = len(i)
     bands = alpha.shape[1] if alpha.ndim == 2 else 0
     areas = np.ones(n_tiles) if areas is None else np.asarray(areas, dtype=np.float64)
