@@ -101,7 +101,8 @@ def for_in_memory_data() -> Iterator[None]:
     minutes a restart on the NAIP fit there against seconds on threads). numpy and the kernel
     release the GIL, so threads lose nothing. Distributed keeps the data on its workers.
     """
-    if dask.config.get("scheduler", None) in ("processes", _local_get("processes")):
+    chosen = dask.config.get("scheduler", None)
+    if chosen == "processes" or getattr(chosen, "__module__", None) == "dask.multiprocessing":
         with dask.config.set(scheduler=_local_get("threads")):
             yield
     else:
