@@ -1,7 +1,7 @@
 """The catalogue of user mistakes, each run through the real ``landcover run`` in a subprocess.
 
 Every case must print exactly one line ``error: ...`` naming the file or YAML key, exit with code 2,
-leave nothing at the output path (nor a hidden staging folder beside it) and leave every input
+leave nothing at the output path (nor a hidden staging folder beside it, nor a folder it made) and leave every input
 byte-for-byte unchanged. The subprocesses start in parallel (each spends ~3 s importing the stack).
 """
 
@@ -192,6 +192,8 @@ class Outcome:
     folder: Path
     before: dict[str, str]
     done: subprocess.CompletedProcess
+    out_existed: bool
+    """Whether the output's folder was there before the run."""
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +206,9 @@ def outcomes(tmp_path_factory) -> dict[str, Outcome]:
 
     def launch(name: str) -> Outcome:
         folder, before = prepared[name]
+        out_existed = (folder / OUTPUT).parent.exists()
         done = subprocess.run([str(LANDCOVER), "run", "run.yaml"], capture_output=True, text=True, cwd=folder, timeout=300)
-        return Outcome(folder, before, done)
+        return Outcome(folder, before, done, out_existed)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(zip(prepared, pool.map(launch, prepared)))
@@ -224,6 +227,8 @@ def test_bad_input_is_one_line_exit_2_nothing_written_inputs_untouched(name, out
     assert case.message.format(dir=folder) in error_lines[0]
     output = folder / OUTPUT
     assert output.exists() == case.output_existed
+    if not outcome.out_existed:  # not even an empty folder (e.g. when the fit refuses the data)
+        assert not output.parent.exists(), list(output.parent.iterdir())
     if output.parent.is_dir():
         assert [p.name for p in output.parent.iterdir() if p.name.endswith(".partial")] == []
     assert _checksums(folder) == outcome.before  # inputs (and an existing output) unchanged

@@ -35,6 +35,25 @@ FINGERPRINT = "fingerprint.json"
 FINGERPRINTED = ("input", "features", "sample", "model")
 
 
+def check_folder(folder: Path, *, key: str) -> None:
+    """Refuse, before any work, a ``folder`` that cannot be made or written, without making it:
+    a run refused later (by the fit, say) must leave no empty folder behind."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputError(f"{key}: cannot create folder {folder} ({existing} is a file); choose a writable place")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = f"folder {folder} is not writable" if existing == folder else f"cannot create folder {folder} ({existing} is not writable)"
+        raise OutputError(f"{key}: {what}; choose a writable place")
+
+
+def make_folder(folder: Path, *, key: str) -> None:
+    """``folder`` and its parents, made when the first file is about to be written into it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{key}: cannot create folder {folder} ({exc.strerror}); choose a writable place") from None
+
+
 @contextmanager
 def staging_dir(output: Path) -> Iterator[Path]:
     """A scratch folder beside ``output`` (same filesystem, so renames are atomic), always removed."""

@@ -45,6 +45,7 @@ from pipeline.config import Config
 from pipeline.errors import ConfigError, DataError, OutputError
 from pipeline.io.imagery import mosaic_imagery
 from pipeline.io.mosaic import open_mosaic
+from pipeline.products.parts import check_folder, make_folder
 from pipeline.runtime.scheduler import computing
 from pipeline.stages.edge import features_of, input_spec, scheduler
 from pipeline.stages.fit import prepare_sample, run_isodata
@@ -318,16 +319,12 @@ def _check_writable(*paths: Path, overwrite: bool) -> None:
             raise OutputError(
                 f"{path}: already exists; set output.overwrite: true (--set output.overwrite=true) or choose another --out folder"
             )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"--out: cannot create folder {folder} ({exc.strerror}); choose a writable place") from None
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"--out: folder {folder} is not writable; choose a writable place")
+    check_folder(folder, key="--out")
 
 
 def _write(result: Sweep, json_path: Path, png_path: Path, *, input_paths: list[str]) -> None:
     """Both files written under temporary names and renamed into place together."""
+    make_folder(json_path.parent, key="--out")
     staged_json = json_path.with_name(f".{json_path.name}.partial")
     staged_png = png_path.with_name(f".{png_path.name}.partial")
     try:

@@ -10,7 +10,6 @@ COG at the output path means the products are complete.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -34,6 +33,7 @@ from pipeline.cog import (
     Layer,
     Pyramid,
 )
+from pipeline.config import PostprocessConfig, parse_config
 from pipeline.errors import InputError, OutputError
 from pipeline.io.imagery import Imagery, as_imagery
 from pipeline.io.remote import Href
@@ -41,8 +41,10 @@ from pipeline.products.chunks import Blocks, Sizes, finalise, write_chunks
 from pipeline.products.html import report_paths, write_report
 from pipeline.products.legend import legend, stac_item
 from pipeline.products.parts import (
+    check_folder,
     fingerprint,
     fresh_dir,
+    make_folder,
     parts_dir,
     publish,
     sidecar_paths,
@@ -54,7 +56,6 @@ from pipeline.products.report import (
     write_json,
     write_quicklook,
 )
-from pipeline.config import PostprocessConfig, parse_config
 from pipeline.stages.classify import matching_imagery
 from pipeline.stages.edge import cleanup_of
 
@@ -209,6 +210,7 @@ def _write(
         if not written:
             del sidecars[key]
     pages = report_paths(output)
+    make_folder(output.parent, key=str(output))
     with parts_dir(output, prints, resume=resume, hint=origin.resume_hint) as parts:
         staging = fresh_dir(parts / "staged")  # the COG and sidecars until published
         with timed(timings, "label_write"), progress("label and write"):
@@ -287,12 +289,7 @@ def check_output(
         raise OutputError(f"{key}: {output} is a directory; give a file name such as {output / 'labels.tif'}")
     if output.exists() and not overwrite:
         raise OutputError(f"{output}: already exists; {overwrite_hint} or choose another {key}")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{key}: cannot create folder {output.parent} ({exc.strerror}); choose a writable place") from None
-    if not os.access(output.parent, os.W_OK):
-        raise OutputError(f"{key}: folder {output.parent} is not writable; choose a writable place")
+    check_folder(output.parent, key=key)
     return output
 
 
