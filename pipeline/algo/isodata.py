@@ -94,14 +94,15 @@ class Isodata:
     converged: bool
     history: tuple[Step, ...]
     params: IsodataParams
-    feature_names: tuple[str, ...] = ()
+    feature_names: tuple[str, ...]
+    """One per feature; the features' numbers ("0", "1", ...) when ``fit_isodata`` is given none."""
 
     def to_json(self) -> dict:
         p = self.params
         return {
             "k_start": p.k_start, "k_min": p.k_min, "k_max": p.k_max, "k": self.k, "converged": self.converged,
             "iterations": len(self.history), "min_size_pixels": p.min_size,
-            "split_sd": dict(zip(self.feature_names, (round(v, 6) for v in p.split_sd))) if self.feature_names else list(p.split_sd),
+            "split_sd": dict(zip(self.feature_names, (round(v, 6) for v in p.split_sd))),
             "merge_distance": round(p.merge_distance, 6), "max_merges": p.max_merges, "max_iterations": p.iterations,
             "convergence": p.convergence, "history": [s.to_json() for s in self.history],
         }
@@ -117,6 +118,7 @@ def diagonal_start(pixels: np.ndarray, k: int) -> np.ndarray:
 
 def fit_isodata(pixels: np.ndarray, params: IsodataParams, feature_names: tuple[str, ...] = ()) -> Isodata:
     """ISODATA on (feature, n) float32 pixels in memory (see the module docstring)."""
+    feature_names = feature_names or tuple(str(f) for f in range(pixels.shape[0]))
     centres = diagonal_start(pixels, params.k_start)
     ids = list(range(1, params.k_start + 1))
     next_id = params.k_start + 1
@@ -240,8 +242,7 @@ def _split(pixels, labels, centres, ids, counts, sd, next_id, params: IsodataPar
         if min(count_a, count_b) < params.min_size or math.dist(a, b) < params.merge_distance:
             continue
         replaced[i] = np.vstack([a, b])
-        name = feature_names[band] if feature_names else str(band)
-        split.append((ids[i], name, next_id, next_id + 1))
+        split.append((ids[i], feature_names[band], next_id, next_id + 1))
         next_id += 2
     if not split:
         return centres, ids, next_id, []

@@ -24,8 +24,7 @@ def isodata_section(record: dict[str, Any] | None) -> dict[str, Any] | None:
     ending = "converged (its last iteration changed nothing)" if record["converged"] else (
         f"stopped at model.isodata.iterations = {record['max_iterations']} while still changing classes"
     )
-    split_sd = record["split_sd"]
-    thresholds = ", ".join(f"{name} {value:.3g}" for name, value in split_sd.items()) if isinstance(split_sd, dict) else ", ".join(f"{v:.3g}" for v in split_sd)
+    thresholds = ", ".join(f"{name} {value:.3g}" for name, value in record["split_sd"].items())
     summary = (
         f"model.method: isodata started at k = {record['k_start']} (k_min {record['k_min']}, k_max {record['k_max']}) and chose "
         f"k = {record['k']} after {record['iterations']} iteration(s), {ending}: {counts['split']} split(s), "
