@@ -50,10 +50,11 @@ from pipeline.cog.pyramid import (
     Layer,
     Node,
     Pyramid,
+    linear_unit_metres,
 )
 
 __all__ = [
     "LABELS", "LABELS_MODE", "MARGIN", "RAW", "TILE", "Grid", "Layer", "Node", "Placement", "Pyramid", "halve", "halve_mode", "layout",
-    "merge_node", "part_path",
+    "linear_unit_metres", "merge_node", "part_path",
     "place", "place_parts", "tiles_of", "tree", "write_header", "write_levels", "write_template",
 ]

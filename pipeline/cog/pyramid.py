@@ -33,6 +33,16 @@ class Layer:
     """How each overview level is made from the one before (``encode.halve``)."""
 
 
+def linear_unit_metres(crs: str) -> float | None:
+    """Metres per CRS unit, or None for a geographic CRS (pixel area is not constant)."""
+    from rasterio.crs import CRS
+
+    parsed = CRS.from_user_input(crs)
+    if parsed.is_geographic:
+        return None
+    return float(parsed.linear_units_factor[1])
+
+
 LABELS = Layer("labels", "uint8", 0, "nearest")
 
 
@@ -64,10 +74,8 @@ class Grid:
     @property
     def pixel_area_m2(self) -> float | None:
         """In square metres; None in a geographic CRS, where a pixel has no fixed area."""
-        from rasterio.crs import CRS
-
-        crs = CRS.from_user_input(self.crs)
-        return None if crs.is_geographic else self.pixel_area * crs.linear_units_factor[1] ** 2
+        metres = linear_unit_metres(self.crs)
+        return None if metres is None else self.pixel_area * metres**2
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -18,6 +18,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from pipeline.algo.model import FitRecord, Model
+from pipeline.cog import linear_unit_metres
 from pipeline.errors import InputError
 
 QUICKLOOK_SIDE = 1024
@@ -34,14 +35,6 @@ def class_tags(centroids: np.ndarray, band_names: tuple[str, ...], names: tuple[
         tags[f"CLASS_{i}"] = f"{name}: {values}"
         tags[f"CLASS_{i}_NAME"] = name
     return tags
-
-
-def linear_unit_metres(crs: str) -> float | None:
-    """Metres per CRS unit, or None for a geographic CRS (pixel area is not constant)."""
-    parsed = rasterio.crs.CRS.from_user_input(crs)
-    if parsed.is_geographic:
-        return None
-    return float(parsed.linear_units_factor[1])
 
 
 @dataclass(frozen=True)
