@@ -172,7 +172,7 @@ def real_years(folder: Path, images: dict[str, np.ndarray], profile: dict, png: 
             tiles = mosaic.tiles
         shares = []
         for tile in tiles:
-            block = read(WindowRead(centre, (tile,), mosaic.bands))
+            block = read(WindowRead(centre, (tile,), mosaic.bands, mosaic.access))
             labels_alone = label_block(model.features.apply(block), model.centroids)[0]
             counts = np.bincount(labels_alone.ravel(), minlength=K + 1)[1:]
             shares.append(counts / counts.sum())

@@ -3,8 +3,11 @@
 Python's ``http.server`` ignores ``Range``, so GDAL's ``/vsicurl/`` would read whole files from it;
 this one answers single ranges with 206 (and multi-range requests range by range in a
 multipart/byteranges body), as object stores do. The query string is ignored when finding the
-file, so hrefs signed with ``?sig=...`` are served like their bare path. Used by the tests and by
-``scripts/benchmark.py --state-http``.
+file, so hrefs signed with ``?sig=...`` are served like their bare path (``Faults.authorize`` can
+refuse them, as a store refuses an expired token). It also answers as a proxy (``GDAL_HTTP_PROXY``)
+for any host, serving ``http://host/path`` from ``root/host/path``: hrefs on Azure Blob Storage's
+host names are read from loopback, as signed. Used by the tests and by ``scripts/benchmark.py
+--state-http``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class Faults:
     """Statuses answered, one per request, before the file is served (e.g. [503, 503])."""
     stall: set[str] = field(default_factory=set)
     """Paths whose requests are never answered (until the server stops)."""
+    authorize: Callable[[str, dict[str, list[str]]], int | None] | None = None
+    """(path, query) → a status refusing the request (e.g. 403 for an expired token), or None."""
 
 
 @dataclass
@@ -105,9 +110,15 @@ def _handler(server: RangeServer) -> type[BaseHTTPRequestHandler]:
         def _answer(self, *, head: bool) -> None:
             parts = urlsplit(self.path)
             path = unquote(parts.path)
+            if parts.netloc:  # a proxy's request (GDAL_HTTP_PROXY): the host is the first folder
+                path = f"/{parts.netloc}{path}"
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if path in server.faults.stall:
                 server.stopping.wait()
+                return
+            refused = server.faults.authorize and server.faults.authorize(path, parse_qs(parts.query))
+            if refused:
+                self._send(refused, b"refused", "text/plain", head, path, parts.query)
                 return
             queued = server.faults.status.get(path)
             if queued:

@@ -11,6 +11,7 @@ from rasterio.env import get_gdal_config
 
 from pipeline.algo.balance import recorded_path
 from pipeline.io.remote import Href
+from pipeline.io.access import Access
 from pipeline.io.sources import CACHE_BYTES, gdal_options
 from pipeline.products.parts import fingerprint
 
@@ -50,9 +51,9 @@ def test_the_balance_record_and_the_fingerprint_hold_no_secret_and_survive_resig
 
 def test_the_block_cache_is_set_in_bytes_where_files_are_read(monkeypatch):
     monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
-    options = gdal_options(["/data/a.tif"])
+    options = gdal_options(["/data/a.tif"], Access())
     assert options["GDAL_CACHEMAX"] == CACHE_BYTES == 64 * 2**20
     with rasterio.Env(**options):
         assert get_gdal_config("GDAL_CACHEMAX") == CACHE_BYTES  # rasterio: bytes (64 would be 64 bytes)
     monkeypatch.setenv("GDAL_CACHEMAX", "1024")
-    assert "GDAL_CACHEMAX" not in gdal_options(["/data/a.tif"])  # the environment wins
+    assert "GDAL_CACHEMAX" not in gdal_options(["/data/a.tif"], Access())  # the environment wins

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import field_serializer, field_validator
 
 from pipeline.config.fields import Section, one_or_many, setting, unique_names
+from pipeline.config.remote import RemoteConfig
 from pipeline.io.remote import redact
 
 
@@ -86,13 +87,18 @@ class InputConfig(Section):
     the fly (nearest neighbour). None = every tile must share one CRS."""
     resolution: float | None = setting(None, gt=0, hint='use a positive pixel size in the units of input.crs, e.g. 1.0, or null')
     """Pixel size in units of ``crs``; None = the finest of the tiles' (estimated in ``crs``)."""
+    exclude: tuple[str, ...] = setting((), hint="give STAC item ids (or paths and URLs as in input.paths) to leave out, e.g. [m_4609601_ne_14_060_20200827]")
+    """Items (STAC item ids) or files (as written in ``paths``) left out of the mosaic: a tile
+    that cannot be read, a bad flight."""
+    remote: RemoteConfig | None = setting(None, hint="give a mapping, e.g. {request_payer: requester, region: us-west-2}")
+    """Object stores: requester-pays, profile, region, endpoint, other GDAL settings, retries."""
 
-    @field_validator("paths", mode="before")
+    @field_validator("paths", "exclude", mode="before")
     @classmethod
     def _paths_as_tuple(cls, value: Any) -> Any:
         return one_or_many(value)
 
-    @field_serializer("paths", when_used="json")
+    @field_serializer("paths", "exclude", when_used="json")
     def _paths_redacted(self, value: tuple[str, ...] | None) -> list[str] | None:
         # Records (report, HTML page, --show-config) never carry a signed href's secret.
         return None if value is None else [redact(p) for p in value]

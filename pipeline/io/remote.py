@@ -18,6 +18,8 @@ from urllib.parse import parse_qs
 _SCHEMES = {"https://": "/vsicurl/", "http://": "/vsicurl/", "s3://": "/vsis3/", "az://": "/vsiaz/", "gs://": "/vsigs/"}
 _REMOTE_VSI = ("/vsicurl", "/vsis3", "/vsiaz", "/vsiadls", "/vsigs", "/vsioss", "/vsiswift", "/vsiwebhdfs", "/vsihdfs")
 _USERINFO = re.compile(r"(://)[^/@?#]*@")
+_STATUS = re.compile(r"HTTP (?:response |error )?code:? ?(\d{3})")
+_NAMED_BAND = re.compile(r"^.*?, band (\d+):")  # GDAL's "<file name>, band 1: IReadBlock failed ..."
 # A URL or GDAL remote name inside free text (GDAL's messages quote the name they failed on).
 _IN_TEXT = re.compile(r"(?:[a-z][a-z0-9+.-]*://|/vsi[a-z0-9_]+[/?])[^\s'\"<>]*", re.IGNORECASE)
 
@@ -30,9 +32,8 @@ REMOTE_OPTIONS = {
     # .msk, ...) on every open: 3 to 8 requests against 2 for a COG, whose mask and overviews are
     # internal.
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    # 503/429/502/504 are retried with back-off from 1 s (GDAL's default: no retry).
-    "GDAL_HTTP_MAX_RETRY": "5",
-    "GDAL_HTTP_RETRY_DELAY": "1",
+    # 429/5xx are retried by pipeline.io.access (input.remote.retries), which counts them.
+    "GDAL_HTTP_MAX_RETRY": "0",
     # libcurl waits forever by default: a stalled server would hang the run.
     "GDAL_HTTP_CONNECTTIMEOUT": "15",
     "GDAL_HTTP_TIMEOUT": "120",
@@ -122,19 +123,41 @@ def read_options(paths: Iterable[str]) -> dict[str, str]:
     return {key: value for key, value in REMOTE_OPTIONS.items() if key not in os.environ}
 
 
-def remote_fix(reason: str) -> str:
-    """What to do about a failed request, from GDAL's message."""
-    code = re.search(r"HTTP (?:response )?code:? ?(\d{3})", reason)
-    status = int(code.group(1)) if code else None
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+
+
+def gdal_reason(exc: BaseException) -> str:
+    """GDAL's cause of a failure, on one line, with no secret: rasterio's own message often only
+    says "see previous exception", and GDAL starts a block's failure with the file's name, which
+    is the signed one ("m_1.tif?sig=..., band 1: IReadBlock failed ...")."""
+    return scrub(_NAMED_BAND.sub(r"band \1:", first_line(exc.__cause__ or exc), count=1))
+
+
+def http_status(reason: str) -> int | None:
+    """The HTTP status in GDAL's message, if it says one (/vsis3/ says S3's "Access Denied" for 403)."""
+    match = _STATUS.search(reason)
+    if match:
+        return int(match.group(1))
+    return 403 if "Access Denied" in reason or "AccessDenied" in reason else None
+
+
+def remote_fix(reason: str, href: Href, *, signed: bool = False) -> str:
+    """What to do about a request that failed for good, from GDAL's message and the href's kind."""
+    status = http_status(reason)
     if status == 404 or "does not exist" in reason:
-        return "the object is not there: check the URL, or re-run the STAC search if the catalog moved it"
+        return "the object is not there: check the URL, or leave the item out with input.exclude"
     if status in (401, 403):
-        return (
-            "access denied: signed URLs expire (re-run; input.stac.sign: planetary-computer signs them), "
-            "s3:// needs AWS credentials and AWS_REQUEST_PAYER=requester for requester-pays buckets"
-        )
+        if href.gdal.startswith("/vsis3/"):
+            return (
+                "access denied: a requester-pays bucket (AWS naip-analytic) needs input.remote.request_payer: requester; "
+                "otherwise check the credentials (input.remote.profile, or AWS_ACCESS_KEY_ID in the environment of every worker)"
+            )
+        if signed:
+            return "access denied even with a renewed token: check PC_SDK_SUBSCRIPTION_KEY and that the collection is still public"
+        return "access denied: a signed URL may have expired (input.stac.sign: planetary-computer signs as it reads)"
     if "timed out" in reason.lower() or "timeout" in reason.lower():
-        return "the server did not answer in time: check the network, or raise GDAL_HTTP_TIMEOUT (seconds)"
-    if status is not None and status >= 500:
-        return "the server kept failing after GDAL_HTTP_MAX_RETRY retries: try again later"
-    return "check the URL and the network"
+        return "the server did not answer in time: check the network, or raise GDAL_HTTP_TIMEOUT (seconds) or input.remote.max_wait"
+    if status is not None and status >= 500 or status == 429:
+        return "the server kept refusing: try again later (--resume), or raise input.remote.max_wait"
+    return "the file may be truncated or damaged: check it, or leave the item out with input.exclude"

@@ -21,17 +21,17 @@ from affine import Affine
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags
-from rasterio.errors import RasterioError
 
 from pipeline.errors import InputError
+from pipeline.io.access import Access, Failure, attempt
 from pipeline.io.remote import (
     Href,
     gdal_path,
+    gdal_reason,
     is_remote,
     read_options,
     redact,
     remote_fix,
-    scrub,
     where,
 )
 from pipeline.io.spec import InputSpec
@@ -53,11 +53,11 @@ OPEN_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "TRUE"}
 CACHE_BYTES = 64 * 2**20
 
 
-def gdal_options(paths: Iterable[str]) -> dict[str, str | int]:
+def gdal_options(paths: Iterable[str], access: Access) -> dict[str, str | int]:
     """The GDAL settings for opening and reading ``paths`` (remote ones win where both set a key;
-    an environment variable wins over the cache size)."""
+    an environment variable wins over ours, ``input.remote`` over both)."""
     cache = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": CACHE_BYTES}
-    return {**cache, **OPEN_OPTIONS, **read_options(paths)}
+    return {**cache, **OPEN_OPTIONS, **read_options(paths), **dict(access.gdal)}
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,32 @@ def expand_paths(patterns: tuple[str, ...]) -> list[Href]:
     return [Href(path) for path in unique]
 
 
+def left_in(hrefs: list[Href], exclude: tuple[str, ...], *, items: list[str] | None = None) -> list[int]:
+    """The positions of the inputs ``input.exclude`` does not name (by STAC item id, or by path or
+    URL as written, signatures aside). An entry that names no input is refused: a typo would
+    leave the tile in."""
+    if not exclude:
+        return list(range(len(hrefs)))
+    names = [{_as_written(str(h))} | ({items[n]} if items else set()) for n, h in enumerate(hrefs)]
+    unknown = [e for e in exclude if not any(_as_written(redact(gdal_path(e))) in n or e in n for n in names)]
+    if unknown:
+        example = items[0] if items else str(hrefs[0])
+        raise InputError(
+            f"input.exclude: {redact(unknown[0])!r} names no input of this run (e.g. {example!r}); "
+            f"give {'STAC item ids or ' if items else ''}paths and URLs as in input.paths"
+        )
+    wanted = {_as_written(redact(gdal_path(e))) for e in exclude} | set(exclude)
+    kept = [n for n, name in enumerate(names) if not name & wanted]
+    if not kept:
+        raise InputError("input.exclude: leaves no input; remove some entries")
+    log.info("input.exclude: %d input(s) left out", len(hrefs) - len(kept))
+    return kept
+
+
+def _as_written(name: str) -> str:
+    return name if "://" in name else os.path.normpath(name)
+
+
 def read_headers(paths: list[Href], spec: InputSpec, *, items: list[str | None] | None = None) -> list[Header]:
     """The header of every file, read in parallel; the first bad file in input order is reported.
 
@@ -135,7 +161,10 @@ def read_headers(paths: list[Href], spec: InputSpec, *, items: list[str | None] 
     items = items or [None] * len(paths)
     with rasterio.Env() as env:
         # The caller's GDAL settings, for every thread; and those of remote reading if needed.
-        options = {**env.options, **gdal_options(p.gdal for p in paths)}
+        # Not the credentials rasterio's session put there: each thread's Env finds its own.
+        session = set(env.session.get_credential_options()) if env.session else set()
+        caller = {key: value for key, value in env.options.items() if key not in session}
+        options = {**caller, **gdal_options((p.gdal for p in paths), spec.access)}
     if len(paths) == 1:
         headers = [_read_header_with(options, paths[0], spec, items[0])]
     else:
@@ -158,48 +187,51 @@ def _read_header_with(options: dict, path: Href, spec: InputSpec, item: str | No
 
 
 def read_header(path: Href, spec: InputSpec, *, item: str | None = None) -> Header:
-    name = where(path, item)
     try:
-        with rasterio.open(path.gdal) as src:
-            if src.crs is None:
-                raise InputError(f"{name}: has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx) and retry")
-            t = src.transform
-            if t.b != 0 or t.d != 0:
-                raise InputError(f"{name}: has a rotated geotransform; warp it north-up (gdalwarp) first")
-            alpha = _alpha_band(src, spec.alpha, name)
-            flags = src.mask_flag_enums[0] if src.count else []
-            if spec.nodata is not None:
-                mask = "nodata"
-                nodata: tuple[float | None, ...] = (spec.nodata,) * src.count
-            elif alpha is not None:
-                mask, nodata = "alpha", src.nodatavals
-            elif MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
-                mask, nodata = "mask", src.nodatavals
-            elif any(v is not None for v in src.nodatavals):
-                mask, nodata = "nodata", src.nodatavals
-            else:
-                mask, nodata = "none", src.nodatavals
-            return Header(
-                path=path,
-                crs=_crs_name(src.crs.to_wkt()),
-                transform=t,
-                height=src.height,
-                width=src.width,
-                count=src.count,
-                dtype=src.dtypes[0],
-                alpha=alpha,
-                mask=mask,
-                nodata=tuple(nodata),
-                names=tuple(d or f"band{i + 1}" for i, d in enumerate(src.descriptions)),
-                item=item,
-            )
-    except InputError:
-        raise
-    except RasterioError as exc:
-        reason = scrub(first_line(exc))
+        return attempt(path, spec.access, lambda name: _header(name, path, spec, item), item=item)
+    except Failure as failed:
+        name = where(path, item)
         if path.remote:
-            raise InputError(f"{name}: cannot open ({reason}); {remote_fix(reason)}") from None
-        raise InputError(f"{name}: not a readable raster ({reason}); check the file") from None
+            fix = remote_fix(failed.reason, path, signed=spec.access.sign != "none")
+            raise InputError(f"{name}: cannot open ({failed.reason}){failed.after()}; {fix}") from None
+        raise InputError(f"{name}: not a readable raster ({failed.reason}); check the file") from None
+
+
+def _header(gdal_name: str, path: Href, spec: InputSpec, item: str | None) -> Header:
+    name = where(path, item)
+    with rasterio.open(gdal_name) as src:
+        if src.crs is None:
+            raise InputError(f"{name}: has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:xxxx) and retry")
+        t = src.transform
+        if t.b != 0 or t.d != 0:
+            raise InputError(f"{name}: has a rotated geotransform; warp it north-up (gdalwarp) first")
+        alpha = _alpha_band(src, spec.alpha, name)
+        flags = src.mask_flag_enums[0] if src.count else []
+        if spec.nodata is not None:
+            mask = "nodata"
+            nodata: tuple[float | None, ...] = (spec.nodata,) * src.count
+        elif alpha is not None:
+            mask, nodata = "alpha", src.nodatavals
+        elif MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
+            mask, nodata = "mask", src.nodatavals
+        elif any(v is not None for v in src.nodatavals):
+            mask, nodata = "nodata", src.nodatavals
+        else:
+            mask, nodata = "none", src.nodatavals
+        return Header(
+            path=path,
+            crs=_crs_name(src.crs.to_wkt()),
+            transform=t,
+            height=src.height,
+            width=src.width,
+            count=src.count,
+            dtype=src.dtypes[0],
+            alpha=alpha,
+            mask=mask,
+            nodata=tuple(nodata),
+            names=tuple(d or f"band{i + 1}" for i, d in enumerate(src.descriptions)),
+            item=item,
+        )
 
 
 @lru_cache(maxsize=64)
@@ -217,7 +249,3 @@ def _alpha_band(src: rasterio.DatasetReader, setting: str | int, name: str) -> i
             raise InputError(f"input.alpha: band {setting} does not exist in {name}, which has {src.count} band(s)")
         return setting
     return next((i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha), None)
-
-
-def first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]

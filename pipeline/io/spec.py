@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from pipeline.io.access import Access, access_of
+
 
 @dataclass(frozen=True)
 class StacQuery:
@@ -37,15 +39,19 @@ class InputSpec:
     band_names: tuple[str, ...] | None = None
     crs: str | None = None
     resolution: float | None = None
+    exclude: tuple[str, ...] = ()
+    """STAC item ids, or paths and URLs as given, left out of the mosaic."""
+    access: Access = Access()
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> InputSpec:
         """The spec of an ``input`` section as a report records it (JSON: lists for tuples)."""
-        values = {f.name: _tuples(record[f.name]) for f in fields(cls) if record.get(f.name) is not None}
+        values = {f.name: _tuples(record[f.name]) for f in fields(cls) if record.get(f.name) is not None and f.name != "access"}
         if "stac" in values:
             stac = record["stac"]
             values["stac"] = StacQuery(**{f.name: _tuples(stac[f.name]) for f in fields(StacQuery) if f.name in stac})
-        return cls(**values)
+        sign = values["stac"].sign if "stac" in values else "none"
+        return cls(**values, access=access_of(record.get("remote"), sign=sign))
 
 
 def _tuples(value: Any) -> Any:

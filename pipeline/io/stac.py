@@ -21,8 +21,9 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from pipeline.errors import InputError
+from pipeline.io import signing
 from pipeline.io.remote import Href, redact, scrub
-from pipeline.io.sources import Header, read_headers
+from pipeline.io.sources import Header, left_in, read_headers
 from pipeline.io.spec import InputSpec, StacQuery
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ SEARCH_PAGE = 250  # items per page of an API search (Planetary Computer allows 
 def headers_from_stac(spec: InputSpec) -> list[Header]:
     """The headers of the items ``spec.stac`` finds, in drawing order (later on top)."""
     stac = spec.stac
+    if stac.sign == "planetary-computer":
+        signing.check_package()
     items = _drawing_order(find_items(stac), stac.on_top)
     if not items:
         raise InputError(
@@ -40,6 +43,8 @@ def headers_from_stac(spec: InputSpec) -> list[Header]:
             f"bbox={list(stac.bbox or [])} datetime={stac.datetime}; widen bbox or datetime, or check collections"
         )
     hrefs = [_href(item, stac) for item in items]
+    kept = left_in(hrefs, spec.exclude, items=[item.id for item in items])
+    items, hrefs = [items[n] for n in kept], [hrefs[n] for n in kept]
     placed = [_placement(item, stac.asset) for item in items]
     # The first item is opened (band layout, and an early check that the hrefs can be read),
     # so are the items STAC does not place.
@@ -209,23 +214,8 @@ def _href(item: pystac.Item, stac: StacQuery) -> Href:
             f"input.stac.asset: item {item.id} has no asset '{stac.asset}' (it has: {', '.join(item.assets) or 'none'}); "
             "set input.stac.asset"
         )
-    href = asset.get_absolute_href() or asset.href
-    if stac.sign == "planetary-computer":
-        href = _signed(href)
-    return Href.of(href)
-
-
-def _signed(href: str) -> str:
-    try:
-        import planetary_computer
-    except ImportError:
-        raise InputError(
-            "input.stac.sign: planetary-computer needs its package: pip install 'landcover-pipeline[planetary-computer]'"
-        ) from None
-    try:
-        return planetary_computer.sign(href)
-    except OSError as exc:  # requests' errors: the token service cannot be reached
-        raise InputError(f"input.stac.sign: cannot sign {redact(href)} ({scrub(str(exc))[:200]}); check the network") from None
+    # Never signed here: a plan outlives a token; the file is signed where it is opened (access.py).
+    return Href.of(asset.get_absolute_href() or asset.href)
 
 
 def _placement(item: pystac.Item, asset_key: str) -> tuple[str, Affine, tuple[int, int]] | None:

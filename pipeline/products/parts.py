@@ -88,11 +88,33 @@ def refuse_leftover_parts(output: Path, fingerprint: dict[str, Any], *, resume: 
     except (OSError, json.JSONDecodeError):
         saved = {}
     differs = next((key for key in fingerprint if saved.get(key) != fingerprint[key]), None)
+    if differs is not None and _only_exclusions_differ(saved, fingerprint):
+        # Leaving items out makes another mosaic (another sample, model and labels): nothing of
+        # the stopped run can be reused, and the resumed run is the uninterrupted one.
+        log.warning(
+            "%s: input.exclude changed since these parts were written, so none of them can be reused; starting again",
+            folder,
+        )
+        _remove(folder)
+        return
     if differs is not None:
         raise OutputError(
             f"{folder}: its parts were written for a different {differs.replace('_', ' ')}; "
             "run with the config and inputs that wrote them, or delete the folder to start again"
         )
+
+
+def _only_exclusions_differ(saved: dict[str, Any], fingerprint: dict[str, Any]) -> bool:
+    """Whether the fingerprints differ in ``input.exclude`` (and so in the inputs and the grid) only."""
+
+    def rest(doc: dict[str, Any]) -> tuple[Any, Any]:
+        config = dict(doc.get("config") or {})
+        config["input"] = {k: v for k, v in (config.get("input") or {}).items() if k != "exclude"}
+        # The keys known now (before the fit, the model is not)
+        return config, {k: doc.get(k) for k in fingerprint if k not in ("config", "grid", "input_files")}
+
+    exclude = [(doc.get("config") or {}).get("input", {}).get("exclude") for doc in (saved, fingerprint)]
+    return exclude[0] != exclude[1] and rest(saved) == rest(fingerprint)
 
 
 @contextmanager
@@ -123,6 +145,15 @@ def parts_dir(output: Path, fingerprint: dict[str, Any], *, resume: bool, hint: 
     _remove(folder)
 
 
+def _labelling_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config sections that change labels; input.remote (how files are reached: a raised
+    retry budget, a requester-pays setting added after a 403) never changes a pixel."""
+    chosen = {key: config.get(key) for key in FINGERPRINTED}
+    if isinstance(chosen["input"], dict):
+        chosen["input"] = {k: v for k, v in chosen["input"].items() if k != "remote"}
+    return chosen
+
+
 def fingerprint(
     config: dict[str, Any] | None, *, grid: dict[str, Any], inputs: list[Href], model: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -142,7 +173,7 @@ def fingerprint(
     doc = {
         "format": PARTS_FORMAT,
         "codec": f"imagecodecs {metadata.version('imagecodecs')}",
-        "config": {key: (config or {}).get(key) for key in FINGERPRINTED},
+        "config": _labelling_config(config or {}),
         "grid": grid,
         "input_files": stamps,
     }

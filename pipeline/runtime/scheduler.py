@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -78,6 +79,17 @@ def computing(config: Scheduler) -> Iterator[None]:
     with client:
         _log_cluster(client)
         yield
+
+
+def summed_over_processes(counts: Callable[[], dict[str, float]]) -> Counter:
+    """``counts()`` of this process, plus that of every worker when a distributed client is active
+    (the local schedulers run their tasks here; dask's process pool lives one compute only)."""
+    total = Counter(counts())
+    client = active_client()
+    if client is not None:
+        for worker in client.run(counts).values():
+            total.update(worker)
+    return total
 
 
 def active_client():

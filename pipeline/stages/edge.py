@@ -20,6 +20,7 @@ from pipeline.config import (
     parse_config,
 )
 from pipeline.errors import ConfigError
+from pipeline.io.access import access_of
 from pipeline.io.mosaic import open_mosaic, to_xarray
 from pipeline.io.spec import InputSpec, StacQuery
 from pipeline.runtime.scheduler import Scheduler
@@ -27,7 +28,9 @@ from pipeline.runtime.scheduler import Scheduler
 
 def input_spec(config: InputConfig) -> InputSpec:
     stac = None if config.stac is None else StacQuery(**dict(config.stac))
-    return InputSpec(**{**dict(config), "stac": stac})
+    remote = None if config.remote is None else config.remote.model_dump()
+    values = {key: value for key, value in dict(config).items() if key != "remote"}
+    return InputSpec(**{**values, "stac": stac}, access=access_of(remote, sign="none" if stac is None else stac.sign))
 
 
 def scheduler(config: DaskConfig) -> Scheduler:

@@ -8,7 +8,9 @@ and those calls give the same bytes.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
@@ -17,10 +19,11 @@ from pipeline.algo.balance import Balance, balance
 from pipeline.algo.cleanup import Cleanup
 from pipeline.algo.model import Model, SourceRecord
 from pipeline.config import Config
+from pipeline.io.access import counts as remote_counts
 from pipeline.io.imagery import Imagery, mosaic_imagery
 from pipeline.io.mosaic import Mosaic, open_mosaic
 from pipeline.products.parts import refuse_leftover_parts
-from pipeline.runtime.scheduler import computing
+from pipeline.runtime.scheduler import computing, summed_over_processes
 from pipeline.stages.edge import cleanup_of, features_of, input_spec, scheduler
 from pipeline.stages.fit import check_bands, fit
 from pipeline.stages.write import (
@@ -38,12 +41,15 @@ RESUME_HINT = "run again with --resume to finish it, or delete the folder to sta
 
 __all__ = ["RunResult", "run"]
 
+log = logging.getLogger(__name__)
+
 
 def run(config: Config, *, progress: Progress | None = None, resume: bool = False) -> RunResult:
     """Cluster the configured imagery and write the COG, model, report and quicklook; with
     ``resume``, reuse the parts an interrupted run of the same config left beside the output."""
     progress = progress or (lambda stage: nullcontext())
     origin = Origin(config=config.model_dump(mode="json"), started=time.perf_counter(), resume_hint=RESUME_HINT)
+    retries_before = Counter(remote_counts())  # this process's; workers start with none
     with timed(origin.timings, "open"):
         mosaic = open_mosaic(input_spec(config.input), chunk=config.dask.chunk)
         origin = replace(origin, inputs=tuple(t.path for t in mosaic.tiles))
@@ -56,10 +62,21 @@ def run(config: Config, *, progress: Progress | None = None, resume: bool = Fals
             model = replace(_fit(data, config, mosaic, balanced), postprocess=cleanup)
         origin.timings.update(model.fit.timings_s)
         out = config.output
-        return write_classified(
+        result = write_classified(
             data, config.output_path, model=model, confidence=out.confidence, chunk=config.dask.chunk, overviews=out.overviews,
             raw=out.raw, overwrite=out.overwrite, resume=resume, origin=origin, progress=progress,
         )
+        if any(t.path.remote for t in mosaic.tiles):
+            _log_retries(summed_over_processes(remote_counts) - retries_before)
+        return result
+
+
+def _log_retries(counts: Counter) -> None:
+    """How the remote reads went, over every process: a state run should see few retries."""
+    log.info(
+        "remote reads: %d retr%s (%.1f s waited), %d token(s) renewed after a refusal",
+        counts["retries"], "y" if counts["retries"] == 1 else "ies", counts["waited_s"], counts["renewed"],
+    )
 
 
 def balance_stage(mosaic: Mosaic, config: Config, timings: dict[str, float], progress: Progress) -> tuple[Mosaic, Balance | None]:

@@ -11,6 +11,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from pipeline.algo.balance.maths import pair_statistics
+from pipeline.io.access import Access
 from pipeline.io.mosaic import Mosaic, Tile, WindowRead, read
 
 WINDOW = 256  # side of an overlap window read from both tiles (half a 512 block: cheap to decode)
@@ -110,15 +111,17 @@ def pair_windows(overlap: Window, *, seed: int, i: int, j: int, origin: tuple[in
     return [Window(int(cols[c % len(cols)]), int(rows[c // len(cols)]), w, h) for c in np.sort(picked)]
 
 
-def _pair_task(i: int, j: int, a: Tile, b: Tile, windows: list[Window], bands: tuple[int, ...]) -> PairStats | None:
+def _pair_task(
+    i: int, j: int, a: Tile, b: Tile, windows: list[Window], bands: tuple[int, ...], access: Access
+) -> PairStats | None:
     """Read the windows from each tile alone (the same ground seen twice) → the pair's statistics."""
     xs, ys = [], []
     for window in windows:
         # An even spread of PIXELS_PER_PAIR positions over the windows, the same on any worker:
         # sorting more for the quantiles cost more than decoding the windows.
         step = max(1, -(-int(window.height) * int(window.width) * len(windows) // PIXELS_PER_PAIR))
-        x = read(WindowRead(window, (a,), bands)).reshape(len(bands), -1)[:, ::step]
-        y = read(WindowRead(window, (b,), bands)).reshape(len(bands), -1)[:, ::step]
+        x = read(WindowRead(window, (a,), bands, access)).reshape(len(bands), -1)[:, ::step]
+        y = read(WindowRead(window, (b,), bands, access)).reshape(len(bands), -1)[:, ::step]
         both = ~(np.isnan(x).any(axis=0) | np.isnan(y).any(axis=0))
         xs.append(x[:, both])
         ys.append(y[:, both])
@@ -134,7 +137,8 @@ def measure_pairs(mosaic: Mosaic, pairs: list[tuple[int, int, Window]], *, seed:
     raw = [replace(t, gains=None, offsets=None) for t in mosaic.tiles]
     tasks = [
         dask.delayed(_pair_task, pure=True)(
-            i, j, raw[i], raw[j], pair_windows(w, seed=seed, i=i, j=j, origin=(raw[i].row_off, raw[i].col_off)), mosaic.bands
+            i, j, raw[i], raw[j], pair_windows(w, seed=seed, i=i, j=j, origin=(raw[i].row_off, raw[i].col_off)), mosaic.bands,
+            mosaic.access,
         )
         for i, j, w in pairs
     ]

@@ -15,7 +15,7 @@ from rasterio.windows import Window
 
 from pipeline.io.mosaic.plan import Mosaic, plan_mosaic
 from pipeline.io.mosaic.read import read
-from pipeline.io.sources import expand_paths, read_headers
+from pipeline.io.sources import expand_paths, left_in, read_headers
 from pipeline.io.spec import InputSpec
 
 
@@ -90,5 +90,6 @@ def open_mosaic(spec: InputSpec, *, chunk: int) -> Mosaic:
 
         headers = headers_from_stac(spec)
     else:
-        headers = read_headers(expand_paths(spec.paths), spec)
+        paths = expand_paths(spec.paths)
+        headers = read_headers([paths[n] for n in left_in(paths, spec.exclude)], spec)
     return plan_mosaic(headers, spec, chunk=chunk)

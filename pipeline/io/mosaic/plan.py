@@ -23,6 +23,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from pipeline.errors import InputError
+from pipeline.io.access import Access
 from pipeline.io.remote import Href, where
 from pipeline.io.sources import Header
 from pipeline.io.spec import InputSpec
@@ -71,6 +72,8 @@ class WindowRead:
     tiles: tuple[Tile, ...]
     """The tiles overlapping the window, in drawing order (later on top)."""
     bands: tuple[int, ...]
+    access: Access = Access()
+    """How the tiles' files are reached (signing, GDAL settings, retries)."""
 
 
 class TileIndex:
@@ -117,6 +120,8 @@ class Mosaic:
     chunk: int
     count: int
     """Bands in each file (alpha and unused bands included)."""
+    access: Access = Access()
+    """How the tiles' files are reached; not part of the token: it never changes a pixel."""
 
     @property
     def chunks(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -145,7 +150,7 @@ class Mosaic:
         return tuple(self.tiles[n] for n in self.index.candidates(window) if self.tiles[n].overlaps(window))
 
     def plan(self, window: Window) -> WindowRead:
-        return WindowRead(window, self.tiles_in(window), self.bands)
+        return WindowRead(window, self.tiles_in(window), self.bands, self.access)
 
     def covered(self, size: int) -> np.ndarray:
         """(rows, cols) booleans: which ``size``-wide windows of the grid overlap some tile's footprint."""
@@ -219,7 +224,7 @@ def plan_mosaic(headers: list[Header], spec: InputSpec, *, chunk: int) -> Mosaic
         for h, b in zip(headers, all_bounds)
     )
     log.info("mosaic: %d file(s), %d x %d pixels, bands %s", len(headers), width, height, list(bands))
-    return Mosaic(tiles, first.crs, transform, height, width, bands, names, first.dtype, chunk, first.count)
+    return Mosaic(tiles, first.crs, transform, height, width, bands, names, first.dtype, chunk, first.count, spec.access)
 
 
 _EPS = 1e-6  # pixels: bounds within this of a grid line are on it (float noise of transforms)
@@ -278,7 +283,7 @@ def _reprojected_mosaic(
         len(headers), spec.crs, res, source, direct.count(False), width, height, list(bands),
     )
     first = headers[0]
-    return Mosaic(tuple(tiles), crs.to_string(), transform, height, width, bands, names, first.dtype, chunk, first.count)
+    return Mosaic(tuple(tiles), crs.to_string(), transform, height, width, bands, names, first.dtype, chunk, first.count, spec.access)
 
 
 def _resolution_in(header: Header, crs: CRS) -> float:

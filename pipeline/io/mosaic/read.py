@@ -15,14 +15,14 @@ from collections import OrderedDict
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from pipeline.errors import ReadError
+from pipeline.io.access import Access, Failure, attempt
 from pipeline.io.mosaic.plan import Mosaic, Tile, WindowRead
-from pipeline.io.remote import remote_fix, scrub, where
+from pipeline.io.remote import remote_fix, where
 from pipeline.io.reproject import source_positions, source_window, warp_nearest
-from pipeline.io.sources import first_line, gdal_options
+from pipeline.io.sources import gdal_options
 
 _OPEN_PER_THREAD = 32  # datasets kept open per thread; a state has thousands of tiles
 
@@ -30,26 +30,37 @@ _OPEN_PER_THREAD = 32  # datasets kept open per thread; a state has thousands of
 _local = threading.local()
 
 
-def _dataset(tile: Tile) -> rasterio.DatasetReader:
-    """One open dataset per thread and tile (GDAL handles are not thread-safe), LRU-bounded."""
-    cache: OrderedDict[str, rasterio.DatasetReader] = getattr(_local, "datasets", None) or OrderedDict()
+def _dataset(name: str, tile: Tile) -> rasterio.DatasetReader:
+    """One open dataset per thread and tile (GDAL handles are not thread-safe), LRU-bounded.
+    ``name`` is the one GDAL opens: when a token is renewed, the tile is opened again with it."""
+    cache: OrderedDict[str, tuple[str, rasterio.DatasetReader]] = getattr(_local, "datasets", None) or OrderedDict()
     _local.datasets = cache
-    name = tile.path.gdal
-    if name in cache:
-        cache.move_to_end(name)
-        return cache[name]
+    key = tile.path.gdal
+    if key in cache:
+        opened, src = cache[key]
+        if opened == name:
+            cache.move_to_end(key)
+            return src
+        _forget(tile)
     src = rasterio.open(name)  # under read()'s GDAL settings
-    cache[name] = src
+    cache[key] = (name, src)
     if len(cache) > _OPEN_PER_THREAD:
-        cache.popitem(last=False)[1].close()
+        cache.popitem(last=False)[1][1].close()
     return src
+
+
+def _forget(tile: Tile) -> None:
+    """Close the thread's dataset of ``tile``, so that a retry opens it afresh."""
+    entry = getattr(_local, "datasets", {}).pop(tile.path.gdal, None)
+    if entry is not None:
+        entry[1].close()
 
 
 def read(job: WindowRead) -> np.ndarray:
     """Decode one mosaic window: float32 (band, h, w), NaN where no tile has a valid pixel."""
     # Set here, in the task, not by the client: a distributed worker does not inherit the
     # client's rasterio.Env, and the HTTP settings are read when a file is opened and read.
-    with rasterio.Env(**gdal_options(t.path.gdal for t in job.tiles)):
+    with rasterio.Env(**gdal_options((t.path.gdal for t in job.tiles), job.access)):
         return _read(job)
 
 
@@ -65,14 +76,14 @@ def _read(job: WindowRead) -> np.ndarray:
         parts.append((tile, top, left, bottom, right))
     if len(parts) == 1 and (parts[0][3] - parts[0][1], parts[0][4] - parts[0][2]) == (h, w):
         # One tile covers the window (most windows of most mosaics): no compositing needed.
-        data, valid = _read_part(bands, *parts[0])
+        data, valid = _read_part(job.access, bands, *parts[0])
         out = _corrected(parts[0][0], data)
         if not valid.all():
             out[:, ~valid] = np.nan
         return out
     out = np.full((len(bands), h, w), np.nan, dtype=np.float32)
     for tile, top, left, bottom, right in parts:
-        data, valid = _read_part(bands, tile, top, left, bottom, right)
+        data, valid = _read_part(job.access, bands, tile, top, left, bottom, right)
         if tile.gains is not None:
             data = _corrected(tile, data)
         dst = out[:, top - window.row_off : bottom - window.row_off, left - window.col_off : right - window.col_off]
@@ -96,24 +107,32 @@ def read_window(mosaic: Mosaic, window: Window) -> np.ndarray:
 
 
 def _read_part(
-    bands: tuple[int, ...], tile: Tile, top: int, left: int, bottom: int, right: int
+    access: Access, bands: tuple[int, ...], tile: Tile, top: int, left: int, bottom: int, right: int
 ) -> tuple[np.ndarray, np.ndarray]:
     src_window = Window(left - tile.col_off, top - tile.row_off, right - left, bottom - top)
+
+    def read_named(name: str) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return _read_tile(name, tile, bands, src_window)
+        except Exception:
+            _forget(tile)
+            raise
+
     try:
-        return _read_tile(tile, bands, src_window)
-    except RasterioError as exc:
-        # rasterio's own message only says "see previous exception": GDAL's cause names the block.
-        reason = scrub(first_line(exc.__cause__ or exc).removeprefix(f"{tile.path.gdal}, "))
+        return attempt(tile.path, access, read_named, item=tile.item)
+    except Failure as failed:
         if tile.path.remote:
-            verb, fix = "read", remote_fix(reason)
+            verb, fix = "read", remote_fix(failed.reason, tile.path, signed=access.sign != "none")
         else:
-            verb, fix = "decode", "the file is damaged, replace or remove it"
-        raise ReadError(f"{where(tile.path, tile.item)}: cannot {verb} window {src_window.flatten()} ({reason}); {fix}") from None
+            verb, fix = "decode", "the file is damaged, replace it or leave it out with input.exclude"
+        raise ReadError(
+            f"{where(tile.path, tile.item)}: cannot {verb} window {src_window.flatten()} ({failed.reason}){failed.after()}; {fix}"
+        ) from None
 
 
-def _read_tile(tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
+def _read_tile(name: str, tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
     """Feature bands of one window of the tile's footprint, in the file's dtype, and its validity."""
-    src = _dataset(tile)
+    src = _dataset(name, tile)
     if tile.warp is None:
         return _read_source(src, tile, bands, window)
     crs, footprint = tile.warp
