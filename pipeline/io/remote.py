@@ -50,8 +50,9 @@ REMOTE_OPTIONS = {
 class Href:
     """An input file's address. Its text (``str``, ``repr``, messages, records, fingerprints) is
     redacted: no query, no credentials, the scheme the user wrote. It stays the same when a
-    catalog re-signs the href, so it is the file's identity; ``gdal``, the name GDAL opens (signed,
-    with credentials), is used only where a file is opened. Not a ``str`` on purpose: a path
+    catalog re-signs the href, so it is the file's identity; ``gdal``, the name GDAL opens (as
+    given: signed, with credentials; Planetary Computer's hrefs stay bare and are signed where
+    opened, ``access.py``), is used only where a file is opened. Not a ``str`` on purpose: a path
     written into JSON or a message without ``str()`` fails instead of leaking."""
 
     gdal: str = field(repr=False)

@@ -134,14 +134,15 @@ def left_in(hrefs: list[Href], exclude: tuple[str, ...], *, items: list[str] | N
     if not exclude:
         return list(range(len(hrefs)))
     names = [{_as_written(str(h))} | ({items[n]} if items else set()) for n, h in enumerate(hrefs)]
-    unknown = [e for e in exclude if not any(_as_written(redact(gdal_path(e))) in n or e in n for n in names)]
+    forms = {entry: {entry, _as_written(redact(gdal_path(entry)))} for entry in exclude}
+    unknown = [entry for entry, form in forms.items() if not any(form & name for name in names)]
     if unknown:
         example = items[0] if items else str(hrefs[0])
         raise InputError(
             f"input.exclude: {redact(unknown[0])!r} names no input of this run (e.g. {example!r}); "
             f"give {'STAC item ids or ' if items else ''}paths and URLs as in input.paths"
         )
-    wanted = {_as_written(redact(gdal_path(e))) for e in exclude} | set(exclude)
+    wanted = set().union(*forms.values())
     kept = [n for n, name in enumerate(names) if not name & wanted]
     if not kept:
         raise InputError("input.exclude: leaves no input; remove some entries")
