@@ -297,7 +297,7 @@ def test_a_requester_pays_bucket_without_the_setting_says_which_setting_fixes_it
     "input_section, expected",
     [
         ({"exclude": ["m_nowhere"]}, "input.exclude: 'm_nowhere' names no input of this run"),
-        ({"remote": {"gdal": {"AWS_SECRET_ACCESS_KEY": "x"}}}, "AWS_SECRET_ACCESS_KEY holds a secret"),
+        ({"remote": {"gdal": {"AWS_SECRET_ACCESS_KEY": "SECRET-VALUE"}}}, "AWS_SECRET_ACCESS_KEY holds a secret"),
         ({"remote": {"retries": -1}}, "input.remote.retries"),
     ],
 )
@@ -305,4 +305,18 @@ def test_bad_remote_settings_give_one_line_and_write_nothing(blob, tmp_path, inp
     done = _run(tmp_path, {"stac": {"source": str(blob.items_file)}, **input_section})
     line = _error_line(done)
     assert expected in line, line
+    assert "SECRET-VALUE" not in done.stderr  # a refused secret is not repeated
     assert not (tmp_path / "out").exists()
+
+
+def test_exclude_names_files_as_paths_do_relative_to_the_yaml_and_ids_as_written(tmp_path, naip_scenes):
+    from pipeline.config import load_config
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(naip_scenes[0], tmp_path / "a.tif")
+    doc = {"input": {"paths": ["../a.tif", str(naip_scenes[1])], "exclude": ["../a.tif", "m_4609601_ne_14_060_20200827"]}}
+    (folder / "run.yaml").write_text(yaml.safe_dump(doc))
+    config = load_config(folder / "run.yaml")
+    assert config.input.exclude == (str(tmp_path / "a.tif"), "m_4609601_ne_14_060_20200827")
+    assert config.input.paths[0] == config.input.exclude[0]

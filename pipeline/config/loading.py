@@ -36,6 +36,18 @@ def _absolute(value: Any, base: Path) -> Any:
     return value
 
 
+def _resolve_exclusions(raw: dict[str, Any], base: Path) -> None:
+    """input.exclude's entries that name a file relative to the YAML, as input.paths' do; the
+    others (STAC item ids, URLs) as written."""
+    section = raw.get("input")
+    entries = section.get("exclude") if isinstance(section, dict) else None
+    if isinstance(entries, (str, list)):
+        listed = [entries] if isinstance(entries, str) else entries
+        section["exclude"] = [
+            _absolute(e, base) if isinstance(e, str) and not _is_url(e) and (base / e).is_file() else e for e in listed
+        ]
+
+
 def _is_url(value: str) -> bool:
     return "://" in value or is_remote(value)
 
@@ -102,6 +114,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     for section, leaf in _PATH_KEYS:
         if isinstance(raw.get(section), dict) and leaf in raw[section]:
             raw[section][leaf] = _absolute(raw[section][leaf], base)
+    _resolve_exclusions(raw, base)
     stac = raw.get("input", {}).get("stac") if isinstance(raw.get("input"), dict) else None
     if isinstance(stac, dict) and isinstance(stac.get("source"), str):
         stac["source"] = _absolute(stac["source"], base)

@@ -10,6 +10,9 @@ from pydantic import (
 )
 
 from pipeline.config.schema import Config
+from pipeline.io.remote import scrub
+
+_UNECHOED = ("input.remote.gdal",)  # a refused setting may hold a secret: its value is not repeated
 
 
 def _key(loc: tuple[Any, ...], root: type[BaseModel] = Config) -> tuple[str, type[BaseModel]]:
@@ -81,4 +84,5 @@ def describe(error: dict[str, Any], root: type[BaseModel] = Config) -> str:
     if not key:  # a cross-field check: its message already names the keys
         return message
     hint = _hint(key, root)
-    return f"'{key}': {message} (got {error.get('input')!r})" + (f"; {hint}" if hint else "")
+    got = "" if key.startswith(_UNECHOED) else f" (got {scrub(repr(error.get('input')))})"  # no signed URL either
+    return f"'{key}': {message}{got}" + (f"; {hint}" if hint else "")
