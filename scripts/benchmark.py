@@ -4,6 +4,7 @@
                                 [--scenes DIR] [--workdir DIR] [--out benchmark.json]
     python scripts/benchmark.py --state        (scripts/state_rehearsal.py)
     python scripts/benchmark.py --state-http   (scripts/state_http.py: over loopback HTTP)
+    python scripts/benchmark.py --harsh --sizes 30   (scripts/harsh_mosaic.py: a less kind 600 MP mosaic)
     python scripts/benchmark.py --startup      (scripts/startup.py: --help and a one-chunk run)
 
 For each size N, an N x N mosaic of the real NAIP scenes (cycled, flipped and rotated so seams
@@ -365,6 +366,7 @@ def main() -> None:
     parser.add_argument("--skip-cluster", action="store_true", help="--state: no local-cluster run")
     parser.add_argument("--skip-spread", action="store_true", help="--state: no 5-seed sample spread")
     parser.add_argument("--state-out", type=Path, default=None, help="--state / --state-http: the JSON to write (default benchmark-state.json / benchmark-state-http.json)")
+    parser.add_argument("--harsh", action="store_true", help="the largest --sizes on the kind mosaic and on N x N overlapping files of mixed codecs, back to back (scripts/harsh_mosaic.py)")
     parser.add_argument("--state-http", action="store_true", help="the state rehearsal over loopback HTTP against local disk (scripts/state_http.py; a few minutes)")
     parser.add_argument("--cogs", type=int, default=192, help="--state-http: how many COGs (720 x 928 px each)")
     parser.add_argument("--steps", default="", help="--state: comma-separated subset of graph,open,sample,floor,threads,cleanup,cluster,small,identity,spread")
@@ -375,6 +377,11 @@ def main() -> None:
         import startup
 
         args.out.write_text(json.dumps(startup.main(["--runs", str(args.runs)]), indent=2) + "\n")
+        return
+    if args.harsh:
+        import harsh_mosaic
+
+        harsh_mosaic.main(args, read_floor=read_floor, run_pipeline=run_pipeline)
         return
     if args.state_http:
         import state_http
