@@ -24,9 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
@@ -34,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from bench_common import REPO, artefact, build_mosaic, timed_run
+from bench_common import REPO, artefact, build_mosaic, read_floor, timed_run
 from rasterio.windows import Window
 from scipy.spatial.distance import cdist
 
@@ -43,28 +41,6 @@ QUICK_SIZE = 6  # at 10x10 the seed-method peer alone takes ~65-70 s and --quick
 GRASS_MISSING = "grass not installed (Debian package grass-core)"
 DASKML_MISSING = "dask_ml not importable (dask-ml not installed)"
 LIBRARIES = ("numpy", "rasterio", "dask", "distributed", "dask-ml", "scikit-learn", "xarray", "rioxarray")
-
-
-def read_floor(path: Path) -> float:
-    """Seconds to decode every block once with one thread per core, one dataset per thread."""
-    local = threading.local()
-    opened: list[rasterio.DatasetReader] = []
-
-    def read(window: Window) -> None:
-        if not hasattr(local, "src"):
-            local.src = rasterio.open(path)
-            opened.append(local.src)
-        local.src.read(window=window)
-
-    with rasterio.open(path) as src:
-        windows = [w for _, w in src.block_windows(1)]
-    start = time.perf_counter()
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
-        list(pool.map(read, windows))
-    seconds = time.perf_counter() - start
-    for src in opened:
-        src.close()
-    return seconds
 
 
 def run_pipeline(
@@ -381,7 +357,7 @@ def main() -> None:
     if args.harsh:
         import harsh_mosaic
 
-        harsh_mosaic.main(args, read_floor=read_floor, run_pipeline=run_pipeline)
+        harsh_mosaic.main(args, run_pipeline=run_pipeline)
         return
     if args.state_http:
         import state_http
@@ -418,7 +394,7 @@ def main() -> None:
         mosaic = build_mosaic(n, args.scenes, args.workdir)
         with rasterio.open(mosaic) as src:
             megapixels = round(src.width * src.height / 1e6, 1)
-        floor = round(read_floor(mosaic), 3)
+        floor = round(read_floor([mosaic]), 3)
         sizes[f"{n}x{n}"] = {"megapixels": megapixels, "floor_s": floor, "pipeline": run_pipeline(mosaic, args.workdir, n)}
         # GRASS streams from disk, so it runs at every size
         sizes[f"{n}x{n}"]["grass"] = run_peer("grass", mosaic, args.workdir, n) if shutil.which("grass") else {"skipped": GRASS_MISSING}
