@@ -244,7 +244,8 @@ def test_a_tile_gone_mid_run_stops_with_its_item_id_and_resumes_fixed_or_exclude
     assert model["input"]["items"] == len(blob.cogs) - 1
 
 
-def test_a_truncated_cog_stops_the_run_with_one_line_naming_its_item(blob, tmp_path):
+@pytest.mark.parametrize("scheduler", ["threads", "local-cluster"])  # a worker's error reaches the CLI as one line
+def test_a_truncated_cog_stops_the_run_with_one_line_naming_its_item(blob, tmp_path, scheduler):
     path, when = blob.cogs[2]
     truncated = path.with_name("m_truncated.tif")
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
@@ -252,7 +253,8 @@ def test_a_truncated_cog_stops_the_run_with_one_line_naming_its_item(blob, tmp_p
         item = _item(path, when + dt.timedelta(days=30), f"{blob.url}/{HOST}/naip/{truncated.name}?sv=1&{SECRET_SIG}SECRET")
         item.id = "m_truncated"
         items = _items_file(blob, tmp_path, [item])
-        done = _run(tmp_path, {"stac": {"source": str(items)}, "remote": {"retries": 1, "retry_delay": 0.05}})
+        retry_once = {"retries": 1, "retry_delay": 0.05}
+        done = _run(tmp_path, {"stac": {"source": str(items)}, "remote": retry_once}, dask={"scheduler": scheduler})
     finally:
         truncated.unlink()
     line = _error_line(done)

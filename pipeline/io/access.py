@@ -5,6 +5,8 @@ are signed, the GDAL settings of ``input.remote`` (requester-pays, profile, regi
 the retry budget. ``attempt`` opens or reads one remote file under it:
 
 - a 403 on a signed href renews its token and tries again at once (an expired or revoked token);
+  so does a remote header cut short ("not recognized as being in a supported file format": a
+  request refused in the middle of the open), once;
 - 429, 5xx, timeouts and reads that fail without a status (GDAL does not say the status of a
   range request that failed) back off with jitter, doubling from ``delay``, until ``retries`` or
   ``max_wait`` seconds of waiting are spent; a signed href is signed anew before each retry;
@@ -91,7 +93,7 @@ class Failure(Exception):
     """A remote open or read that failed for good: GDAL's reason, scrubbed, and what was tried."""
 
     def __init__(self, reason: str, status: int | None, tries: int, waited: float) -> None:
-        super().__init__(reason)
+        super().__init__(reason, status, tries, waited)  # all of them: distributed pickles it with the error it caused
         self.reason, self.status, self.tries, self.waited = reason, status, tries, waited
 
     def after(self) -> str:
@@ -104,7 +106,7 @@ _counts_lock = threading.Lock()
 
 
 def counts() -> dict[str, float]:
-    """This process's retries so far: ``retries``, ``waited_s`` and ``renewed`` (tokens renewed after a 403)."""
+    """This process's retries so far: ``retries``, ``waited_s`` and ``renewed`` (tokens renewed after a refusal)."""
     with _counts_lock:
         return dict(_counts)
 
@@ -128,7 +130,7 @@ def attempt(href: Href, access: Access, action: Callable[[str], T], *, item: str
     while True:
         name = gdal_name(href, access, renew=renew)
         try:
-            if not tries:
+            if not (tries or renewed):
                 return action(name)
             # GDAL remembers a failed open of a name for the life of the process: a retry of the
             # same name must not be answered from that memory.
@@ -138,13 +140,15 @@ def attempt(href: Href, access: Access, action: Callable[[str], T], *, item: str
             reason = gdal_reason(exc)
             status = http_status(reason)
             signed = access.sign != "none"
-            if status in (401, 403) and signed and not renewed:
-                renew = renewed = True
-                _count(renewed=1)
-                log.info("%s: HTTP %d: its token is renewed", where(href, item), status)
+            # A refusal, or a header cut short (a request refused mid-open reads as "not
+            # recognized"): once, at once, with a renewed token where hrefs are signed.
+            cut_short = status is None and "not recognized" in reason and href.remote
+            if ((status in (401, 403) and signed) or cut_short) and not renewed:
+                renew, renewed = signed, True
+                _count(renewed=int(signed))
+                log.info("%s: %s: opened again%s", where(href, item), reason, " with a renewed token" if signed else "")
                 continue
-            # No status: a timeout, or a range read that failed (GDAL does not say why); not a file
-            # that is no raster at all.
+            # No status: a timeout, or a range read that failed (GDAL does not say why).
             transient = status in _THROTTLED or (status is None and "not recognized" not in reason)
             budget = access.retry
             if not href.remote or not transient or tries >= budget.retries or waited >= budget.max_wait:

@@ -63,6 +63,9 @@ def computing(config: Scheduler) -> Iterator[None]:
             threads_per_worker=config.threads_per_worker,
             memory_limit=config.memory_limit or "auto",
             processes=True,
+            # The workers' own log would print a failed task's traceback ("Compute Failed") before
+            # the run's one error line: the error reaches the client, which says it once.
+            silence_logs=logging.CRITICAL,
         )
         with cluster, Client(cluster) as client:
             _log_cluster(client)

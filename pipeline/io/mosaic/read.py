@@ -120,14 +120,15 @@ def _read_part(
 
     try:
         return attempt(tile.path, access, read_named, item=tile.item)
-    except Failure as failed:
-        if tile.path.remote:
-            verb, fix = "read", remote_fix(failed.reason, tile.path, signed=access.sign != "none")
-        else:
-            verb, fix = "decode", "the file is damaged, replace it or leave it out with input.exclude"
-        raise ReadError(
-            f"{where(tile.path, tile.item)}: cannot {verb} window {src_window.flatten()} ({failed.reason}){failed.after()}; {fix}"
-        ) from None
+    except Failure as caught:
+        failed = caught
+    # Raised outside the handler, so with no chain of GDAL's exceptions: distributed sends an
+    # error with its chain, and GDAL's cannot be pickled (the client would get a bare Exception).
+    if tile.path.remote:
+        verb, fix = "read", remote_fix(failed.reason, tile.path, signed=access.sign != "none")
+    else:
+        verb, fix = "decode", "the file is damaged, replace it or leave it out with input.exclude"
+    raise ReadError(f"{where(tile.path, tile.item)}: cannot {verb} window {src_window.flatten()} ({failed.reason}){failed.after()}; {fix}")
 
 
 def _read_tile(name: str, tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
