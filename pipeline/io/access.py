@@ -60,6 +60,10 @@ class Access:
     """GDAL settings of ``input.remote``, applied where files are opened and read."""
     retry: Retry = Retry()
 
+    @property
+    def signs(self) -> bool:
+        return self.sign != "none"
+
 
 # input.remote's keys and the GDAL settings they set (docs/remote.md).
 GDAL_SETTINGS = {
@@ -93,7 +97,7 @@ class Failure(Exception):
     """A remote open or read that failed for good: GDAL's reason, scrubbed, and what was tried."""
 
     def __init__(self, reason: str, status: int | None, tries: int, waited: float) -> None:
-        super().__init__(reason, status, tries, waited)  # all of them: distributed pickles it with the error it caused
+        super().__init__(reason, status, tries, waited)  # all of them, so that it pickles as any exception
         self.reason, self.status, self.tries, self.waited = reason, status, tries, waited
 
     def after(self) -> str:
@@ -139,7 +143,7 @@ def attempt(href: Href, access: Access, action: Callable[[str], T], *, item: str
         except RasterioError as exc:
             reason = gdal_reason(exc)
             status = http_status(reason)
-            signed = access.sign != "none"
+            signed = access.signs
             # A refusal, or a header cut short (a request refused mid-open reads as "not
             # recognized"): once, at once, with a renewed token where hrefs are signed.
             cut_short = status is None and "not recognized" in reason and href.remote

@@ -193,7 +193,7 @@ def read_header(path: Href, spec: InputSpec, *, item: str | None = None) -> Head
     except Failure as failed:
         name = where(path, item)
         if path.remote:
-            fix = remote_fix(failed.reason, path, signed=spec.access.sign != "none")
+            fix = remote_fix(failed.reason, path, signed=spec.access.signs)
             raise InputError(f"{name}: cannot open ({failed.reason}){failed.after()}; {fix}") from None
         raise InputError(f"{name}: not a readable raster ({failed.reason}); check the file") from None
 

@@ -125,7 +125,7 @@ def _read_part(
     # Raised outside the handler, so with no chain of GDAL's exceptions: distributed sends an
     # error with its chain, and GDAL's cannot be pickled (the client would get a bare Exception).
     if tile.path.remote:
-        verb, fix = "read", remote_fix(failed.reason, tile.path, signed=access.sign != "none")
+        verb, fix = "read", remote_fix(failed.reason, tile.path, signed=access.signs)
     else:
         verb, fix = "decode", "the file is damaged, replace it or leave it out with input.exclude"
     raise ReadError(f"{where(tile.path, tile.item)}: cannot {verb} window {src_window.flatten()} ({failed.reason}){failed.after()}; {fix}")
