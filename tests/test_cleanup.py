@@ -26,6 +26,15 @@ def majority_oracle(labels: np.ndarray, side: int) -> np.ndarray:
     return out
 
 
+def near_oracle(labels: np.ndarray, patch: np.ndarray, c: int) -> int:
+    """Pixels of class c in the raster's CELL x CELL cells within CELL_REACH cells of the patch's."""
+    cell, reach = module.CELL, module.CELL_REACH
+    ys, xs = np.nonzero(patch)
+    y0, y1 = max(0, (ys.min() // cell - reach) * cell), (ys.max() // cell + reach + 1) * cell
+    x0, x1 = max(0, (xs.min() // cell - reach) * cell), (xs.max() // cell + reach + 1) * cell
+    return int((labels[y0:y1, x0:x1] == c).sum())
+
+
 def sieve_oracle(labels: np.ndarray, n: int, connectivity: int) -> np.ndarray:
     """One round of the rule, written from its definition with scipy's labelling."""
     cap = module.CAP_FACTOR * n
@@ -52,7 +61,8 @@ def sieve_oracle(labels: np.ndarray, n: int, connectivity: int) -> np.ndarray:
                     biggest[c] = max(biggest.get(c, 0), min(sizes[comp[yy, xx]], cap))
                     contacts[c] = contacts.get(c, 0) + 1
         if biggest:
-            best = max(biggest, key=lambda c: (biggest[c], contacts[c], -c))
+            near = {c: near_oracle(labels, comp == patch, c) if biggest[c] == cap else -1 for c in biggest}
+            best = max(biggest, key=lambda c: (biggest[c], near[c], contacts[c], -c))
             if biggest[best] >= n:
                 out[comp == patch] = best
     return out
@@ -90,11 +100,32 @@ def test_sieve_merges_into_the_largest_neighbour_then_the_most_contacts():
     split[:, 6:] = 3
     split[2, 5:7] = 2
     assert (clean(split, Cleanup(sieve=3)).labels[2, 5:7] == 1).all()
-    # both beyond the cap: sizes are equal, the speck's contacts decide (3 of class 3 touch it)
+    # both beyond the cap, as many pixels of each near it (one nodata pixel evens them): the
+    # speck's contacts decide (5 with class 3, 3 with class 1)
     wide = np.ones((60, 60), dtype=np.uint8)
     wide[:, 30:] = 3
     wide[10, 29:32] = 2
+    wide[50, 5] = 0
+    assert (wide == 1).sum() == (wide == 3).sum()
     assert (clean(wide, Cleanup(sieve=4)).labels[10, 29:32] == 3).all()
+    wide[50, 5] = 1  # one more pixel of class 1 near it: class 1 wins
+    assert (clean(wide, Cleanup(sieve=4)).labels[10, 29:32] == 1).all()
+
+
+def test_between_two_patches_at_the_cap_the_one_filling_more_around_wins():
+    # A 1-pixel speck (class 3) on the border of a field (class 1, 3 contacts) and a forest
+    # (class 2, 5 contacts), both larger than the cap: the field fills more of the cells around
+    # the speck, so it takes the speck although the forest touches it more.
+    labels = np.ones((96, 96), dtype=np.uint8)
+    labels[40:, 50:] = 2
+    labels[40, 49] = 2  # the forest's corner reaches round the speck
+    labels[41, 49] = 2
+    labels[40, 50] = 3
+    n = 4
+    assert (labels == 2).sum() >= module.CAP_FACTOR * n
+    assert near_oracle(labels, labels == 3, 1) > near_oracle(labels, labels == 3, 2)
+    got = clean(labels, Cleanup(sieve=n, connectivity=8), k=3)
+    assert got.labels[40, 50] == 1 and got.patches_removed == 1
 
 
 def test_a_patch_bounded_only_by_nodata_or_the_edge_stays():
@@ -126,9 +157,11 @@ def test_the_kernel_is_the_rules(seed):
         assert np.array_equal(got.majority_changed, np.bincount(labels[labels != voted], minlength=6))
 
 
-@pytest.mark.parametrize(("side", "k"), [(3, 12), (7, 5), (31, 40)])
+@pytest.mark.parametrize(("side", "k"), [(3, 13), (7, 5), (31, 40), (3, module.BY_CLASS)])
 def test_the_majority_is_the_rule_for_wide_windows_and_many_classes(side, k):
-    # 3 x 3 with 12 classes scans the window instead of the classes; 31 is the widest allowed.
+    # Up to BY_CLASS classes every class's votes are counted; above, a histogram per pixel that
+    # needs one, and 3 x 3 with 13 classes scans the window instead of the classes; 31 is the
+    # widest window allowed.
     labels = noisy_blobs((70, 90), k, seed=side, noise=0.5)
     assert np.array_equal(clean(labels, Cleanup(majority=side), k=k).labels, majority_oracle(labels, side))
     with pytest.raises(ValueError, match="odd window side up to 31"):
@@ -143,7 +176,8 @@ def by_chunks(labels: np.ndarray, cleanup: Cleanup, side: int, context: int) -> 
     for r0, c0 in itertools.product(range(0, height, side), range(0, width, side)):
         r1, c1 = min(height, r0 + side), min(width, c0 + side)
         w0, w1, v0, v1 = max(0, r0 - context), min(height, r1 + context), max(0, c0 - context), min(width, c1 + context)
-        got = clean_window(labels[w0:w1, v0:v1], cleanup, core=(slice(r0 - w0, r1 - w0), slice(c0 - v0, c1 - v0)), k=5)
+        core = (slice(r0 - w0, r1 - w0), slice(c0 - v0, c1 - v0))
+        got = clean_window(labels[w0:w1, v0:v1], cleanup, core=core, k=5, place=(w0, v0))
         out[r0:r1, c0:c1] = got.labels
         removed += got.patches_removed
         changed += got.sieve_changed
@@ -162,20 +196,43 @@ def test_chunk_by_chunk_with_the_halo_is_the_whole_array(cleanup, side):
     assert removed == whole.patches_removed and np.array_equal(changed, whole.sieve_changed)
 
 
+def test_more_rounds_stay_exact_chunk_by_chunk(monkeypatch):
+    # Each round but the last decides the small patches within the later rounds' reach of the
+    # core, the last writes the core only: two rounds chunk by chunk are still the whole array.
+    monkeypatch.setattr(module, "ROUNDS", 2)
+    cleanup = Cleanup(0, 4, 8)
+    labels = noisy_blobs((230, 250), 5, seed=7, noise=0.35)
+    # a chain across a chunk corner (113): a 1-pixel patch touching only nodata and a 3-pixel
+    # patch, which touches a field: the field takes the 3 pixels in round 1, the 1 in round 2
+    labels[105:122, 105:122] = 1
+    labels[110:115, 108:113] = 0
+    labels[112, 112] = 2
+    labels[111:114, 113] = 3
+    whole = clean(labels, cleanup, k=5)
+    assert whole.labels[112, 112] == 1
+    stitched, removed, changed = by_chunks(labels, cleanup, 113, cleanup.halo)
+    assert np.array_equal(stitched, whole.labels)
+    assert removed == whole.patches_removed and np.array_equal(changed, whole.sieve_changed)
+    monkeypatch.setattr(module, "ROUNDS", 1)
+    assert clean(labels, cleanup, k=5).labels[112, 112] == 2  # one round leaves it
+
+
 def test_less_context_than_the_halo_can_change_the_result():
-    # A 2-pixel speck (class 2) across a chunk's right edge, between class 3 (2 contacts, S - 1
-    # pixels) and class 1 (1 contact, a snake of exactly S pixels running away from it): class 1
-    # wins only if the whole snake is seen, N + S - 2 pixels past the edge (the halo, N + S - 1,
-    # keeps one spare pixel).
-    n = 3
+    # A speck of N - 1 pixels (class 2) from a chunk's last column rightwards, between class 3
+    # (N - 1 contacts, S - 1 pixels) and class 1 (1 contact, a snake of exactly S pixels running
+    # on from the speck's end): class 1 wins only if the whole snake is seen, N + S - 2 pixels
+    # past the edge (the halo, N + S - 1, keeps one spare pixel; from N = 6 on, the snake reaches
+    # further than the cells counted).
+    n = 6
     cap = module.CAP_FACTOR * n
     cleanup = Cleanup(sieve=n)
     x = cap  # the chunk is columns [0, x + 1)
     labels = np.zeros((6, x + 2 * cleanup.halo), dtype=np.uint8)
-    labels[3, x : x + 2] = 2
-    labels[2, x : x + 2] = 3
-    labels[1, x + 2 - (cap - 3) : x + 2] = 3
-    labels[3, x + 2 : x + 2 + cap] = 1
+    labels[3, x : x + n - 1] = 2
+    labels[2, x : x + n - 1] = 3
+    labels[1, x + 2 * n - 1 - cap : x + n - 1] = 3
+    labels[3, x + n - 1 : x + n - 1 + cap] = 1
+    assert (labels == 3).sum() == cap - 1 and cleanup.halo == n + cap - 1
     core = (slice(None), slice(0, x + 1))
     for context, winner in ((cleanup.halo, 1), (cleanup.halo - 1, 1), (cleanup.halo - 2, 3)):
         got = clean_window(labels[:, : x + 1 + context], cleanup, core=core, k=5).labels

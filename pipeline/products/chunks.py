@@ -163,8 +163,7 @@ def _cleanup_summary(cleaned: Cleaned, k: int) -> np.ndarray:
     changed (by the class they had before), and in column 0 of the last row, patches removed."""
     removed = np.zeros(k + 1, dtype=np.int64)
     removed[0] = cleaned.patches_removed
-    after = np.bincount(cleaned.labels.ravel(), minlength=k + 1)
-    return np.stack([after, cleaned.majority_changed, cleaned.sieve_changed, removed]).astype(np.int64)
+    return np.stack([cleaned.pixels, cleaned.majority_changed, cleaned.sieve_changed, removed]).astype(np.int64)
 
 
 def write_chunks(

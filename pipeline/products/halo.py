@@ -62,10 +62,11 @@ class Halo:
                 pieces.setdefault(a, []).append(piece)
             (cr0, cr1), (cc0, cc1) = self.core(i, j)
             core = (slice(cr0 - window[0][0], cr1 - window[0][0]), slice(cc0 - window[1][0], cc1 - window[1][0]))
-            graph[f"clean-{name}", i, j] = (clean_pieces, [pieces[a] for a in sorted(pieces)], cleanup, core, k)
+            graph[f"clean-{name}", i, j] = (clean_pieces, [pieces[a] for a in sorted(pieces)], cleanup, core, k, (r0, c0))
         return graph
 
 
-def clean_pieces(pieces: list[list[np.ndarray]], cleanup: Cleanup, core: tuple[slice, slice], k: int) -> Cleaned:
-    """The cleanup of one chunk, from its window's pieces (rows of column pieces)."""
-    return clean_window(np.block(pieces), cleanup, core=core, k=k)
+def clean_pieces(pieces: list[list[np.ndarray]], cleanup: Cleanup, core: tuple[slice, slice], k: int, place: tuple[int, int]) -> Cleaned:
+    """The cleanup of one chunk, from its window's pieces (rows of column pieces) and where the
+    window starts in the raster."""
+    return clean_window(np.block(pieces), cleanup, core=core, k=k, place=place)

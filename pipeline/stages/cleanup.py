@@ -40,13 +40,27 @@ def _cleaned(labels: xr.DataArray, keys: dict[str, int], name: str) -> xr.DataAr
         return labels
     data = labels.data if isinstance(labels.data, da.Array) else da.from_array(labels.data, chunks=2048)
     halo = cleanup.halo
-    # map_overlap needs every chunk at least as wide as the halo.
-    chunks = tuple(c if min(c) >= halo else max(halo, max(c)) for c in data.chunks)
+    chunks = tuple(_at_least(c, halo) for c in data.chunks)
     data = data.rechunk(chunks) if chunks != data.chunks else data
-    cleaned = data.map_overlap(_clean_block, depth=halo, boundary="none", trim=True, dtype=np.uint8, cleanup=cleanup)
+    starts = tuple(tuple(np.cumsum((0, *c[:-1])).tolist()) for c in data.chunks)
+    cleaned = data.map_overlap(_clean_block, depth=halo, boundary="none", trim=True, dtype=np.uint8, cleanup=cleanup, starts=starts)
     return labels.copy(data=cleaned.rechunk(labels.data.chunks) if isinstance(labels.data, da.Array) else cleaned)
 
 
-def _clean_block(window: np.ndarray, *, cleanup: Cleanup) -> np.ndarray:
-    # The whole window is cleaned; map_overlap keeps its core, where the result is exact.
-    return clean_window(window, cleanup, core=(slice(None), slice(None)), k=MAX_CLASS).labels
+def _at_least(chunks: tuple[int, ...], halo: int) -> tuple[int, ...]:
+    """Chunks along one axis, each at least ``halo`` wide (or the whole axis): map_overlap would
+    rechunk them otherwise, and the blocks' places in the raster are counted from these."""
+    if min(chunks) >= halo:
+        return chunks
+    side, total = max(halo, max(chunks)), sum(chunks)
+    full, rest = divmod(total, side)
+    if full == 0:
+        return (total,)
+    return (side,) * (full - 1) + ((side + rest,) if rest < halo else (side, rest))
+
+
+def _clean_block(window: np.ndarray, block_id: tuple[int, int], *, cleanup: Cleanup, starts: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    # The whole window is cleaned; map_overlap keeps its core, where the result is exact. The
+    # window starts a halo before its chunk, or at the raster's edge.
+    place = tuple(max(0, axis[index] - cleanup.halo) for axis, index in zip(starts, block_id))
+    return clean_window(window, cleanup, core=(slice(None), slice(None)), k=MAX_CLASS, place=place).labels
