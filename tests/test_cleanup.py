@@ -13,6 +13,8 @@ from scipy import ndimage
 
 from pipeline.algo import cleanup as module
 from pipeline.algo.cleanup import Cleanup, clean, clean_window
+from pipeline.algo.majority import BY_CLASS
+from pipeline.algo.sieve import CELL, CELL_REACH
 
 
 def majority_oracle(labels: np.ndarray, side: int) -> np.ndarray:
@@ -28,7 +30,7 @@ def majority_oracle(labels: np.ndarray, side: int) -> np.ndarray:
 
 def near_oracle(labels: np.ndarray, patch: np.ndarray, c: int) -> int:
     """Pixels of class c in the raster's CELL x CELL cells within CELL_REACH cells of the patch's."""
-    cell, reach = module.CELL, module.CELL_REACH
+    cell, reach = CELL, CELL_REACH
     ys, xs = np.nonzero(patch)
     y0, y1 = max(0, (ys.min() // cell - reach) * cell), (ys.max() // cell + reach + 1) * cell
     x0, x1 = max(0, (xs.min() // cell - reach) * cell), (xs.max() // cell + reach + 1) * cell
@@ -157,7 +159,7 @@ def test_the_kernel_is_the_rules(seed):
         assert np.array_equal(got.majority_changed, np.bincount(labels[labels != voted], minlength=6))
 
 
-@pytest.mark.parametrize(("side", "k"), [(3, 13), (7, 5), (31, 40), (3, module.BY_CLASS)])
+@pytest.mark.parametrize(("side", "k"), [(3, 13), (7, 5), (31, 40), (3, BY_CLASS)])
 def test_the_majority_is_the_rule_for_wide_windows_and_many_classes(side, k):
     # Up to BY_CLASS classes every class's votes are counted; above, a histogram per pixel that
     # needs one, and 3 x 3 with 13 classes scans the window instead of the classes; 31 is the

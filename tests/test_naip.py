@@ -2,9 +2,13 @@
 
 import numpy as np
 import rasterio
+import rasterio.features
+import rioxarray
 from rio_cogeo.cogeo import cog_validate
 
+import pipeline
 from pipeline import load_config, run
+from pipeline.algo.cleanup import Cleanup, clean
 from pipeline.io.mosaic import open_mosaic, to_dask
 from pipeline.stages.edge import input_spec
 
@@ -35,12 +39,6 @@ def test_naip_mosaic_to_valid_cog(naip_scenes, make_config):
 def test_the_sieve_agrees_with_gdal_on_real_labels(naip_scenes):
     # docs/algorithms.md#cleanup: after majority 3, sieve 16 8-connected agrees with GDAL on
     # 99.86 % of the four scenes' valid pixels (capped sizes and contacts alone: 99.61 %).
-    import rasterio.features
-    import rioxarray
-
-    import pipeline
-    from pipeline.algo.cleanup import Cleanup, clean
-
     data = rioxarray.open_rasterio(naip_scenes[-1], chunks={"band": -1, "y": 2048, "x": 2048}, lock=False)
     raw = pipeline.classify(data, pipeline.fit(data, k=7, seed=0)).values
     voted = clean(raw, Cleanup(majority=3), k=7).labels

@@ -21,26 +21,25 @@ neighbour); otherwise it waits for a later round; a patch touching only nodata a
 stays. All small patches of a round decide on that round's input; the next round runs on the
 result (stop when none merged).
 
-Why it is chunk-invariant, and the halo H = r + ROUNDS * max(N + S - 1, N - 1 + (CELL_REACH +
-1) * CELL) (``Cleanup.halo``). A small
-patch P containing p has < N pixels, so it lies within N - 2 of p (Chebyshev) and a patch with
->= N pixels has N of them within N - 1 of p: smallness is decided within N - 1. A pixel adjacent
-to P lies within N - 1 of p, and min(|Q|, S) of its patch is decided within S - 1 of it. On a
-window, a component cut by the window's edge, seen from a pixel with >= D context pixels, reaches
-that edge so it has >= S pixels inside the window already: min(size in window, S) is exact. The
-cells counted for P lie within (CELL_REACH + 1) * CELL - 1 of P's pixels; the cells are those of
-the raster's grid (the window says where it lies), so the count is the same in every window that
-holds them. One round's output is thus exact with D = max(N + S - 2, N - 2 + (CELL_REACH + 1) *
-CELL) pixels of context (we keep one spare), ROUNDS rounds with ROUNDS * D, and the majority's
-output, their input, with r more.
+Why it is chunk-invariant, and the halo H = r + ROUNDS * max(N + S - 1, N - 1 + (CELL_REACH + 1)
+* CELL) (``Cleanup.halo``). A small patch P containing p has < N pixels, so it lies within N - 2
+of p (Chebyshev) and a patch with >= N pixels has N of them within N - 1 of p: smallness is
+decided within N - 1. A pixel adjacent to P lies within N - 1 of p, and min(|Q|, S) of its patch
+is decided within S - 1 of it. On a window, a component cut by the window's edge, seen from a
+pixel with >= D context pixels, reaches that edge so it has >= S pixels inside the window
+already: min(size in window, S) is exact. The cells counted for P lie within (CELL_REACH + 1) *
+CELL - 1 of P's pixels; they are the raster's cells (the window says where it lies), so the
+count is the same in every window that holds them. One round's output is thus exact with D =
+max(N + S - 2, N - 2 + (CELL_REACH + 1) * CELL) pixels of context (we keep one spare), ROUNDS
+rounds with ROUNDS * D, and the majority's output, their input, with r more.
 
 How it differs from GDAL (``GDALSieveFilter``, ``rasterio.features.sieve``): GDAL merges a small
 polygon into the neighbour with the largest *global* size and follows chains of small polygons
 in one go; both need the whole raster. We cap sizes at S (so among neighbours of >= S pixels the
 one with more pixels near P wins, a bounded stand-in for the larger), decide chains round by
-round, and group neighbours by class: two
-parts of one field, touching P on both sides and joined far away, may be one patch globally and
-two in a window, so only their class is a local (chunk-invariant) notion.
+round, and group neighbours by class: two parts of one field, touching P on both sides and
+joined far away, may be one patch globally and two in a window, so only their class is a local
+(chunk-invariant) notion.
 """
 
 from __future__ import annotations
@@ -50,10 +49,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from pipeline.algo.majority import BY_CLASS, MAX_MAJORITY, majority
+from pipeline.algo.majority import MAX_MAJORITY, majority
 from pipeline.algo.sieve import CELL, CELL_REACH, sieve_round
-
-__all__ = ["BY_CLASS", "CAP_FACTOR", "CELL", "CELL_REACH", "ROUNDS", "Cleaned", "Cleanup", "clean", "clean_window"]
 
 # Chosen by measurement on the four NAIP scenes' labels (k = 7), against GDAL's sieve and per
 # 2048-pixel chunk (docs/algorithms.md#cleanup): CAP_FACTOR = 16 agrees with GDAL on 99.61 % of

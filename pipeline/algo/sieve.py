@@ -217,10 +217,10 @@ def _meets(patch, x0, x1, region):  # pragma: no cover - compiled
 
 @numba.njit(nogil=True, cache=True)
 def sieve_round(labels, top, out, out_at, eight, small, cap, place, core, region):  # pragma: no cover - compiled
-    """One round, from ``labels`` (classes 0..top, at ``place`` = (row, column) in the raster) into ``out`` (a
-    copy of its part from ``out_at`` = (y, x) on), deciding the small patches with a pixel in
-    ``region`` (the others' results are not needed): returns (patches merged, of them those
-    whose first pixel is in ``core``; both (y0, y1, x0, x1))."""
+    """One round, from ``labels`` (classes 0..top, at ``place`` = (row, column) in the raster)
+    into ``out`` (a copy of its part from ``out_at`` = (y, x) on), deciding the small patches
+    with a pixel in ``region`` (the others' results are not needed): returns (patches merged, of
+    them those whose first pixel is in ``core``; both (y0, y1, x0, x1))."""
     first, x0, x1 = _runs(labels)
     cells = _cells(labels, top, place, first, x0, x1)
     comp, sizes = _components(labels, eight, first, x0, x1)
