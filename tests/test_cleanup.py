@@ -81,6 +81,17 @@ def noisy_blobs(shape: tuple[int, int], k: int, seed: int, noise: float = 0.25) 
     return labels
 
 
+@pytest.mark.parametrize("side", [15, 17])
+def test_the_majority_counts_windows_of_one_class(side):
+    # Votes are counted in one byte up to 15 x 15 = 225 of them, in two above: a window of
+    # 17 x 17 = 289 pixels nearly all of one class would wrap a byte and lose to the specks.
+    rng = np.random.default_rng(side)
+    labels = np.ones((80, 90), np.uint8)
+    labels[rng.random(labels.shape) < 0.08] = 2
+    labels[rng.random(labels.shape) < 0.03] = 0
+    assert np.array_equal(clean(labels, Cleanup(majority=side), k=2).labels, majority_oracle(labels, side))
+
+
 def test_majority_ties_keep_the_centre_else_the_smallest_class():
     # centre 3 tied with 1 (3 votes each): 3 stays; centre 5 (1 vote) against 2 and 4 tied: 2.
     kept = np.array([[1, 1, 1], [3, 3, 3], [0, 0, 0]], dtype=np.uint8)
@@ -217,6 +228,19 @@ def test_more_rounds_stay_exact_chunk_by_chunk(monkeypatch):
     assert removed == whole.patches_removed and np.array_equal(changed, whole.sieve_changed)
     monkeypatch.setattr(module, "ROUNDS", 1)
     assert clean(labels, cleanup, k=5).labels[112, 112] == 2  # one round leaves it
+
+
+def test_reused_arrays_carry_nothing_from_one_window_to_the_next(monkeypatch):
+    # Each thread reuses its majority output and run arrays (larger ones are fresh): a large
+    # window, a small one and a window with more runs than the arrays hold give what fresh
+    # arrays give.
+    cleanup = Cleanup(3, 6, 8)
+    windows = [noisy_blobs((300, 280), 6, seed=1), noisy_blobs((90, 70), 4, seed=2), noisy_blobs((200, 210), 9, seed=3, noise=0.9)]
+    reused = [clean(labels, cleanup) for labels in windows]
+    monkeypatch.setattr(module, "REUSED_BYTES", 0)
+    for labels, got in zip(windows, reused):
+        fresh = clean(labels, cleanup)
+        assert np.array_equal(got.labels, fresh.labels) and np.array_equal(got.sieve_changed, fresh.sieve_changed)
 
 
 def test_less_context_than_the_halo_can_change_the_result():

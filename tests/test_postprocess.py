@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import rioxarray
 import yaml
+from dask.callbacks import Callback
 from rasters import class_centres, planted_classes, planted_image, read_labels, write_raster
 from rio_cogeo.cogeo import cog_validate
 
@@ -81,6 +82,27 @@ def test_a_process_cluster_writes_the_same_bytes(scene, cleaned_run, tmp_path):
     done = landcover("run", config_path, "-q")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "labels.tif").read_bytes() == cleaned_run.output.read_bytes()
+
+
+def test_waiting_labels_are_on_disk_and_released_as_the_pass_goes(tmp_path):
+    # A chunk's labels wait for its neighbours' windows in the parts folder, not in memory.
+    shape = (2600, 3100)  # 6 x 7 chunks of 512
+    truth = planted_classes(*shape, 5, seed=5, patch=45)
+    image = planted_image(truth, class_centres(5, 4, low=20, high=235, seed=5), noise=45.0, dtype="uint8", seed=5)
+    folder, seen = tmp_path / "run", []
+    spilled = folder / ".labels.tif.parts" / "halo"
+
+    class Watch(Callback):
+        def _posttask(self, key, result, dsk, state, id):
+            if str(key[0] if isinstance(key, tuple) else key).startswith("label-"):
+                assert isinstance(result["labels"], Path), "labels kept in memory"
+            seen.append(len(list(spilled.glob("*.npy"))))
+
+    with Watch():
+        result = pipeline.run(pipeline.load_config(run_config(folder, write_raster(tmp_path / "big.tif", image, nodata=0), raw=True)))
+    assert 0 < max(seen) < 6 * 7  # spilled, and deleted once every window over them is done
+    assert not spilled.parent.exists()
+    assert np.array_equal(read_labels(result.output), clean(read_labels(result.raw_path), CLEANUP).labels)
 
 
 def test_the_raw_labels_are_the_classified_ones(scene, cleaned_run):

@@ -44,6 +44,7 @@ joined far away, may be one patch globally and two in a window, so only their cl
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numba
@@ -60,6 +61,23 @@ from pipeline.algo.sieve import CELL, CELL_REACH, sieve_round
 # a second round merges ~10 more patches per scene for twice the sieve's time and twice the halo.
 CAP_FACTOR = 16
 ROUNDS = 1
+
+
+_reused = threading.local()
+REUSED_BYTES = 64 << 20  # larger arrays (a whole raster cleaned at once) are not kept
+
+
+def reused(name: str, shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
+    """An array of ``shape`` that this thread reuses from window to window (a window's fresh
+    pages cost more page faults than its majority filter): valid until this thread asks for
+    ``name`` again."""
+    size = int(np.prod(shape))
+    if size * np.dtype(dtype).itemsize > REUSED_BYTES:
+        return np.empty(shape, dtype)
+    arrays = _reused.__dict__.setdefault("arrays", {})
+    if name not in arrays or arrays[name].size < size or arrays[name].dtype != dtype:
+        arrays[name] = np.empty(size, dtype)
+    return arrays[name][:size].reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -118,13 +136,15 @@ def _sieve(
     the core only."""
     current, removed = labels, 0
     reach = _reach(size)
+    runs = labels.size // 8 + labels.shape[1] + 2  # a run per 8 pixels, grown if more (speckle)
+    scratch = tuple(reused(f"runs-{n}", (runs,), dtype) for n, dtype in enumerate((np.int32, np.int32, np.int32, np.uint8)))
     y0, y1, x0, x1 = core
     for left in range(ROUNDS - 1, -1, -1):
         grown = reach * left  # the later rounds need this round's output this far around the core
         region = (y0 - grown, y1 + grown, x0 - grown, x1 + grown)
         out_at = (0, 0) if left else (y0, x0)
         result = current.copy() if left else current[y0:y1, x0:x1].copy()
-        merged, in_core = sieve_round(current, top, result, out_at, connectivity == 8, size, CAP_FACTOR * size, place, core, region)
+        merged, in_core = sieve_round(current, top, result, out_at, connectivity == 8, size, CAP_FACTOR * size, place, core, region, scratch)
         removed += in_core
         if not left:
             return result, removed
@@ -139,13 +159,18 @@ def _tally(labels, voted, sieved, k):  # pragma: no cover - compiled
     """(3, k + 1) per class: pixels after the cleanup, pixels the majority changed and pixels
     the sieve changed (both by the class they had before), in one pass."""
     counts = np.zeros((3, k + 1), np.int64)
+    lanes = np.zeros((4, 256), np.int64)  # four histograms: one counter is not bumped back to back
     height, width = labels.shape
     for y in range(height):
         for x in range(width):
             before, middle, after = labels[y, x], voted[y, x], sieved[y, x]
-            counts[0, after] += 1
-            counts[1, before] += before != middle
-            counts[2, middle] += middle != after
+            lanes[x & 3, after] += 1
+            if before != middle:  # a few per cent of the pixels: cheaper as branches
+                counts[1, before] += 1
+            if middle != after:
+                counts[2, middle] += 1
+    for c in range(k + 1):
+        counts[0, c] = lanes[0, c] + lanes[1, c] + lanes[2, c] + lanes[3, c]
     return counts
 
 
@@ -172,7 +197,7 @@ def clean_window(
     (y0, y1, _), (x0, x1, _) = core[0].indices(labels.shape[0]), core[1].indices(labels.shape[1])
     voted = labels
     if cleanup.majority > 1:
-        voted = majority(labels, cleanup.majority, top)
+        voted = majority(labels, cleanup.majority, top, out=reused("voted", labels.shape))
     inside = (slice(y0, y1), slice(x0, x1))
     if cleanup.sieve > 1:
         sieved, removed = _sieve(voted, top, cleanup.sieve, cleanup.connectivity, (y0, y1, x0, x1), place)

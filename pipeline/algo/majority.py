@@ -8,14 +8,19 @@ import numpy as np
 
 from pipeline.algo.kernel import NODATA_LABEL
 
-MAX_MAJORITY = 31  # the filter counts votes in uint16 (and config.postprocess allows up to 31)
+MAX_MAJORITY = 31  # a window's votes fit in uint16 (and config.postprocess allows up to 31)
 BY_CLASS = 12  # up to this many classes the majority counts every class's votes (faster, measured)
 
 
-def majority(labels: np.ndarray, side: int, top: int) -> np.ndarray:
-    """The majority filter of ``labels`` (classes 0..top) with a ``side`` x ``side`` window."""
-    voted = np.empty_like(labels)
-    (_majority_by_class if top <= BY_CLASS else _majority)(labels, side, top, voted)
+def majority(labels: np.ndarray, side: int, top: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The majority filter of ``labels`` (classes 0..top) with a ``side`` x ``side`` window, into
+    ``out`` (an array of the labels' shape and type, or a new one)."""
+    voted = np.empty_like(labels) if out is None else out
+    if top <= BY_CLASS:
+        # Votes counted in the narrowest integer that holds a window's: twice the lanes per vector.
+        _majority_by_class(labels, side, top, voted, np.zeros(0, np.uint8 if side * side <= 255 else np.uint16))
+    else:
+        _majority(labels, side, top, voted)
     return voted
 
 
@@ -74,31 +79,31 @@ def _majority(labels, side, top, out):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _majority_by_class(labels, side, top, out):  # pragma: no cover - compiled
+def _majority_by_class(labels, side, top, out, votes):  # pragma: no cover - compiled
     # For few classes, counting every class's votes everywhere is cheaper than a histogram for
     # the pixels that need one (a tenth of a raw K-Means map): per class, a running count of its
     # pixels per column over the window's rows, summed across the window's columns; each pass is
-    # one vectorised loop.
+    # one vectorised loop. ``votes``: an empty array of the integer type that counts them.
     height, width = labels.shape
     r = side // 2
-    column = np.zeros((top + 1, width), np.uint16)  # side <= MAX_MAJORITY: at most 961 votes
-    count = np.empty(width, np.uint16)
-    best = np.empty(width, np.uint16)
+    column = np.zeros((top + 1, width), votes.dtype)
+    count = np.empty(width, votes.dtype)
+    best = np.empty(width, votes.dtype)
     winner = np.empty(width, np.uint8)
-    own = np.empty(width, np.uint16)
+    own = np.empty(width, votes.dtype)
     for y in range(-r, height):
         if y + r < height:  # the row entering the window
             row = labels[y + r]
             for c in range(1, top + 1):
                 col = column[c]
                 for x in range(width):
-                    col[x] += np.uint16(row[x] == c)
+                    col[x] += row[x] == c
         if y - r - 1 >= 0:  # the row leaving it
             row = labels[y - r - 1]
             for c in range(1, top + 1):
                 col = column[c]
                 for x in range(width):
-                    col[x] -= np.uint16(row[x] == c)
+                    col[x] -= row[x] == c
         if y < 0:
             continue
         centres = labels[y]

@@ -23,8 +23,8 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
-from pipeline.algo.features import Features, rgb_bands
 from pipeline.algo.cleanup import Cleaned, Cleanup
+from pipeline.algo.features import Features, rgb_bands
 from pipeline.algo.kernel import class_statistics, label_block
 from pipeline.algo.model import Model
 from pipeline.cog import (
@@ -42,8 +42,8 @@ from pipeline.cog import (
     write_template,
 )
 from pipeline.errors import OutputError
+from pipeline.products.halo import Halo, spill, unspill
 from pipeline.products.html import thumbnail, thumbnail_step
-from pipeline.products.halo import Halo
 from pipeline.products.parts import load_record, record_path, save_record
 
 Sizes = dict[str, dict[Node, list[list[int]]]]
@@ -145,6 +145,9 @@ def store_chunk(
     cleanup changed) and the decimated arrays for the tree. ``cleaned``: the cleaned labels go
     into the labels layer, the labels as classified into the raw layer."""
     summary: dict[str, Any] = {"stats": labelled["stats"], "thumbnail": labelled["thumbnail"]}
+    if cleaned is not None:  # the labels and margin were spilled to wait for the neighbours
+        wanted = {RAW.name: "labels", MARGIN.name: "margin"}
+        labelled = unspill(labelled, [wanted[layer.name] for layer in layers if layer.name in wanted])
     arrays = {LABELS.name: labelled["labels"], MARGIN.name: labelled["margin"]}
     if cleaned is not None:
         arrays.update({LABELS.name: cleaned.labels, RAW.name: labelled["labels"]})
@@ -179,8 +182,9 @@ def write_chunks(
     graph, chunks = _chunk_tasks(blocks, model, folder, pyramid, name, step)
     nodes, tree_sizes = tree(pyramid, blocks.layers, folder, chunks, name)
     graph.update(nodes)
-    graph[name] = (tuple, [[(f"summary-{name}", i, j) for i, j in chunks], list(tree_sizes.values())])
-    summaries, node_sizes = Delayed(name, HighLevelGraph.from_collections(name, graph, dependencies=blocks.inputs)).compute()
+    releases = [key for key in graph if key[0] == f"release-{name}"]
+    graph[name] = (tuple, [[(f"summary-{name}", i, j) for i, j in chunks], list(tree_sizes.values()), releases])
+    summaries, node_sizes, _ = Delayed(name, HighLevelGraph.from_collections(name, graph, dependencies=blocks.inputs)).compute()
     preview = None if blocks.pixels is None else _gathered_thumbnail(list(chunks), summaries, blocks.grid.shape, pyramid.chunk, step)
     sizes: Sizes = {layer.name: {} for layer in blocks.layers}
     for (i, j), chunk in zip(chunks, summaries):
@@ -210,6 +214,8 @@ def _chunk_tasks(
     graph: dict = {}
     for i, j in labelled:
         label = partial(label_chunk, features=model.features, labeller=labeller, k=model.k, true_colour=(rgb, i * side, j * side, step))
+        if halo is not None:
+            label = partial(_spilled, label, folder=folder, index=(i, j))
         graph[f"label-{name}", i, j] = (
             label,
             None if blocks.labels is None else (blocks.labels.name, i, j),
@@ -217,9 +223,9 @@ def _chunk_tasks(
             None if blocks.margins is None else (blocks.margins.name, i, j),
         )
     if halo is not None:
-        raw = {chunk: (f"raw-{name}", *chunk) for chunk in labelled}
-        graph.update({key: (getitem, (f"label-{name}", *chunk), "labels") for chunk, key in raw.items()})
-        graph.update(halo.clean_tasks(raw, unfinished, cleanup=blocks.cleanup, k=model.k, name=name))
+        keys = {chunk: (f"label-{name}", *chunk) for chunk in labelled}
+        cleaners = halo.cleaners(keys, unfinished, cleanup=blocks.cleanup, k=model.k)
+        graph.update(halo.release_tasks(unfinished, labelled, folder=folder, name=name))
     chunks = {}
     for i in range(rows):
         for j in range(cols):
@@ -227,11 +233,22 @@ def _chunk_tasks(
                 graph[name, i, j] = (load_record, record_path(folder, (i, j)))
             else:
                 store = partial(store_chunk, index=(i, j), folder=folder, pyramid=pyramid, layers=blocks.layers)
-                cleaned = None if halo is None else (f"clean-{name}", i, j)
-                graph[name, i, j] = (store, (f"label-{name}", i, j), cleaned)
+                if halo is None:
+                    graph[name, i, j] = (store, (f"label-{name}", i, j))
+                else:
+                    clean, window = cleaners[i, j]
+                    graph[name, i, j] = (partial(_store_cleaned, store, clean), (f"label-{name}", i, j), window)
             graph[f"summary-{name}", i, j] = (getitem, (name, i, j), 0)
             chunks[i, j] = (name, i, j)
     return graph, chunks
+
+
+def _store_cleaned(store: Any, clean: Any, labelled: dict[str, Any], window: list[list[dict[str, Any]]]) -> Any:
+    return store(labelled, clean(window))
+
+
+def _spilled(label: Any, *blocks: np.ndarray | None, folder: Path, index: tuple[int, int]) -> dict[str, Any]:
+    return spill(label(*blocks), folder=folder, index=index)
 
 
 def _gathered_thumbnail(
