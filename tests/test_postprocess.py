@@ -105,6 +105,18 @@ def test_waiting_labels_are_on_disk_and_released_as_the_pass_goes(tmp_path):
     assert np.array_equal(read_labels(result.output), clean(read_labels(result.raw_path), CLEANUP).labels)
 
 
+def test_the_confidence_beside_a_cleaned_map_is_the_one_without_cleanup(scene, tmp_path):
+    # The margin waits on disk with the labels (the cleanup does not change it).
+    cleaned = pipeline.run(pipeline.load_config(run_config(tmp_path / "cleaned", scene, confidence=True)))
+    config = run_config(tmp_path / "plain", scene, confidence=True)
+    doc = yaml.safe_load(config.read_text())
+    del doc["postprocess"]
+    config.write_text(yaml.safe_dump(doc))
+    plain = pipeline.run(pipeline.load_config(config))
+    margins = [rioxarray.open_rasterio(r.output.with_name("labels.confidence.tif")).values for r in (cleaned, plain)]
+    assert np.isfinite(margins[0]).any() and np.array_equal(margins[0], margins[1], equal_nan=True)
+
+
 def test_the_raw_labels_are_the_classified_ones(scene, cleaned_run):
     data = rioxarray.open_rasterio(scene, chunks={"band": -1, "y": 512, "x": 512}, lock=False)
     model = pipeline.load_model(cleaned_run.model_path)

@@ -145,9 +145,6 @@ def store_chunk(
     cleanup changed) and the decimated arrays for the tree. ``cleaned``: the cleaned labels go
     into the labels layer, the labels as classified into the raw layer."""
     summary: dict[str, Any] = {"stats": labelled["stats"], "thumbnail": labelled["thumbnail"]}
-    if cleaned is not None:  # the labels and margin were spilled to wait for the neighbours
-        wanted = {RAW.name: "labels", MARGIN.name: "margin"}
-        labelled = unspill(labelled, [wanted[layer.name] for layer in layers if layer.name in wanted])
     arrays = {LABELS.name: labelled["labels"], MARGIN.name: labelled["margin"]}
     if cleaned is not None:
         arrays.update({LABELS.name: cleaned.labels, RAW.name: labelled["labels"]})
@@ -225,6 +222,8 @@ def _chunk_tasks(
     if halo is not None:
         keys = {chunk: (f"label-{name}", *chunk) for chunk in labelled}
         cleaners = halo.cleaners(keys, unfinished, cleanup=blocks.cleanup, k=model.k)
+        written = {layer.name for layer in blocks.layers}  # the spilled arrays a store reads back
+        wanted = tuple(what for layer, what in ((RAW, "labels"), (MARGIN, "margin")) if layer.name in written)
         graph.update(halo.release_tasks(unfinished, labelled, folder=folder, name=name))
     chunks = {}
     for i in range(rows):
@@ -237,14 +236,15 @@ def _chunk_tasks(
                     graph[name, i, j] = (store, (f"label-{name}", i, j))
                 else:
                     clean, window = cleaners[i, j]
-                    graph[name, i, j] = (partial(_store_cleaned, store, clean), (f"label-{name}", i, j), window)
+                    graph[name, i, j] = (partial(_store_cleaned, store, clean, wanted), (f"label-{name}", i, j), window)
             graph[f"summary-{name}", i, j] = (getitem, (name, i, j), 0)
             chunks[i, j] = (name, i, j)
     return graph, chunks
 
 
-def _store_cleaned(store: Any, clean: Any, labelled: dict[str, Any], window: list[list[dict[str, Any]]]) -> Any:
-    return store(labelled, clean(window))
+def _store_cleaned(store: Any, clean: Any, wanted: tuple[str, ...], labelled: dict[str, Any], window: list[list[dict[str, Any]]]) -> Any:
+    """Store a spilled chunk: its window cleaned, and the arrays of its own its layers write read back."""
+    return store(unspill(labelled, wanted), clean(window))
 
 
 def _spilled(label: Any, *blocks: np.ndarray | None, folder: Path, index: tuple[int, int]) -> dict[str, Any]:
