@@ -12,7 +12,12 @@ folder on 127.0.0.1 and counts requests and bytes. Measured, each in a fresh pro
 - opening: every header over HTTP (``input.paths`` of URLs) against the search (one file opened);
 - the GDAL settings: the sample stage over HTTP with all of ``REMOTE_OPTIONS``, with each one
   turned back to GDAL's default, and with two candidates we do not set (VSI_CACHE,
-  CPL_VSIL_CURL_ALLOWED_EXTENSIONS): requests, bytes, seconds.
+  CPL_VSIL_CURL_ALLOWED_EXTENSIONS): requests, bytes, seconds;
+- the first look (``algo/first_look.py``: each COG's coarsest overview) alone, local and over
+  HTTP: seconds, requests and bytes per tile, and its share of each run's wall.
+
+``--steps`` (``runs,open,settings,look``, all by default) chooses what to measure: at
+``--cogs 5120`` (10 GB of COGs, 3.4 GP) the look and the two runs are the figures of interest.
 
 Loopback has no latency, so the seconds here are CPU and protocol overhead; over the internet
 each request also costs a round trip (20-100 ms to a cloud region), which is why requests per
@@ -147,6 +152,38 @@ def measure_settings(server: RangeServer, urls: list[str], files_bytes: int) -> 
     return out
 
 
+def measure_look(server: RangeServer, folder: Path, cogs: list[Path], files_bytes: int) -> dict[str, Any]:
+    """The first look alone in a fresh process, on the local COGs and over HTTP (the mosaic
+    opened from the item collection, as the runs open it): seconds, and per tile the requests
+    and bytes it sent."""
+    code = (
+        "import sys, json, time; from pipeline.config import InputConfig, StacConfig; from pipeline.io.mosaic import open_mosaic\n"
+        "from pipeline.stages.edge import input_spec; from pipeline.algo.first_look import first_look\n"
+        "spec = InputConfig(paths=sys.argv[2:]) if sys.argv[1] == 'paths' else InputConfig(stac=StacConfig(source=sys.argv[2]))\n"
+        "m = open_mosaic(input_spec(spec), chunk=2048); print('opened', flush=True); sys.stdin.readline()\n"
+        "start = time.perf_counter(); look = first_look(m, window=512)\n"
+        "print(json.dumps({'seconds': time.perf_counter() - start, **look.record.to_json()}), flush=True)"
+    )
+    out = {}
+    for kind, argv in (("local", ["paths", *map(str, cogs)]), ("http", ["stac", server.href(folder / "items.json")])):
+        proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "opened"
+        server.traffic.reset()  # the look's own requests, not the open's
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        record = json.loads(proc.stdout.readline())
+        proc.wait(timeout=60)
+        requests = sum(n for p, n in server.traffic.requests.items() if p.endswith(".tif"))
+        sent = sum(n for p, n in server.traffic.bytes.items() if p.endswith(".tif"))
+        out[kind] = {
+            "seconds": round(record["seconds"], 2), "overview_levels": record["overview_levels"], "passes": record["passes"],
+            "requests_per_tile": round(requests / len(cogs), 2), "kb_per_tile": round(sent / len(cogs) / 1e3, 1),
+            "bytes_over_files": round(sent / files_bytes, 4),
+        }
+        print(f"  first look, {kind}: {out[kind]}", flush=True)
+    return out
+
+
 def probe_readdir(server: RangeServer, path: Path) -> dict[str, Any]:
     """Requests of one open, with GDAL's default (list the folder, probe sidecars) and ours."""
     code = "import sys, rasterio; rasterio.open(sys.argv[1]).close()"
@@ -159,7 +196,11 @@ def probe_readdir(server: RangeServer, path: Path) -> dict[str, Any]:
     return out
 
 
+STEPS = ("runs", "open", "settings", "look")
+
+
 def main(args) -> None:
+    steps = set(args.steps.split(",")) if args.steps else set(STEPS)
     folder = args.workdir / "state-http"
     cogs = build_cogs(args.scenes, folder / "cogs", args.cogs)
     files_bytes = sum(p.stat().st_size for p in cogs)
@@ -173,48 +214,65 @@ def main(args) -> None:
         def config(name: str, source: dict[str, Any]) -> dict[str, Any]:
             return {**base, "input": source, "output": {"path": str(folder / name / "labels.tif"), "overwrite": True}}
 
-        print(f"landcover run, {len(cogs)} local COGs ...", flush=True)
-        local = run(config("local", {"paths": [str(p) for p in cogs]}), folder / "run-local.json")
-        print("landcover run, the same COGs over loopback HTTP (input.stac) ...", flush=True)
-        server.traffic.reset()
-        remote = run(config("http", {"stac": {"source": server.href(folder / "items.json")}}), folder / "run-http.json")
-        tif_requests = sum(n for p, n in server.traffic.requests.items() if p.endswith(".tif"))
-        tif_bytes = sum(n for p, n in server.traffic.bytes.items() if p.endswith(".tif"))
-        print("landcover run over HTTP with GDAL's 16 MB range cache ...", flush=True)
-        server.traffic.reset()
-        small_cache = run(
-            config("http-16mb", {"stac": {"source": server.href(folder / "items.json")}}), folder / "run-http-16mb.json",
-            {"CPL_VSIL_CURL_CACHE_SIZE": str(16 * 2**20)},
-        )
-        result["http_16mb_cache"] = {
-            "seconds": small_cache["seconds"],
-            "requests_per_tile": round(sum(server.traffic.requests.values()) / len(cogs), 1),
-            "bytes_over_files": round(sum(server.traffic.bytes.values()) / files_bytes, 3),
-        }
-        result["local"] = {k: v for k, v in local.items() if k not in ("labels", "log")}
-        result["http"] = {k: v for k, v in remote.items() if k not in ("labels", "log")}
-        result["labels_identical"] = bool(np.array_equal(local["labels"], remote["labels"]))
-        result["http_over_local_wall"] = round(remote["seconds"] / local["seconds"], 2)
-        result["run_requests_per_tile"] = round(tif_requests / len(cogs), 1)
-        result["run_bytes_over_files"] = round(tif_bytes / files_bytes, 3)
-
-        print("open: every header over HTTP against the search ...", flush=True)
-        code = (
-            "import sys, time; from pipeline.config import InputConfig, StacConfig; from pipeline.io.mosaic import open_mosaic; from pipeline.stages.edge import input_spec\n"
-            "spec = InputConfig(paths=sys.argv[2:]) if sys.argv[1] == 'paths' else InputConfig(stac=StacConfig(source=sys.argv[2]))\n"
-            "start = time.perf_counter(); open_mosaic(input_spec(spec), chunk=2048); print(time.perf_counter() - start)"
-        )
-        urls = [server.href(p) for p in cogs]
-        opening = {}
-        for kind, argv in (("paths (every header)", ["paths", *urls]), ("stac (one file opened)", ["stac", server.href(folder / "items.json")])):
-            server.traffic.reset()
-            proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
-            opening[kind] = {"seconds": round(float(proc.stdout), 2), "requests": sum(server.traffic.requests.values())}
-        result["open"] = opening
-
-        print("GDAL settings, sample stage over HTTP ...", flush=True)
-        result["readdir_on_open"] = probe_readdir(server, cogs[0])
-        result["settings"] = measure_settings(server, urls, files_bytes)
+        if "runs" in steps:
+            runs(result, server, folder, cogs, files_bytes, config)
+        if "look" in steps:
+            print("first look, local and over HTTP ...", flush=True)
+            result["first_look"] = measure_look(server, folder, cogs, files_bytes)
+            for kind in ("local", "http"):
+                if kind in result:
+                    result["first_look"][kind]["share_of_run_wall"] = round(result[kind]["stages_s"].get("first_look", 0.0) / result[kind]["seconds"], 4)
+        if "open" in steps:
+            print("open: every header over HTTP against the search ...", flush=True)
+            result["open"] = measure_open(server, folder, cogs)
+        if "settings" in steps:
+            print("GDAL settings, sample stage over HTTP ...", flush=True)
+            result["readdir_on_open"] = probe_readdir(server, cogs[0])
+            result["settings"] = measure_settings(server, [server.href(p) for p in cogs], files_bytes)
     args.state_out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=2))
     print(f"\nwrote {args.state_out}")
+
+
+def runs(result: dict[str, Any], server: RangeServer, folder: Path, cogs: list[Path], files_bytes: int, config) -> None:
+    """``landcover run`` on the local COGs, over HTTP, and over HTTP with GDAL's own range cache."""
+    print(f"landcover run, {len(cogs)} local COGs ...", flush=True)
+    local = run(config("local", {"paths": [str(p) for p in cogs]}), folder / "run-local.json")
+    print("landcover run, the same COGs over loopback HTTP (input.stac) ...", flush=True)
+    server.traffic.reset()
+    remote = run(config("http", {"stac": {"source": server.href(folder / "items.json")}}), folder / "run-http.json")
+    tif_requests = sum(n for p, n in server.traffic.requests.items() if p.endswith(".tif"))
+    tif_bytes = sum(n for p, n in server.traffic.bytes.items() if p.endswith(".tif"))
+    print("landcover run over HTTP with GDAL's 16 MB range cache ...", flush=True)
+    server.traffic.reset()
+    small_cache = run(
+        config("http-16mb", {"stac": {"source": server.href(folder / "items.json")}}), folder / "run-http-16mb.json",
+        {"CPL_VSIL_CURL_CACHE_SIZE": str(16 * 2**20)},
+    )
+    result["http_16mb_cache"] = {
+        "seconds": small_cache["seconds"],
+        "requests_per_tile": round(sum(server.traffic.requests.values()) / len(cogs), 1),
+        "bytes_over_files": round(sum(server.traffic.bytes.values()) / files_bytes, 3),
+    }
+    result["local"] = {k: v for k, v in local.items() if k not in ("labels", "log")}
+    result["http"] = {k: v for k, v in remote.items() if k not in ("labels", "log")}
+    result["labels_identical"] = bool(np.array_equal(local["labels"], remote["labels"]))
+    result["http_over_local_wall"] = round(remote["seconds"] / local["seconds"], 2)
+    result["run_requests_per_tile"] = round(tif_requests / len(cogs), 1)
+    result["run_bytes_over_files"] = round(tif_bytes / files_bytes, 3)
+
+
+def measure_open(server: RangeServer, folder: Path, cogs: list[Path]) -> dict[str, Any]:
+    """Opening: every header over HTTP (``input.paths`` of URLs) against the search (one file opened)."""
+    code = (
+        "import sys, time; from pipeline.config import InputConfig, StacConfig; from pipeline.io.mosaic import open_mosaic; from pipeline.stages.edge import input_spec\n"
+        "spec = InputConfig(paths=sys.argv[2:]) if sys.argv[1] == 'paths' else InputConfig(stac=StacConfig(source=sys.argv[2]))\n"
+        "start = time.perf_counter(); open_mosaic(input_spec(spec), chunk=2048); print(time.perf_counter() - start)"
+    )
+    urls = [server.href(p) for p in cogs]
+    opening = {}
+    for kind, argv in (("paths (every header)", ["paths", *urls]), ("stac (one file opened)", ["stac", server.href(folder / "items.json")])):
+        server.traffic.reset()
+        proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+        opening[kind] = {"seconds": round(float(proc.stdout), 2), "requests": sum(server.traffic.requests.values())}
+    return opening

@@ -86,7 +86,7 @@ def test_run_with_ndvi_and_standard_scaling_labels_with_the_same_transform(tmp_p
     model = load_model(result.model_path)
     assert model.features.names == ("red", "green", "nir", "ndvi") and model.centroids.shape == (4, 4)
     # The scaling statistics are those of the sample's features ...
-    sample = draw_sample(open_mosaic(input_spec(config.input), chunk=512), size=config.sample.size, seed=0)
+    sample = draw_sample(open_mosaic(input_spec(config.input), chunk=512), size=config.sample.size, seed=0).pixels
     raw = Features(NAMES, ("red", "green", "nir"), (Index("ndvi", "nir", "red"),)).apply(sample.T)
     np.testing.assert_allclose(model.features.mean, raw.mean(axis=1, dtype=np.float64), rtol=1e-5)
     np.testing.assert_allclose(model.features.std, raw.std(axis=1, dtype=np.float64), rtol=1e-5)

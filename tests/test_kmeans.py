@@ -30,6 +30,7 @@ from pipeline.algo.seeding import (
     kmeans_plusplus,
     oversample,
 )
+from pipeline.algo.swaps import improve
 from pipeline.config import ModelConfig
 from pipeline.errors import DataError
 from pipeline.products.html import report_for
@@ -70,8 +71,13 @@ def fit(sample: np.ndarray, *, k: int = 10, n_init: int = DEFAULTS.n_init, seed:
 def test_default_restarts_find_the_planted_optimum_where_one_start_does_not():
     sample, truth, means = blobs(3)
     planted = sum_squared_errors(sample, means)
-    one_start = [fit(sample, n_init=1, seed=seed).inertia / planted for seed in range(4)]
-    assert sum(r > 1.01 for r in one_start) >= 2, one_start  # the trap is real
+    pixels = np.ascontiguousarray(sample.T)
+
+    def one_start(seed: int) -> float:
+        start = kmeans_plusplus(sample, 10, np.random.default_rng([seed, 0]))
+        return lloyd(pixels, start, max_iter=300, tol=0.0)[2] / planted
+
+    assert sum(one_start(seed) > 1.01 for seed in range(4)) >= 2  # the trap is real
     for seed in range(4):
         found = fit(sample, seed=seed)
         assert found.inertia <= planted  # the blobs overlap a little: the optimum shaves their edges
@@ -287,3 +293,26 @@ def test_the_chunked_lloyd_keeps_the_centre_of_a_class_left_empty_and_stops_at_t
     assert np.isfinite(centroids).all()
     _, once = chunked_lloyd(da.from_array(x, chunks=(5_000, -1)), start, max_iter=100, tol=1e12)
     assert once == 1  # the first shift is below a huge tol
+
+
+def test_swaps_give_a_small_distinct_surface_its_class_where_the_restarts_left_it_in_another():
+    # Six large blobs and one of 0.3 % of the pixels far from them all (a quarry in fields): Lloyd
+    # from k-means++ starts puts it in a larger class for most starts; a swap moves a centre onto it.
+    rng = np.random.default_rng(21)
+    centres = rng.uniform(60, 160, (6, 4))
+    big = np.concatenate([c + 6 * rng.standard_normal((6_000, 4)) for c in centres])
+    small = np.array([250.0, 10.0, 250.0, 10.0]) + 3 * rng.standard_normal((110, 4))
+    sample = np.concatenate([big, small]).astype(np.float32)[rng.permutation(36_110)]
+    pixels = np.ascontiguousarray(sample.T)
+    inertias = []
+    for seed in range(8):
+        start = kmeans_plusplus(sample, 7, np.random.default_rng([seed, 0]))
+        centroids, _, inertia = lloyd(pixels, start, max_iter=300, tol=0.0)
+        if nearest(small.T.astype(np.float32), centroids)[1].max() > 30**2:  # the small surface has no class
+            swapped, swapped_inertia, _, kept = improve(pixels, centroids, lloyd=lloyd, max_iter=300, tol=0.0)
+            assert kept >= 1 and swapped_inertia < inertia
+            assert nearest(small.T.astype(np.float32), swapped)[1].max() < 30**2
+            inertias.append(inertia)
+    assert len(inertias) >= 2  # the trap is real for these starts
+    found = fit(sample, k=7, n_init=3, seed=0)
+    assert nearest(small.T.astype(np.float32), found.centroids)[1].max() < 30**2

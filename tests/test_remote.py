@@ -281,7 +281,7 @@ def test_open_reads_one_file_and_the_sample_a_fraction_of_the_files(site):
     site.traffic.reset()
     # A state in miniature: at state scale 256 strata are a few % of the 512 windows; here
     # 4 strata of the 42 windows of 256 (the COGs' block size).
-    sample = draw_sample(mosaic, size=1024, seed=0, window=256, min_windows=4)
+    sample = draw_sample(mosaic, size=1024, seed=0, window=256, min_windows=4).pixels
     assert len(sample) == 1024
     sent = sum(n for path, n in site.traffic.bytes.items() if path.endswith(".tif"))
     total = sum(p.stat().st_size for p, _ in site.cogs)
@@ -321,7 +321,8 @@ def test_a_missing_item_and_a_stalled_server_each_give_one_line(site, tmp_path):
         gone, stall = gone.result(), stall.result()
     assert time.monotonic() - start < 120
     line = _error_line(gone)
-    assert f"item m_missing ({site.url}/cogs/gone.tif): cannot read window" in line and "404" in line
+    # Found by the first look, which reads every tile's overview before any window.
+    assert f"item m_missing ({site.url}/cogs/gone.tif): cannot read its overviews" in line and "404" in line
     assert "the object is not there" in line
     line = _error_line(stall)
     assert f"item {stalled.id} ({site.url}/cogs/stalled.tif): cannot open" in line and "timed out" in line

@@ -14,6 +14,7 @@ from rasters import (
     write_raster,
 )
 
+from pipeline.algo.first_look import first_look
 from pipeline.algo.kernel import nearest
 from pipeline.algo.sample import draw_sample
 from pipeline.config import InputConfig
@@ -43,8 +44,9 @@ def test_reads_a_fraction_of_the_windows_and_stays_unbiased(planted_mosaic, capl
     mosaic, truth, centres = planted_mosaic
     caplog.set_level(logging.INFO, logger="pipeline.algo.sample")
     classes = []
+    look = first_look(mosaic, window=64)  # the same for every seed: looked at once
     for seed in range(32):
-        sample = draw_sample(mosaic, size=2000, seed=seed, window=64, min_windows=32)
+        sample = draw_sample(mosaic, size=2000, seed=seed, window=64, min_windows=32, look=look).pixels
         assert len(sample) == 2000 and not np.isnan(sample).any()
         assert windows_read(caplog) == (32, 256, 1)  # one round: an eighth of the mosaic decoded
         classes.append(nearest(sample.T, centres)[0] - 1)
@@ -59,7 +61,7 @@ def test_nodata_heavy_mosaic_raises_the_rate_until_the_sample_is_full(tmp_path, 
     image[:, 128:] = 0  # seven eighths nodata
     mosaic = open_mosaic(input_spec(InputConfig(paths=str(write_raster(tmp_path / "collar.tif", image, nodata=0)))), chunk=512)
     caplog.set_level(logging.INFO, logger="pipeline.algo.sample")
-    sample = draw_sample(mosaic, size=4000, seed=0, window=64, min_windows=32)
+    sample = draw_sample(mosaic, size=4000, seed=0, window=64, min_windows=32).pixels
     assert len(sample) == 4000 and not np.isnan(sample).any() and (sample > 0).any(axis=1).all()
     read, total, rounds = windows_read(caplog)
     assert rounds > 1 and 32 <= read <= total == 256
@@ -79,8 +81,9 @@ def test_strata_of_an_irregular_mosaic_keep_every_pixel_equally_likely(tmp_path)
         paths.append(str(write_raster(tmp_path / f"tile{n}.tif", image, origin=origin)))
     mosaic = open_mosaic(input_spec(InputConfig(paths=paths)), chunk=512)
     drawn = []
+    look = first_look(mosaic, window=64)
     for seed in range(40):
-        sample = draw_sample(mosaic, size=600, seed=seed, window=64, min_windows=7)
+        sample = draw_sample(mosaic, size=600, seed=seed, window=64, min_windows=7, look=look).pixels
         drawn.append(nearest(sample.T, centres)[0] - 1)
     shares = np.bincount(np.concatenate(drawn), minlength=K) / (40 * 600)
     np.testing.assert_allclose(shares, [1 / 3, 1 / 3, 1 / 6, 1 / 6], atol=0.03)

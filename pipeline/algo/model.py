@@ -125,6 +125,9 @@ class Model:
     """Each tile's correction (``features.balance``), reused by ``predict``."""
     postprocess: Cleanup | None = None
     """The cleanup of the labels (``postprocess``), reapplied by ``predict``."""
+    sample_design: dict[str, Any] | None = None
+    """How the sample was drawn (``sample.SampleRecord.to_json()``: the first look, the windows
+    read and their probabilities)."""
     versions: dict[str, str] = field(default_factory=library_versions, compare=False)
     """The libraries that fitted the model (kept when it is loaded and saved again)."""
 
@@ -146,7 +149,7 @@ class Model:
             "features": self.features.to_json(),
             "centroids": self.centroids.tolist(),
             "palette": {str(c): list(rgb) for c, rgb in self.palette.items()},
-            "sample": {"size": self.sample_size, "seed": self.seed},
+            "sample": {"size": self.sample_size, "seed": self.seed, **({"design": self.sample_design} if self.sample_design else {})},
             "inertia": self.inertia,
         }
         if self.fit is not None:
@@ -209,6 +212,7 @@ class Model:
             source=SourceRecord.from_json(doc["input"]) if doc.get("input") else None,
             balance=BalanceRecord.from_json(doc["balance"]) if doc.get("balance") else None,
             postprocess=Cleanup.from_json(doc["postprocess"]) if doc.get("postprocess") else None,
+            sample_design=doc["sample"].get("design"),
             versions=dict(doc.get("versions") or {}),
         )
 

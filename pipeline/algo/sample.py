@@ -1,23 +1,31 @@
-"""A seeded random sample of valid pixels, spread over the whole mosaic, read from a fraction of it.
+"""A seeded sample of valid pixels, every one of them equally likely, read from a fraction of the
+mosaic where its spectra are.
 
-Decoding is the cost, and GDAL decodes whole blocks, so the sample is drawn in two stages.
+Decoding is the cost, and GDAL decodes whole blocks, so the sample is drawn in two stages, after a
+first look at the whole mosaic (``algo/first_look.py``: each tile's coarsest overview).
 
-1. **Windows, stratified.** The mosaic's 512 x 512 windows that overlap some tile are put in
-   Morton (Z) order and cut into ``S`` runs of equal length: compact strata that tile the valid
-   area whatever its shape. ``S`` grows with the side of the mosaic (``SPREAD`` x sqrt(windows),
-   at least ``MIN_WINDOWS``), bounded by what the sample can fill (``size / MIN_PER_WINDOW``);
-   a small mosaic is read whole. Each stratum gives ``n`` random windows (seeded by the stratum),
-   usually one.
-2. **Pixels, by key.** Every pixel of a read window draws a uniform key ``u`` from a generator
-   seeded by (seed, window number) and is a candidate where ``u < q``, with ``q = pi * m / n``
-   for a stratum of ``m`` windows: a pixel is a candidate with probability ``pi`` wherever it is.
-   The ``size`` candidates with the smallest ``u / q`` (uniform for every candidate) form the
-   sample, so every valid pixel of the mosaic is equally likely to be drawn.
+1. **Windows, where the spectra are.** The mosaic's 512 x 512 windows that overlap some tile are
+   put in Morton (Z) order; each has a mass ``a`` from the first look (half uniform, half the
+   share of its unusual or scarce spectra) and is read with probability ``pi_w = n a`` (capped at
+   1, the rest scaled up to keep ``n`` in all), by systematic sampling along that order from one
+   seeded start: ``n`` windows, spread over the mosaic as strata would spread them, more of them
+   where a surface is rare. ``n`` grows with the side of the mosaic (``SPREAD`` x
+   sqrt(windows), at least ``MIN_WINDOWS``), bounded by what the sample can fill (``size /
+   MIN_PER_WINDOW``); a small mosaic is read whole.
+2. **Pixels, by key, at the inverse rate.** Every pixel of a read window draws a uniform key ``u``
+   from a generator seeded by (seed, window number) and is a candidate where ``u < q``, with
+   ``q = pi / pi_w``: a pixel is a candidate with probability ``pi_w q = pi`` wherever it is, so a
+   window read more often gives fewer pixels each time. The ``size`` candidates with the smallest
+   ``u / q`` (uniform for every candidate) form the sample: every valid pixel of the mosaic is
+   equally likely to be drawn, and the sample is self-weighting (every weight 1), so K-Means on it
+   estimates the objective over all pixels without weights, while a rare surface is read in many
+   windows instead of whole in one window or none.
 
-``pi`` starts at ``OVERSAMPLE`` x size / covered pixels and grows, round by round, where nodata
-leaves too few candidates. Nothing depends on the scheduler or on which worker reads which window,
-and each task carries only its window's tiles. Sorting by key shuffles the sample (the fit's
-restarts take its first rows).
+``pi`` starts at ``OVERSAMPLE`` x size / covered pixels and grows, with ``n``, round by round,
+where nodata leaves too few candidates; ``n`` is at least ``2 pi N`` so that ``q <= 1`` in every
+window (the uniform half of the mass keeps ``pi_w >= n / 2N``). Nothing depends on the scheduler
+or on which worker reads which window, and each task carries only its window's tiles. Sorting by
+key shuffles the sample (the fit's restarts take its first rows).
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from rasterio.windows import Window
 
+from pipeline.algo.first_look import FirstLook, LookRecord, first_look
+from pipeline.algo.zorder import morton
 from pipeline.errors import DataError
 from pipeline.io.imagery import Imagery, as_float
 from pipeline.io.mosaic import Mosaic, WindowRead, read
@@ -42,8 +52,8 @@ log = logging.getLogger(__name__)
 
 WINDOW = 512  # the tile size of NAIP COGs and of our benchmark mosaics
 MIN_WINDOWS = 256  # at 600 MP this reads 11 % of the mosaic for a 1 M-pixel sample
-SPREAD = 4.0  # strata per sqrt(window): 256 at 0.6 GP, ~800 at 10 GP, ~3,900 (the cap) at 0.4 Tpx
-MIN_PER_WINDOW = 256  # sampled pixels a read window should give at least: caps the strata
+SPREAD = 4.0  # windows per sqrt(window): 256 at 0.6 GP, ~800 at 10 GP, ~3,900 (the cap) at 0.4 Tpx
+MIN_PER_WINDOW = 256  # sampled pixels a read window should give at least: caps the windows
 OVERSAMPLE = 3.0  # candidates per sampled pixel in the first round
 
 
@@ -52,14 +62,54 @@ class SamplePlan:
     """Which windows to read and at which key rate: the sample's design, before any pixel is read."""
 
     windows: tuple[int, ...]
-    """Window numbers (row-major over the grid of ``size``-wide windows), in stratum order."""
+    """Window numbers (row-major over the grid of ``size``-wide windows), in Morton order."""
     rates: tuple[float, ...]
     """Per window: ``q``, the share of its pixels that become candidates."""
+    inclusion: tuple[float, ...]
+    """Per window: ``pi_w``, the probability that it is read."""
     strata: int
+    """``n``: windows read (each unit of cumulative ``pi_w`` along the Morton order is one stratum)."""
     covered: int
     """Windows overlapping some tile."""
     pi: float
     """Probability that any valid pixel of the mosaic is a candidate."""
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """How the sample was drawn (the model JSON's ``sample.design``, the report and the page)."""
+
+    windows: int
+    covered: int
+    rounds: int
+    inclusion: tuple[float, float]
+    """The smallest and largest probability of being read among the windows read."""
+    certain: int
+    """Windows read with probability 1."""
+    rates: tuple[float, float]
+    """The smallest and largest share of a read window's pixels that were candidates."""
+    look: LookRecord | None
+    whole: bool = False
+    """The sample is every valid pixel of the mosaic."""
+
+    def to_json(self) -> dict:
+        return {
+            "windows": self.windows, "covered": self.covered, "rounds": self.rounds, "whole": self.whole,
+            "inclusion": [round(v, 6) for v in self.inclusion], "certain": self.certain,
+            "rates": [round(v, 6) for v in self.rates], "weights": [1.0, 1.0],
+            "first_look": None if self.look is None else self.look.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The sample, how it was drawn, and the first look's pixels (the same for every seed)."""
+
+    pixels: np.ndarray
+    """(n, band) float32 valid pixels, in random order."""
+    record: SampleRecord
+    reference: np.ndarray
+    """(m, band) float32: the pixels the first look's pre-fit ran on (empty without a look)."""
 
 
 def valid_pixels(block: np.ndarray) -> np.ndarray:
@@ -78,40 +128,59 @@ def sample_block(block: np.ndarray, *, seed: int, index: int, rate: float) -> tu
     return keys[keep] / rate, flat[:, keep].T
 
 
-def morton(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Z-order codes of (row, col) pairs: sorting by them keeps neighbours together."""
-
-    def spread(v: np.ndarray) -> np.ndarray:
-        v = v.astype(np.uint64) & np.uint64(0xFFFFFFFF)
-        for shift, mask in ((16, 0x0000FFFF0000FFFF), (8, 0x00FF00FF00FF00FF), (4, 0x0F0F0F0F0F0F0F0F), (2, 0x3333333333333333), (1, 0x5555555555555555)):
-            v = (v | (v << np.uint64(shift))) & np.uint64(mask)
-        return v
-
-    return spread(rows) | (spread(cols) << np.uint64(1))
-
-
 def plan_sample(
-    mosaic: Mosaic | Imagery, *, size: int, seed: int, window: int = WINDOW, min_windows: int = MIN_WINDOWS, pi: float | None = None
+    mosaic: Mosaic | Imagery, *, size: int, seed: int, window: int = WINDOW, min_windows: int = MIN_WINDOWS,
+    pi: float | None = None, look: FirstLook | None = None,
 ) -> SamplePlan:
-    """The stratified windows and key rates for a ``size``-pixel sample (see the module docstring);
-    ``pi`` overrides the candidate probability (raised when nodata left too few candidates)."""
+    """The windows and key rates for a ``size``-pixel sample (see the module docstring); ``pi``
+    overrides the candidate probability (raised when nodata left too few candidates); without a
+    ``look`` every window has the same mass."""
     covered = mosaic.covered(window)
     grid_cols = covered.shape[1]
     rows, cols = np.nonzero(covered)
     numbers = (rows * grid_cols + cols)[np.argsort(morton(rows, cols), kind="stable")]
-    n = len(numbers)
-    strata = min(n, max(min_windows, min(size // MIN_PER_WINDOW, math.ceil(SPREAD * math.sqrt(n)))))
+    n_covered = len(numbers)
+    pixels = _window_pixels(mosaic, numbers, window, grid_cols)
     if pi is None:
-        pixels = _window_pixels(mosaic, numbers, window, grid_cols).sum()
-        pi = min(1.0, OVERSAMPLE * size / max(pixels, 1))
-    chosen, rates = [], []
-    for s, members in enumerate(np.array_split(numbers, strata)):
-        m = len(members)
-        take = min(m, max(1, math.ceil(pi * m - 1e-9)))  # q = pi * m / take stays <= 1
-        picked = np.random.default_rng([seed, strata, s]).permutation(m)[:take]
-        chosen.extend(int(members[i]) for i in picked)
-        rates.extend([pi * m / take] * take)
-    return SamplePlan(tuple(chosen), tuple(rates), strata, n, pi)
+        pi = min(1.0, OVERSAMPLE * size / max(int(pixels.sum()), 1))
+    mass = look.mass(numbers, pixels) if look is not None else np.full(n_covered, 1.0 / n_covered)
+    n = min(n_covered, max(min_windows, min(size // MIN_PER_WINDOW, math.ceil(SPREAD * math.sqrt(n_covered)))))
+    while True:
+        inclusion = inclusion_probabilities(mass, n)
+        if n == n_covered or pi <= inclusion.min():
+            break
+        n = min(n_covered, math.ceil(n * pi / inclusion.min()))  # q = pi / pi_w must stay <= 1
+    picked = systematic(inclusion, np.random.default_rng([seed, n]))
+    chosen = numbers[picked]
+    return SamplePlan(
+        tuple(int(c) for c in chosen), tuple(float(min(1.0, pi / inclusion[i])) for i in picked),
+        tuple(float(inclusion[i]) for i in picked), n, n_covered, float(pi),
+    )
+
+
+def inclusion_probabilities(mass: np.ndarray, n: int) -> np.ndarray:
+    """``n`` x ``mass`` (masses summing to 1), capped at 1 with the rest scaled up so that they
+    still sum to ``n``: the probabilities of reading each window when ``n`` are read."""
+    inclusion = np.zeros(len(mass))
+    certain = np.zeros(len(mass), dtype=bool)
+    while True:
+        rest = mass[~certain]
+        inclusion[~certain] = (n - certain.sum()) * rest / rest.sum()
+        over = ~certain & (inclusion >= 1.0)
+        if not over.any():
+            break
+        certain |= over
+        inclusion[certain] = 1.0
+    return inclusion
+
+
+def systematic(inclusion: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the windows picked by systematic sampling with probabilities ``inclusion``
+    (summing to a whole number n) along their order: n points one apart from a random start in
+    [0, 1), each picking the window whose stretch of the cumulative sum holds it."""
+    ends = np.cumsum(inclusion)
+    points = rng.random() + np.arange(round(ends[-1]))
+    return np.minimum(np.searchsorted(ends, points, side="right"), len(inclusion) - 1)
 
 
 def _window_pixels(mosaic: Mosaic | Imagery, numbers: np.ndarray, size: int, grid_cols: int) -> np.ndarray:
@@ -154,10 +223,14 @@ def _sample_tasks(source: Mosaic | Imagery, windows: list[Window], plan: SampleP
 
 
 def draw_sample(
-    source: Mosaic | Imagery, *, size: int, seed: int, window: int = WINDOW, min_windows: int = MIN_WINDOWS
-) -> np.ndarray:
-    """A (n, band) float32 sample of at most ``size`` valid pixels, in random order."""
-    plan = plan_sample(source, size=size, seed=seed, window=window, min_windows=min_windows)
+    source: Mosaic | Imagery, *, size: int, seed: int, window: int = WINDOW, min_windows: int = MIN_WINDOWS,
+    look: bool | FirstLook = True,
+) -> Sample:
+    """A sample of at most ``size`` valid pixels in random order, drawn as the module docstring
+    says (``look=False``: every window with the same mass, no first look; a ``FirstLook`` of the
+    same source and window: that one, as every seed would see it)."""
+    seen = look if isinstance(look, FirstLook) else first_look(source, window=window) if look else None
+    plan = plan_sample(source, size=size, seed=seed, window=window, min_windows=min_windows, look=seen)
     rounds = 0
     while True:
         rounds += 1
@@ -169,23 +242,30 @@ def draw_sample(
         # Nodata left too few candidates: raise the rate everywhere (windows read again, so every
         # valid pixel stays equally likely).
         plan = plan_sample(
-            source, size=size, seed=seed, window=window, min_windows=min_windows,
-            pi=min(1.0, plan.pi * max(2.0, OVERSAMPLE * size / max(found, 1))),
+            source, size=size, seed=seed, window=window, min_windows=plan.strata,
+            pi=min(1.0, plan.pi * max(2.0, OVERSAMPLE * size / max(found, 1))), look=seen,
         )
     bands = len(source.bands)
+    whole = bool(plan.pi >= 1.0 and len(plan.windows) == plan.covered and found <= size)
     keys = np.concatenate([np.empty(0), *(p[0] for p in parts)])
     pixels = np.concatenate([np.empty((0, bands), np.float32), *(p[1] for p in parts)])
     if len(keys) > size:
         chosen = np.argpartition(keys, size - 1)[:size]
         keys, pixels = keys[chosen], pixels[chosen]
     sample = pixels[np.argsort(keys, kind="stable")]
+    record = SampleRecord(
+        windows=len(plan.windows), covered=plan.covered, rounds=rounds, inclusion=(min(plan.inclusion), max(plan.inclusion)),
+        certain=sum(p >= 1.0 for p in plan.inclusion), rates=(min(plan.rates), max(plan.rates)),
+        look=None if seen is None else seen.record, whole=whole,
+    )
     log.info(
-        "sample: %d pixels from %d of %d windows (%d strata, %d round(s))",
-        len(sample), len(plan.windows), plan.covered, plan.strata, rounds,
+        "sample: %d pixels from %d of %d windows (%d strata, %d round(s)); windows read with probability %.3g to %.3g",
+        len(sample), len(plan.windows), plan.covered, plan.strata, rounds, *record.inclusion,
     )
     if len(sample) < size:
         log.info("sample: fewer valid pixels than sample.size = %d", size)
-    return sample
+    reference = seen.reference if seen is not None else np.empty((0, bands), np.float32)
+    return Sample(sample, record, reference)
 
 
 def full_matrix(data: da.Array) -> da.Array:

@@ -35,6 +35,7 @@ from pipeline.io.spec import InputSpec
 from pipeline.products.isodata_page import isodata_section
 from pipeline.products.parts import beside, sidecar_paths, staging_dir
 from pipeline.products.report import QUICKLOOK_SIDE, ClassSummary, Report
+from pipeline.products.sample_page import sample_note
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +365,7 @@ def _page(*, name: str, model: Model, report: Report, images: dict[str, str], rg
         isodata=isodata_section(model.fit.isodata if model.fit else None),
         unstable=bool(model.fit and model.fit.unstable),
         fit_note=_fit_note(model),
+        sample_note=sample_note(model.sample_size, model.seed, model.sample_design),
         versions=", ".join(f"{k} {v}" for k, v in model.versions.items()),
         config_text=yaml.safe_dump(report.config, sort_keys=False) if report.config else "(not recorded by the run that wrote this output)",
         generated=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

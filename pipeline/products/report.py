@@ -110,6 +110,9 @@ class Report:
     """The run's config as JSON, to re-run it and for the HTML page."""
     cleanup: dict[str, Any] | None = None
     """What the postprocess changed (``cleanup_record``); None without one."""
+    sample: dict[str, Any] | None = None
+    """How the fit's sample was drawn (the model's ``sample.design``): the first look, the windows
+    read and their probabilities."""
 
     @property
     def has_means(self) -> bool:
@@ -125,6 +128,7 @@ class Report:
         }
         optional = {
             "balance": self.balance, "fit": None if self.fit is None else asdict(self.fit), "config": self.config, "cleanup": self.cleanup,
+            "sample": self.sample,
         }
         doc.update({key: value for key, value in optional.items() if value is not None})
         return doc
@@ -141,6 +145,7 @@ class Report:
             fit=FitRecord(**doc["fit"]) if doc.get("fit") else None,
             config=doc.get("config"),
             cleanup=doc.get("cleanup"),
+            sample=doc.get("sample"),
         )
 
     @classmethod
@@ -206,18 +211,14 @@ def class_report(
         )
     return Report(
         classes=tuple(classes),
-        totals=Totals(
-            valid_pixels=int(valid),
-            nodata_pixels=int(counts[0]),
-            area_m2=None if area is None else valid * area,
-            pixel_area_m2=area,
-        ),
+        totals=Totals(valid_pixels=int(valid), nodata_pixels=int(counts[0]), area_m2=None if area is None else valid * area, pixel_area_m2=area),
         crs=crs,
         timings={name: round(seconds, 3) for name, seconds in timings.items()},
         balance=None if model.balance is None else model.balance.summary(),
         fit=model.fit,
         config=config,
         cleanup=None if cleaned is None else cleanup_record(cleaned, model, valid),
+        sample=model.sample_design,
     )
 
 

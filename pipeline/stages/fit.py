@@ -20,7 +20,7 @@ from pipeline.algo.kernel import class_statistics, nearest
 from pipeline.algo.kmeans import Fit, class_order, fit_kmeans
 from pipeline.algo.model import FitRecord, Model, SourceRecord
 from pipeline.algo.naming import suggest_names
-from pipeline.algo.sample import draw_sample, full_matrix
+from pipeline.algo.sample import Sample, draw_sample, full_matrix
 from pipeline.config import (
     ClassConfig,
     FeaturesConfig,
@@ -41,14 +41,14 @@ log = logging.getLogger(__name__)
 PALETTE_SAMPLE = 100_000  # pixels for scaling statistics, class order and palette when fitting on "all"
 
 
-def prepare_sample(imagery: Imagery, features: Features, *, size: int, seed: int) -> tuple[np.ndarray, Features, np.ndarray]:
-    """The seeded sample of ``size`` valid pixels (n, band), the features with their scaling
-    measured on it, and the sample in feature space (n, feature): what ``fit`` and ``sweep`` fit."""
+def prepare_sample(imagery: Imagery, features: Features, *, size: int, seed: int) -> tuple[Sample, Features, np.ndarray]:
+    """The seeded sample of ``size`` valid pixels, the features with their scaling measured on it,
+    and the sample in feature space (n, feature): what ``fit`` and ``sweep`` fit."""
     sample = draw_sample(imagery, size=size, seed=seed)
-    if len(sample) == 0:
+    if len(sample.pixels) == 0:
         raise DataError(f"{_name(imagery)}: no valid pixel in the input; check input.nodata (nodata= from Python) and the rasters' masks")
-    features = features.fitted(sample)
-    return sample, features, features.apply(sample.T).T
+    features = features.fitted(sample.pixels)
+    return sample, features, features.apply(sample.pixels.T).T
 
 
 def fit(
@@ -87,23 +87,22 @@ def fit(
 
     started = time.perf_counter()
     fit_on_all = sample_size == "all"
-    sample, spec, sample_features = prepare_sample(imagery, spec, size=PALETTE_SAMPLE if fit_on_all else settings.sample.size, seed=seed)
+    drawn, spec, sample_features = prepare_sample(imagery, spec, size=PALETTE_SAMPLE if fit_on_all else settings.sample.size, seed=seed)
+    sample = drawn.pixels
     matrix = _feature_rows(full_matrix(imagery.data()), spec) if fit_on_all else sample_features
     sampled = time.perf_counter()
 
-    timings = {"sample": sampled - started}
-    found, chosen = _centroids(m, matrix, sample_features, spec.names, seed=seed, timings=timings)
+    timings = {"sample": sampled - started, **({"first_look": drawn.record.look.seconds} if drawn.record.look else {})}
+    found, chosen = _centroids(m, matrix, sample_features, spec, drawn, seed=seed, timings=timings)
     order, spectra = _order_and_spectra(found.centroids, sample, sample_features, imagery.band_names, m.order_by)
     suggested = suggest_names(spectra, sample, imagery.band_names) if settings.suggest_names else ()
     timings["fit"] = time.perf_counter() - sampled
     log.info("fit: %d classes on %d pixels (sample %.1f s, fit %.1f s)", len(found.centroids), found.n_pixels, timings["sample"], timings["fit"])
     return Model(
-        centroids=found.centroids[order],
-        bands=imagery.bands,
-        band_names=imagery.band_names,
-        features=spec,
+        centroids=found.centroids[order], bands=imagery.bands, band_names=imagery.band_names, features=spec,
         palette=apply_class_colours(palette_from_centroids(spectra, sample, imagery.band_names), settings.given_classes),
         sample_size=found.n_pixels,
+        sample_design=drawn.record.to_json(),
         seed=seed,
         inertia=found.inertia,
         class_names=tuple(s.name for s in suggested) or (settings.class_names() if settings.given_classes else ()),
@@ -123,18 +122,19 @@ def check_bands(settings: FitSettings, band_names: tuple[str, ...]) -> None:
 
 
 def _centroids(
-    m: ModelConfig, matrix: np.ndarray | da.Array, sample_features: np.ndarray, names: tuple[str, ...], *, seed: int, timings: dict[str, float]
+    m: ModelConfig, matrix: np.ndarray | da.Array, sample_features: np.ndarray, features: Features, drawn: Sample, *, seed: int,
+    timings: dict[str, float],
 ) -> tuple[Fit, Isodata | None]:
     """The K-Means restarts at ``model.k``, or at the k ISODATA chose on the sample (its seconds
-    go into ``timings["isodata"]``)."""
+    go into ``timings["isodata"]``); the sample's first look decides ties (``fit_kmeans``)."""
     with for_in_memory_data():
         began = time.perf_counter()
-        chosen = run_isodata(m, sample_features, names) if m.method == "isodata" else None
+        chosen = run_isodata(m, sample_features, features.names) if m.method == "isodata" else None
         if chosen is not None:
             timings["isodata"] = time.perf_counter() - began
         found = fit_kmeans(
             matrix, seeds_from=sample_features, k=m.k if chosen is None else chosen.k, n_init=m.n_init, max_iter=m.max_iter,
-            tol=m.tol, seed=seed, init=m.init,
+            tol=m.tol, seed=seed, init=m.init, reference=features.apply(drawn.reference.T).T, whole=drawn.record.whole,
         )
     return found, chosen
 

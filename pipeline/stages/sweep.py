@@ -96,6 +96,8 @@ class Sweep:
     best_silhouette: int
     sample_size: int
     seed: int
+    sample_design: dict[str, Any]
+    """How the sample was drawn (``sample.SampleRecord.to_json()``), as ``run``'s model records it."""
     n_init: int
     silhouette_sample: int
     timings: dict[str, float]
@@ -125,7 +127,7 @@ class Sweep:
                 "range": list(self.suggested_range),
             },
             **({"isodata": isodata} if isodata else {}),
-            "sample": {"size": self.sample_size, "seed": self.seed},
+            "sample": {"size": self.sample_size, "seed": self.seed, "design": self.sample_design},
             "n_init": self.n_init,
             "silhouette_sample": self.silhouette_sample,
             "timings_s": {name: round(s, 3) for name, s in self.timings.items()},
@@ -180,10 +182,11 @@ def sweep(
     with computing(scheduler(config.dask)):
         mosaic, _ = balance_stage(mosaic, config, timings, progress)  # the tiles run fits on
         with progress("sample"):
-            _, _, sample = prepare_sample(mosaic_imagery(mosaic), features, size=config.sample.size, seed=config.sample.seed)
+            drawn, features, sample = prepare_sample(mosaic_imagery(mosaic), features, size=config.sample.size, seed=config.sample.seed)
     timings["sample"] = time.perf_counter() - start - timings.get("balance", 0.0)
     m = config.model
-    scores = [_score(sample, k, config) for k in ks]
+    reference = features.apply(drawn.reference.T).T
+    scores = [_score(sample, k, config, reference=reference, whole=drawn.record.whole) for k in ks]
     timings["fit_and_score"] = sum(s.seconds for s in scores)
     chosen = None
     if m.method == "isodata":
@@ -202,6 +205,7 @@ def sweep(
         best_silhouette=best_sil,
         sample_size=len(sample),
         seed=config.sample.seed,
+        sample_design=drawn.record.to_json(),
         n_init=m.n_init,
         silhouette_sample=min(SILHOUETTE_SAMPLE, len(sample)),
         timings=timings,
@@ -211,12 +215,16 @@ def sweep(
     return result, json_path, png_path
 
 
-def _score(sample: np.ndarray, k: int, config: Config) -> Score:
-    """Fit ``k`` classes to the sample as ``run`` fits them, and score the fit."""
+def _score(sample: np.ndarray, k: int, config: Config, *, reference: np.ndarray, whole: bool) -> Score:
+    """Fit ``k`` classes to the sample as ``run`` fits them (ties decided on the first look's
+    ``reference``), and score the fit."""
     m, seed = config.model, config.sample.seed
     began = time.perf_counter()
     try:
-        fit = fit_kmeans(sample, seeds_from=sample, k=k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed, init=m.init)
+        fit = fit_kmeans(
+            sample, seeds_from=sample, k=k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed, init=m.init,
+            reference=reference, whole=whole,
+        )
     except DataError as exc:
         raise DataError(f"--k: cannot fit k = {k} ({exc}); sweep a range that stops below {k}") from None
     labels, _ = nearest(sample.T, fit.centroids, dtype=np.float64)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.windows import Window
 
 from pipeline.errors import ReadError
@@ -124,11 +126,60 @@ def _read_part(
         failed = caught
     # Raised outside the handler, so with no chain of GDAL's exceptions: distributed sends an
     # error with its chain, and GDAL's cannot be pickled (the client would get a bare Exception).
+    raise _read_error(tile, access, failed, f"window {src_window.flatten()}")
+
+
+def _read_error(tile: Tile, access: Access, failed: Failure, what: str) -> ReadError:
     if tile.path.remote:
         verb, fix = "read", remote_fix(failed.reason, tile.path, signed=access.signs)
     else:
         verb, fix = "decode", "the file is damaged, replace it or leave it out with input.exclude"
-    raise ReadError(f"{where(tile.path, tile.item)}: cannot {verb} window {src_window.flatten()} ({failed.reason}){failed.after()}; {fix}")
+    return ReadError(f"{where(tile.path, tile.item)}: cannot {verb} {what} ({failed.reason}){failed.after()}; {fix}")
+
+
+@dataclass(frozen=True)
+class Overview:
+    """One overview level of a tile's file, read whole."""
+
+    data: np.ndarray
+    """float32 (band, h, w), NaN where invalid, the tile's correction applied."""
+    factor: int
+    transform: Affine
+    """Of the overview's pixels, in the file's CRS."""
+    crs: str
+
+
+def read_overview(tile: Tile, bands: tuple[int, ...], access: Access, *, side: int, most: int) -> Overview | None:
+    """The coarsest overview of the tile's file that is at least ``side`` pixels across, if it
+    has one of at most ``most`` pixels (None otherwise: reading it would cost more than a look)."""
+
+    def read_named(name: str) -> Overview | None:
+        try:
+            src = _dataset(name, tile)
+            usable = [f for f in src.overviews(1) if min(-(-src.height // f), -(-src.width // f)) >= side]
+            if not usable:
+                return None
+            factor = max(usable)
+            shape = (-(-src.height // factor), -(-src.width // factor))
+            if shape[0] * shape[1] > most:
+                return None
+            data, valid = _read_source(src, tile, bands, None, out_shape=shape)
+            t, sx, sy = src.transform, src.width / shape[1], src.height / shape[0]
+            transform = Affine(t.a * sx, t.b * sy, t.c, t.d * sx, t.e * sy, t.f)
+            crs = src.crs.to_string()
+        except Exception:
+            _forget(tile)
+            raise
+        out = _corrected(tile, data)
+        out[:, ~valid] = np.nan
+        return Overview(out, factor, transform, crs)
+
+    with rasterio.Env(**gdal_options([tile.path.gdal], access)):
+        try:
+            return attempt(tile.path, access, read_named, item=tile.item)
+        except Failure as caught:
+            failed = caught
+    raise _read_error(tile, access, failed, "its overviews")
 
 
 def _read_tile(name: str, tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -148,21 +199,27 @@ def _read_tile(name: str, tile: Tile, bands: tuple[int, ...], window: Window) ->
     return data, valid
 
 
-def _read_source(src: rasterio.DatasetReader, tile: Tile, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Feature bands of one window of the file itself and its validity mask."""
+def _read_source(
+    src: rasterio.DatasetReader, tile: Tile, bands: tuple[int, ...], window: Window | None, out_shape: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature bands of one window of the file itself (the whole file for None; at ``out_shape``
+    (h, w), GDAL's overview of that size where the file has one) and its validity mask."""
+    def shape(count: int) -> tuple[int, ...] | None:
+        return None if out_shape is None else (count, *out_shape)
+
     if tile.mask == "nodata":
         # Every band takes part in the mask (dataset-mask semantics), not only the features.
-        everything = src.read(window=window)
+        everything = src.read(window=window, out_shape=shape(src.count))
         valid = np.zeros(everything.shape[1:], dtype=bool)
         for band, value in zip(everything, tile.nodata):
             valid |= _differs(band, value)
         data = everything if bands == tuple(range(1, len(everything) + 1)) else everything[[b - 1 for b in bands]]
     else:
-        data = src.read(list(bands), window=window)
+        data = src.read(list(bands), window=window, out_shape=shape(len(bands)))
         if tile.mask == "alpha":
-            valid = src.read(tile.alpha, window=window) > 0
+            valid = src.read(tile.alpha, window=window, out_shape=out_shape) > 0
         elif tile.mask == "mask":
-            valid = src.read_masks(1, window=window) > 0
+            valid = src.read_masks(1, window=window, out_shape=out_shape) > 0
         else:
             valid = np.ones(data.shape[1:], dtype=bool)
     if data.dtype.kind == "f":  # integers cannot be NaN or infinite
