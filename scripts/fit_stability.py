@@ -97,7 +97,8 @@ def cropped(path: Path, share: float, folder: Path) -> Path:
         with rasterio.open(path) as src:
             h, w = round(src.height * share), round(src.width * share)
             window = Window((src.width - w) // 2, (src.height - h) // 2, w, h)
-            profile = {**src.profile, "height": h, "width": w, "transform": src.window_transform(window)}
+            # MINISBLACK: otherwise GDAL marks band 4 (NIR) of the copy as alpha.
+            profile = {**src.profile, "height": h, "width": w, "transform": src.window_transform(window), "photometric": "MINISBLACK"}
             with rasterio.open(out, "w", **profile) as dst:
                 dst.write(src.read(window=window))
     return out

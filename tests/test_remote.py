@@ -34,6 +34,7 @@ from rasters import read_labels
 from test_cli import LANDCOVER
 from test_resume import CHUNK_FILE, chunk_files, stop_once_labelling
 
+from pipeline.algo.first_look import first_look
 from pipeline.algo.sample import draw_sample
 from pipeline.config import InputConfig, StacConfig
 from pipeline.errors import InputError
@@ -286,6 +287,22 @@ def test_open_reads_one_file_and_the_sample_a_fraction_of_the_files(site):
     sent = sum(n for path, n in site.traffic.bytes.items() if path.endswith(".tif"))
     total = sum(p.stat().st_size for p, _ in site.cogs)
     assert 0 < sent < 0.25 * total, (sent, total)
+
+
+def test_the_first_look_reads_each_cog_s_coarsest_overview_in_a_few_requests(site):
+    items = [item.clone() for item in site.items]
+    for item in items:  # URLs no earlier test has read: GDAL caches what it fetched, per URL
+        item.assets["image"].href += "&attempt=look"
+    mosaic = open_mosaic(input_spec(InputConfig(stac=StacConfig(source=_item_collection(site, "look.json", items)))), chunk=1024)
+    site.traffic.reset()
+    seen = first_look(mosaic, window=256)
+    assert seen.record.levels == {4: len(site.cogs)} and seen.record.lattice_windows == 0  # 232 x 180 of 928 x 720
+    per_tile = [site.traffic.requests[f"/{path.parent.name}/{path.name}"] for path, _ in site.cogs]
+    sent = sum(n for path, n in site.traffic.bytes.items() if path.endswith(".tif"))
+    assert max(per_tile) <= 3, per_tile  # the header, then the overview's one block
+    assert sent < 0.1 * sum(path.stat().st_size for path, _ in site.cogs)
+    local = first_look(open_mosaic(input_spec(InputConfig(paths=[str(path) for path, _ in site.cogs])), chunk=1024), window=256)
+    np.testing.assert_array_equal(seen.boost, local.boost)  # what the look saw over HTTP is what it sees on disk
 
 
 def test_a_worker_process_retries_503_with_its_own_settings(site):

@@ -14,22 +14,26 @@ Restarts are cheap on the in-memory sample, so the fit now makes many of them th
    (``kmeans_plusplus``, the default) or by scalable k-means++ (``kmeans_parallel``, k-means||,
    here in numpy on the restart rows, not dask-ml's), and run to convergence by ``lloyd`` (the
    numba labelling kernel, then per-class means);
-2. the best of them is improved by swaps (``algo/swaps.py``: a centre moved to the pixels it
+2. ``LOOK_STARTS`` more restarts come from the first look's pixels (``reference``) with a fixed
+   seed: the same candidates for every seed, so a good optimum one seed's restarts miss is still
+   among them (at k = 10 on one real NAIP scene all 20 restarts of one seed in three missed the
+   best map, 0.14 % lower, that a quarter of the look's starts reach);
+3. the best restart is improved by swaps (``algo/swaps.py``: a centre moved to the pixels it
    serves worst, kept when Lloyd from there lowers the inertia: a small, distinct surface that
    every restart left inside a larger class gets its class);
-3. those of them that are different maps within ``REFINE_WITHIN`` of the best inertia (the best
+4. those of them that are different maps within ``REFINE_WITHIN`` of the best inertia (the best
    two at least, ``REFINED`` at most) are run on the whole sample until no label changes (not to
    ``tol``), and the refined maps that are still different are compared there: the ranking of
    near optima on 100 000 pixels is not theirs on the whole sample (on two real NAIP scenes at
    k = 7 the best optimum was the third- or fifth-best distinct one on the restart rows, 0.13 %
    from the best there, and refining only the best two missed it for one seed in three: ARI 0.94
    and 0.91 between seeds' maps);
-4. the lowest inertia on the sample wins, unless the sample cannot tell it from another map: when
+5. the lowest inertia on the sample wins, unless the sample cannot tell it from another map: when
    their inertias differ by less than ``TIE_SE`` standard errors of the mean paired difference of
    the pixels' squared distances (zero when the sample is every valid pixel), another sample
    (another seed) may rank them the other way, so the ``reference`` (the first look's pixels, the
    same for every seed) decides between them (``Restarts.tied``);
-5. how many restarts reached the best inertia (within ``SAME_OPTIMUM``) is recorded: when few did,
+6. how many restarts reached the best inertia (within ``SAME_OPTIMUM``) is recorded: when few did,
    a run with another seed may well find another map (``Restarts.unstable``), and the run says so.
 
 Everything runs in one thread on in-memory arrays, with sums in a fixed order, so the same sample
@@ -65,6 +69,9 @@ RESTART_ROWS = 100_000
 REFINED = 8  # distinct restarts refined on the whole sample, at most
 REFINE_WITHIN = 0.005  # those within 0.5 % of the best inertia on the restart rows (and always the best two)
 REFINE_STEP = 10  # Lloyd iterations on the whole sample between checks that a refinement is not a repeat
+LOOK_STARTS = 8  # restarts from the first look's pixels, the same for every seed
+LOOK_SEED = 2**31  # their generator's seed: no sample seed's
+REFERENCE_PER_CLASS = 100  # look pixels per class at least for them
 TIE_SE = 3.0  # standard errors of the paired difference within which the sample cannot rank two maps
 SAME_OPTIMUM = 1e-3  # a restart within 0.1 % of the best inertia reached the best optimum
 SAME_MAP = 0.01  # two labellings that differ on at most 1 % of the pixels (up to numbering) are one map
@@ -220,14 +227,16 @@ def fit_kmeans(
     candidates, inertias, n_iter = _restarts(
         head, SEEDINGS[init], k=k, n_init=n_init, max_iter=max_iter, tol=tol_absolute, seed=seed
     )
+    extra, extra_inertias, iterations = _look_starts(reference, head, SEEDINGS[init], k=k, max_iter=max_iter, tol=tol_absolute)
+    n_iter += iterations
     best = int(np.argmin(inertias))
     swapped, swapped_inertia, iterations, kept = improve(head, candidates[best], lloyd=lloyd, max_iter=max_iter, tol=tol_absolute)
     n_iter += iterations
     if kept:
         log.info("fit: %d swap(s) lowered the best restart's inertia by %.3g %%", kept, 100 * (1 - swapped_inertia / inertias[best]))
+        extra, extra_inertias = [*extra, swapped], [*extra_inertias, swapped_inertia]
     centroids, tied, decided, iterations = _refine_on_sample(
-        sample, head, [*candidates, swapped] if kept else candidates, [*inertias, swapped_inertia] if kept else inertias,
-        max_iter=max_iter, reference=reference, whole=whole,
+        sample, head, [*candidates, *extra], [*inertias, *extra_inertias], max_iter=max_iter, reference=reference, whole=whole,
     )
     n_iter += iterations
     restarts = Restarts(tuple(inertias), head.shape[1], tied, decided)
@@ -252,6 +261,28 @@ def _restarts(
         centroids, iterations, inertia = lloyd(head, start, max_iter=max_iter, tol=tol)
         candidates.append(centroids)
         inertias.append(inertia)
+        n_iter += iterations
+    return candidates, inertias, n_iter
+
+
+def _look_starts(
+    reference: np.ndarray | None, head: np.ndarray, draw_starts: Callable[..., np.ndarray], *, k: int, max_iter: int, tol: float
+) -> tuple[list[np.ndarray], list[float], int]:
+    """``LOOK_STARTS`` more restarts, the same for every seed: each drawn from the (m, band)
+    ``reference`` (the first look's pixels) from a fixed generator and run by Lloyd on it; their
+    centroids, their inertias on the restart rows and the iterations taken. None when the
+    reference is too small to seed k classes."""
+    if reference is None or len(reference) < REFERENCE_PER_CLASS * k:
+        return [], [], 0
+    pixels = np.ascontiguousarray(reference.T, dtype=np.float32)
+    candidates, inertias, n_iter = [], [], 0
+    for start in range(LOOK_STARTS):
+        try:
+            centroids, iterations, _ = lloyd(pixels, draw_starts(reference, k, np.random.default_rng([LOOK_SEED, start])), max_iter=max_iter, tol=tol)
+        except DataError:  # fewer distinct pixels in the reference than classes
+            return [], [], n_iter
+        candidates.append(centroids)
+        inertias.append(float(nearest(head, centroids)[1].sum(dtype=np.float64)))
         n_iter += iterations
     return candidates, inertias, n_iter
 
