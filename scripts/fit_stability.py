@@ -41,7 +41,8 @@ from rasterio.windows import Window
 from sklearn.metrics import adjusted_rand_score
 
 from pipeline.algo.kernel import nearest
-from pipeline.algo.kmeans import fit_kmeans, sum_squared_errors
+from pipeline.algo.kmeans import fit_kmeans
+from pipeline.algo.lloyd import sum_squared_errors
 from pipeline.algo.sample import draw_sample, full_matrix
 from pipeline.algo.seeding import SEEDINGS
 from pipeline.config import Config

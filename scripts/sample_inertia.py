@@ -22,7 +22,8 @@ import dask
 import numpy as np
 from bench_common import REPO, build_mosaic
 
-from pipeline.algo.kmeans import fit_kmeans, sum_squared_errors
+from pipeline.algo.kmeans import fit_kmeans
+from pipeline.algo.lloyd import sum_squared_errors
 from pipeline.algo.sample import draw_sample, full_matrix
 from pipeline.config import InputConfig, ModelConfig
 from pipeline.io.mosaic import open_mosaic, to_dask

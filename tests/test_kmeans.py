@@ -14,15 +14,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from pipeline import load_config, run
 from pipeline.algo.kernel import nearest
-from pipeline.algo.kmeans import (
-    RESTART_ROWS,
-    Restarts,
-    chunked_lloyd,
-    fit_kmeans,
-    lloyd,
-    same_map,
-    sum_squared_errors,
-)
+from pipeline.algo.kmeans import RESTART_ROWS, fit_kmeans
+from pipeline.algo.lloyd import chunked_lloyd, lloyd, same_map, sum_squared_errors
+from pipeline.algo.restarts import Restarts
 from pipeline.algo.seeding import (
     KERNEL_CENTRES,
     SEEDINGS,
@@ -132,7 +126,7 @@ def test_restart_statistics_are_recorded_in_the_model(tmp_path, make_config, cap
     truth = planted_classes(400, 500, 4, seed=1)
     image = planted_image(truth, class_centres(4, 4, low=10, high=250, seed=1), noise=3.0, dtype="uint8", seed=1)
     path = write_raster(tmp_path / "scene.tif", image)
-    with caplog.at_level(logging.INFO, logger="pipeline.algo.kmeans"):
+    with caplog.at_level(logging.INFO, logger="pipeline.algo"):
         result = run(load_config(make_config([path], model={"k": 4, "n_init": 6})))
     record = json.loads(result.model_path.read_text())["fit"]
     assert record["restarts"]["count"] == 6 and len(record["restarts"]["inertias"]) == 6
@@ -149,7 +143,7 @@ def test_restart_statistics_are_recorded_in_the_model(tmp_path, make_config, cap
 
 def test_an_unstable_fit_is_logged(caplog):
     sample, _, _ = blobs(3)  # where one start in ten finds the best optimum
-    with caplog.at_level(logging.WARNING, logger="pipeline.algo.kmeans"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.algo"):
         found = fit(sample, n_init=3, seed=0)
     assert found.restarts.unstable and found.restarts.reached_best == 1
     assert "only 1 of 3 restarts reached the best inertia" in caplog.text

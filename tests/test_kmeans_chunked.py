@@ -10,7 +10,8 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from pipeline.algo.kmeans import chunked_lloyd, fit_kmeans
+from pipeline.algo.kmeans import fit_kmeans
+from pipeline.algo.lloyd import chunked_lloyd
 
 
 def _landscape(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ from scipy.spatial.distance import cdist
 
 from pipeline import ConfigError
 from pipeline.algo.kernel import class_statistics, label_block, nearest_all
-from pipeline.algo.kmeans import class_order, sum_squared_errors
+from pipeline.algo.kmeans import class_order
+from pipeline.algo.lloyd import sum_squared_errors
 from pipeline.algo.sample import sample_block, valid_pixels
 
 

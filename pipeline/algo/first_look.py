@@ -44,7 +44,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from pipeline.algo.kernel import nearest
-from pipeline.algo.kmeans import lloyd
+from pipeline.algo.lloyd import lloyd
 from pipeline.algo.seeding import kmeans_plusplus
 from pipeline.algo.zorder import morton
 from pipeline.io.access import Access

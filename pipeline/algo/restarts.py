@@ -1,0 +1,213 @@
+"""The restarts of the fit and how one map is chosen among them (``kmeans.py``'s module docstring
+says why each step is there): the seeded restarts and the first look's, the distinct ones refined
+on the whole sample, ties the sample cannot rank decided on the first look's pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.algo.kernel import nearest
+from pipeline.algo.lloyd import lloyd, same_map, sum_squared_errors
+from pipeline.errors import DataError
+
+log = logging.getLogger(__name__)
+
+REFINED = 8  # distinct restarts refined on the whole sample, at most
+REFINE_WITHIN = 0.005  # those within 0.5 % of the best inertia on the restart rows (and always the best two)
+REFINE_STEP = 10  # Lloyd iterations on the whole sample between checks that a refinement is not a repeat
+LOOK_STARTS = 8  # restarts from the first look's pixels, the same for every seed
+LOOK_SEED = 2**31  # their generator's seed: no sample seed's
+REFERENCE_PER_CLASS = 100  # look pixels per class at least for them
+TIE_SE = 3.0  # standard errors of the paired difference within which the sample cannot rank two maps
+SAME_OPTIMUM = 1e-3  # a restart within 0.1 % of the best inertia reached the best optimum
+# Unstable: at the rate this fit's restarts reached the best, as many restarts again (a run with
+# another seed) would miss it with a probability above this.
+MISS_RISK = 0.05
+
+
+@dataclass(frozen=True)
+class Restarts:
+    """The inertias the restarts reached on the restart rows, in restart order."""
+
+    inertias: tuple[float, ...]
+    rows: int
+    tied: bool = False
+    """The best optimum on the sample and another map, refined there, were within ``TIE_SE``
+    standard errors: another sample (another seed) may well rank them the other way."""
+    decided_by_reference: bool = False
+    """The tie was decided on the first look's pixels, the same for every seed."""
+
+    @property
+    def reached_best(self) -> int:
+        best = min(self.inertias)
+        return sum(i <= best * (1 + SAME_OPTIMUM) for i in self.inertias)
+
+    @property
+    def miss_risk(self) -> float:
+        """(1 - p)^n, with p the share of the n restarts that reached the best: the chance that n
+        restarts from another seed miss the best optimum, estimated from this fit's restarts."""
+        n = len(self.inertias)
+        return (1 - self.reached_best / n) ** n
+
+    @property
+    def unstable(self) -> bool | None:
+        """True when restarts from another seed could well miss the optimum this fit found (or a
+        better one: this fit may have missed it too), or when it is tied with another map and
+        nothing the same for every seed decided; None when one restart cannot tell."""
+        if len(self.inertias) < 2:
+            return None
+        return self.miss_risk > MISS_RISK or (self.tied and not self.decided_by_reference)
+
+    def to_json(self) -> dict:
+        return {
+            "count": len(self.inertias), "rows": self.rows, "reached_best": self.reached_best, "within": SAME_OPTIMUM,
+            "miss_risk": self.miss_risk, "tied": self.tied, "decided_by_reference": self.decided_by_reference,
+            "inertias": list(self.inertias),
+        }
+
+
+def run_restarts(
+    head: np.ndarray, draw_starts: Callable[..., np.ndarray], *, k: int, n_init: int, max_iter: int, tol: float, seed: int
+) -> tuple[list[np.ndarray], list[float], int]:
+    """The ``n_init`` restarts on the (band, n) restart pixels, restart r seeded by ``draw_starts``
+    from the generator of [seed, r] and run by ``lloyd`` to ``tol``: their centroids, their
+    inertias and the iterations they took in all."""
+    candidates, inertias, n_iter = [], [], 0
+    for restart in range(n_init):
+        start = draw_starts(head.T, k, np.random.default_rng([seed, restart]))
+        centroids, iterations, inertia = lloyd(head, start, max_iter=max_iter, tol=tol)
+        candidates.append(centroids)
+        inertias.append(inertia)
+        n_iter += iterations
+    return candidates, inertias, n_iter
+
+
+def look_starts(
+    reference: np.ndarray | None, head: np.ndarray, draw_starts: Callable[..., np.ndarray], *, k: int, max_iter: int, tol: float
+) -> tuple[list[np.ndarray], list[float], int]:
+    """``LOOK_STARTS`` more restarts, the same for every seed: each drawn from the (m, band)
+    ``reference`` (the first look's pixels) from a fixed generator and run by Lloyd on it; their
+    centroids, their inertias on the restart rows and the iterations taken. None when the
+    reference is too small to seed k classes."""
+    if reference is None or len(reference) < REFERENCE_PER_CLASS * k:
+        return [], [], 0
+    pixels = np.ascontiguousarray(reference.T, dtype=np.float32)
+    candidates, inertias, n_iter = [], [], 0
+    for start in range(LOOK_STARTS):
+        try:
+            centroids, iterations, _ = lloyd(pixels, draw_starts(reference, k, np.random.default_rng([LOOK_SEED, start])), max_iter=max_iter, tol=tol)
+        except DataError:  # fewer distinct pixels in the reference than classes
+            return [], [], n_iter
+        candidates.append(centroids)
+        inertias.append(float(nearest(head, centroids)[1].sum(dtype=np.float64)))
+        n_iter += iterations
+    return candidates, inertias, n_iter
+
+
+def refine_on_sample(
+    sample: np.ndarray, head: np.ndarray, candidates: list[np.ndarray], inertias: list[float], *, max_iter: int,
+    reference: np.ndarray | None, whole: bool,
+) -> tuple[np.ndarray, bool, bool, int]:
+    """The ``REFINED`` best distinct restarts run on the whole (band, n) sample, and the map
+    chosen among those still different (see the module docstring): its centroids, whether the
+    sample could not rank it against another (``Restarts.tied``), whether the reference decided,
+    and the iterations taken."""
+    refined: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = []  # inertia, centroids, labels, distances
+    n_iter = 0
+    for i in _distinct_optima(head, candidates, inertias):
+        found = _refined(sample, head, candidates[i], [r[1] for r in refined], max_iter=max_iter)
+        n_iter += found[0]
+        if found[1] is None:
+            continue
+        centroids, inertia = found[1], found[2]
+        labels, distances = nearest(sample, centroids)
+        if not any(same_map(labels, other[2], len(centroids)) for other in refined):
+            refined.append((inertia, centroids, labels, distances))
+    refined.sort(key=lambda r: r[0])
+    best = refined[0]
+    tied = [r for r in refined[1:] if _within_noise(best[3], r[3], whole=whole)]
+    if not tied:
+        return best[1], False, False, n_iter
+    if reference is None or len(reference) == 0:
+        return best[1], True, False, n_iter
+    on_reference = [sum_squared_errors(reference, r[1]) for r in [best, *tied]]
+    chosen = [best, *tied][int(np.argmin(on_reference))]
+    log.info(
+        "fit: %d map(s) within %.0f standard errors of the best on the sample; the first look's %d pixels chose %s",
+        len(tied), TIE_SE, len(reference), "it" if chosen is best else "another",
+    )
+    return chosen[1], True, True, n_iter
+
+
+def _refined(
+    sample: np.ndarray, head: np.ndarray, centroids: np.ndarray, finished: list[np.ndarray], *, max_iter: int
+) -> tuple[int, np.ndarray | None, float]:
+    """Lloyd on the whole sample from ``centroids`` until no label changes (not to ``tol``: two
+    seeds that reach one optimum then give one map; stopped at tol / 100, their maps were at ARI
+    0.96 on a NAIP scene at k = 10), ``REFINE_STEP`` iterations at a time: (iterations, centroids,
+    inertia), or no centroids once its map on the restart rows is one of the ``finished`` maps'
+    (it is on its way to that optimum: most refinements crawl there, 45 to 125 iterations on a
+    real scene)."""
+    done = 0
+    others = [nearest(head, other)[0] for other in finished]
+    while done < max_iter:
+        centroids, iterations, inertia = lloyd(sample, centroids, max_iter=min(REFINE_STEP, max_iter - done), tol=0.0)
+        done += iterations
+        if iterations < REFINE_STEP:
+            return done, centroids, inertia
+        labels = nearest(head, centroids)[0]
+        if any(same_map(labels, other, len(centroids)) for other in others):
+            return done, None, inertia
+    return done, centroids, inertia
+
+
+def _within_noise(best: np.ndarray, other: np.ndarray, *, whole: bool) -> bool:
+    """Whether the sample's inertias of two maps (their pixels' squared distances) differ by less
+    than ``TIE_SE`` standard errors of the mean paired difference; never when the sample is
+    every valid pixel (its inertias are the mosaic's)."""
+    if whole:
+        return False
+    difference = other.astype(np.float64) - best
+    error = difference.std() / np.sqrt(len(difference))
+    return bool(difference.mean() <= TIE_SE * error)
+
+
+def log_restarts(restarts: Restarts, *, n_init: int, init: str) -> None:
+    """How many restarts reached the best inertia, and a warning when another seed could well
+    give another map (a tie, or too few restarts at the best)."""
+    log.info(
+        "fit: %d restart(s) on %d pixels, %d within %.1f %% of the best inertia %.6g (%s starts)",
+        n_init, restarts.rows, restarts.reached_best, 100 * SAME_OPTIMUM, min(restarts.inertias), init,
+    )
+    if restarts.tied and not restarts.decided_by_reference:
+        log.warning(
+            "fit: two different maps are within the sample's noise of the best inertia: another seed (another "
+            "sample) may choose the other; a larger sample.size decides between them better",
+        )
+    elif restarts.unstable:
+        log.warning(
+            "fit: only %d of %d restarts reached the best inertia: another seed may find another optimum "
+            "(another map); raise model.n_init (now %d)", restarts.reached_best, n_init, n_init,
+        )
+
+
+def _distinct_optima(head: np.ndarray, candidates: list[np.ndarray], inertias: list[float]) -> list[int]:
+    """The best restarts that are different maps of the restart pixels (refining two restarts of
+    one optimum would decide nothing): the best two, and the others within ``REFINE_WITHIN`` of
+    the best inertia, ``REFINED`` at most."""
+    chosen: list[tuple[int, np.ndarray]] = []
+    best = min(inertias)
+    for i in np.argsort(inertias, kind="stable"):
+        if len(chosen) >= 2 and inertias[i] > best * (1 + REFINE_WITHIN):
+            break
+        labels = nearest(head, candidates[i])[0]
+        if not any(same_map(labels, other, len(candidates[i])) for _, other in chosen):
+            chosen.append((int(i), labels))
+        if len(chosen) == REFINED:
+            break
+    return [i for i, _ in chosen]
