@@ -199,3 +199,14 @@ def test_the_sample_says_how_it_was_drawn(rare_mosaic, caplog):
     assert len(drawn.reference) > 1000 and "first look: 1 tile(s) through overviews" in caplog.text
     plan = plan_sample(mosaic, size=3000, seed=0, window=64, min_windows=32, look=first_look(mosaic, window=64))
     assert max(p * q for p, q in zip(plan.inclusion, plan.rates)) == pytest.approx(plan.pi)  # every pixel equally likely
+
+
+def test_a_sliver_of_windows_at_the_edge_does_not_make_the_sample_read_everything(tmp_path):
+    # 1025 rows: the last row of 64-pixel windows is one pixel high. Its windows stay likely
+    # enough that their pixels' rate is at most 1 without reading more windows than planned.
+    truth = planted_classes(1025, 1024, 4, seed=5)
+    image = planted_image(truth, class_centres(4, 4, low=40, high=200, seed=5), noise=3.0, dtype="uint8", seed=5)
+    mosaic = mosaic_of(with_overviews(write_raster(tmp_path / "sliver.tif", image), (2, 4, 8)))
+    plan = plan_sample(mosaic, size=3000, seed=0, window=64, min_windows=32, look=first_look(mosaic, window=64))
+    assert plan.covered == 17 * 16 and plan.strata <= 40  # 32 planned
+    assert max(plan.rates) <= 1.0

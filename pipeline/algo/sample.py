@@ -5,11 +5,11 @@ Decoding is the cost, and GDAL decodes whole blocks, so the sample is drawn in t
 first look at the whole mosaic (``algo/first_look.py``: each tile's coarsest overview).
 
 1. **Windows, where the spectra are.** The mosaic's 512 x 512 windows that overlap some tile are
-   put in Morton (Z) order; each has a mass ``a`` from the first look (half uniform, half the
-   share of its unusual or scarce spectra) and is read with probability ``pi_w = n a`` (capped at
-   1, the rest scaled up to keep ``n`` in all), by systematic sampling along that order from one
-   seeded start: ``n`` windows, spread over the mosaic as strata would spread them, more of them
-   where a surface is rare. ``n`` grows with the side of the mosaic (``SPREAD`` x
+   put in Morton (Z) order; each has a mass ``a`` from the first look (its valid pixels, weighed
+   by how scarce or unusual their spectra are: ``FirstLook.mass``) and is read with probability
+   ``pi_w = n a`` (capped at 1, the rest scaled up to keep ``n`` in all), by systematic sampling
+   along that order from one seeded start: ``n`` windows, spread over the mosaic as strata would
+   spread them, and every window of a surface that has few. ``n`` grows with the side of the mosaic (``SPREAD`` x
    sqrt(windows), at least ``MIN_WINDOWS``), bounded by what the sample can fill (``size /
    MIN_PER_WINDOW``); a small mosaic is read whole.
 2. **Pixels, by key, at the inverse rate.** Every pixel of a read window draws a uniform key ``u``
@@ -21,11 +21,12 @@ first look at the whole mosaic (``algo/first_look.py``: each tile's coarsest ove
    estimates the objective over all pixels without weights, while a rare surface is read in many
    windows instead of whole in one window or none.
 
-``pi`` starts at ``OVERSAMPLE`` x size / covered pixels and grows, with ``n``, round by round,
-where nodata leaves too few candidates; ``n`` is at least ``2 pi N`` so that ``q <= 1`` in every
-window (the uniform half of the mass keeps ``pi_w >= n / 2N``). Nothing depends on the scheduler
-or on which worker reads which window, and each task carries only its window's tiles. Sorting by
-key shuffles the sample (the fit's restarts take its first rows).
+``pi`` starts at ``OVERSAMPLE`` x size / covered pixels and grows, round by round, where nodata
+leaves too few candidates; ``n`` is raised until ``q <= 1`` in every window (a window's mass is
+at least a tenth of a whole window's, so the base ``n`` of a mosaic of full windows is enough).
+Nothing depends on the scheduler or on which worker reads which window, and each task carries
+only its window's tiles. Sorting by key shuffles the sample (the fit's restarts take its first
+rows).
 """
 
 from __future__ import annotations
