@@ -23,6 +23,7 @@ draw for every seed): variants nobody tuned on. The last line gives the worst ca
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import itertools
 import json
@@ -43,7 +44,7 @@ from sklearn.metrics import adjusted_rand_score
 from pipeline.algo.kernel import nearest
 from pipeline.algo.kmeans import fit_kmeans
 from pipeline.algo.lloyd import sum_squared_errors
-from pipeline.algo.sample import draw_sample, full_matrix
+from pipeline.algo.sample import draw_sample, fixed_sample, full_matrix
 from pipeline.algo.seeding import SEEDINGS
 from pipeline.config import Config
 from pipeline.io.mosaic import open_mosaic, to_dask
@@ -115,6 +116,8 @@ def measure(path: Path, ks: list[int], seeds: int, fits: list[str], size: int | 
     mosaic = open_mosaic(input_spec(config.input), chunk=config.dask.chunk)
     pixels = full_matrix(to_dask(mosaic)).compute()
     samples = [draw_sample(mosaic, size=config.sample.size, seed=s) for s in range(seeds)]
+    # As ``landcover run`` decides ties: on a sample drawn with a fixed seed, the same for every seed.
+    decide = functools.cache(lambda: fixed_sample(mosaic, samples[0], size=len(samples[0].pixels)))
     rows = []
     for k in ks:
         found: dict[str, list] = {name: [] for name in fits}
@@ -130,7 +133,7 @@ def measure(path: Path, ks: list[int], seeds: int, fits: list[str], size: int | 
                 else:
                     fit = fit_kmeans(
                         sample, seeds_from=sample, k=k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed, init=name,
-                        reference=drawn.reference, whole=drawn.record.whole,
+                        reference=drawn.reference, decide=decide, whole=drawn.record.whole,
                     )
                     centroids = fit.centroids
                     unstable[name] += bool(fit.restarts.unstable)

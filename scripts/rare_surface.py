@@ -35,7 +35,7 @@ from rasterio.enums import Resampling
 
 from pipeline.algo.kernel import nearest
 from pipeline.algo.kmeans import fit_kmeans
-from pipeline.algo.sample import draw_sample
+from pipeline.algo.sample import Sample, draw_sample, fixed_sample
 from pipeline.config import InputConfig, ModelConfig
 from pipeline.io.mosaic import open_mosaic
 from pipeline.stages.edge import input_spec
@@ -149,11 +149,11 @@ def main() -> None:
     m = ModelConfig()
     mosaic = open_mosaic(input_spec(InputConfig(paths=str(tiles / "*.vrt"))), chunk=2048)
 
-    def fitted(sample: np.ndarray, seed: int, reference: np.ndarray | None) -> np.ndarray:
-        # As ``landcover run`` fits: ties the sample cannot rank are decided on the first look's pixels.
-        return fit_kmeans(
-            sample, seeds_from=sample, k=args.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed, reference=reference
-        ).centroids
+    def fitted(sample: np.ndarray, seed: int, drawn: Sample | None) -> np.ndarray:
+        # As ``landcover run`` fits after its first look: restarts from the look's pixels, ties the
+        # sample cannot rank decided on a sample drawn with a fixed seed.
+        look = {} if drawn is None else {"reference": drawn.reference, "decide": lambda: fixed_sample(mosaic, drawn, size=args.size)}
+        return fit_kmeans(sample, seeds_from=sample, k=args.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed, **look).centroids
 
     rows = []
     print(f"{'design':>9} {'seed':>4} {'own class':>9} {'rare in it':>10} {'it rare':>8} {'sample s':>8} {'windows':>7} {'rare pixels':>11}")
@@ -162,12 +162,12 @@ def main() -> None:
             for design in ("ideal", "look", "no-look"):
                 started = time.perf_counter()
                 if design == "ideal":
-                    sample, windows, reference = truth.ideal(args.size, seed), 0, None
+                    sample, windows, drawn = truth.ideal(args.size, seed), 0, None
                 else:
                     drawn = draw_sample(mosaic, size=args.size, seed=seed, look=design == "look")
-                    sample, windows, reference = drawn.pixels, drawn.record.windows, drawn.reference
+                    sample, windows = drawn.pixels, drawn.record.windows
                 seconds = time.perf_counter() - started
-                own, recall, precision = truth.own_class(fitted(sample, seed, reference))
+                own, recall, precision = truth.own_class(fitted(sample, seed, drawn if design == "look" else None))
                 rare_pixels = int(np.all(np.abs(sample - np.asarray(RARE_SPECTRUM)) < 80, axis=1).sum())
                 rows.append({"design": design, "seed": seed, "own_class": own, "recall": recall, "precision": precision,
                              "sample_s": round(seconds, 2), "windows": windows, "rare_pixels": rare_pixels})

@@ -24,7 +24,7 @@ from bench_common import REPO, build_mosaic
 
 from pipeline.algo.kmeans import fit_kmeans
 from pipeline.algo.lloyd import sum_squared_errors
-from pipeline.algo.sample import draw_sample, full_matrix
+from pipeline.algo.sample import draw_sample, fixed_sample, full_matrix
 from pipeline.config import InputConfig, ModelConfig
 from pipeline.io.mosaic import open_mosaic, to_dask
 from pipeline.stages.edge import input_spec
@@ -54,7 +54,8 @@ def main() -> None:
                 started = time.perf_counter()
                 fit = fit_kmeans(
                     drawn.pixels, seeds_from=drawn.pixels, k=args.k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed,
-                    reference=drawn.reference, whole=drawn.record.whole,
+                    **({"reference": drawn.reference, "decide": lambda drawn=drawn: fixed_sample(mosaic, drawn, size=args.size)} if design == "look" else {}),
+                    whole=drawn.record.whole,
                 )
                 rows.append((design, seed, sum_squared_errors(matrix, fit.centroids), time.perf_counter() - started))
                 print(f"{design:>8} seed {seed}: inertia over all pixels {rows[-1][2]:.8g} ({rows[-1][3]:.1f} s)", flush=True)

@@ -312,10 +312,10 @@ def test_swaps_give_a_small_distinct_surface_its_class_where_the_restarts_left_i
     assert nearest(small.T.astype(np.float32), found.centroids)[1].max() < 30**2
 
 
-def test_a_tie_on_the_sample_is_decided_by_the_reference_the_same_for_every_seed():
+def test_a_tie_on_the_sample_is_decided_by_the_fixed_sample_the_same_for_every_seed():
     # Three equal blobs at the corners of a triangle: k = 2 has three equally good maps, which the
-    # sample cannot rank. A reference with a little more weight on one corner prefers the map that
-    # keeps that corner whole, whatever the seed.
+    # sample cannot rank. A fixed sample with a little more weight on one corner prefers the map
+    # that keeps that corner whole, whatever the seed.
     rng = np.random.default_rng(1)
     corners = np.array([[0.0, 0.0], [100.0, 0.0], [50.0, 50.0 * np.sqrt(3)]])
     sample = (np.repeat(corners, 20_000, axis=0) + rng.standard_normal((60_000, 2))).astype(np.float32)
@@ -324,12 +324,12 @@ def test_a_tie_on_the_sample_is_decided_by_the_reference_the_same_for_every_seed
     for seed in range(4):
         found = fit_kmeans(
             sample[np.random.default_rng(seed).permutation(60_000)], seeds_from=sample, k=2, n_init=8, max_iter=300, tol=0.0,
-            seed=seed, reference=reference,
+            seed=seed, decide=lambda: reference,
         )
-        assert found.restarts.tied and found.restarts.decided_by_reference and not found.restarts.unstable
+        assert found.restarts.tied and found.restarts.decided_by_fixed_sample and not found.restarts.unstable
         a, b, c = nearest(corners.T.astype(np.float32), found.centroids)[0].tolist()
         chosen.add((a == b, b == c, a == c))
     assert chosen == {(True, False, False)}  # one map for every seed: the heavier corner alone
     # The whole sample is the mosaic: it ranks the maps itself (here exactly tied: the first found stays).
-    whole = fit_kmeans(sample, seeds_from=sample, k=2, n_init=8, max_iter=300, tol=0.0, seed=0, reference=reference, whole=True)
+    whole = fit_kmeans(sample, seeds_from=sample, k=2, n_init=8, max_iter=300, tol=0.0, seed=0, decide=lambda: reference, whole=True)
     assert not whole.restarts.tied

@@ -21,18 +21,22 @@ Restarts are cheap on the in-memory sample, so the fit now makes many of them th
 3. the best restart is improved by swaps (``algo/swaps.py``: a centre moved to the pixels it
    serves worst, kept when Lloyd from there lowers the inertia: a small, distinct surface that
    every restart left inside a larger class gets its class);
-4. those of them that are different maps within ``REFINE_WITHIN`` of the best inertia (the best
-   two at least, ``REFINED`` at most) are run on the whole sample until no label changes (not to
-   ``tol``), and the refined maps that are still different are compared there: the ranking of
-   near optima on 100 000 pixels is not theirs on the whole sample (on two real NAIP scenes at
-   k = 7 the best optimum was the third- or fifth-best distinct one on the restart rows, 0.13 %
-   from the best there, and refining only the best two missed it for one seed in three: ARI 0.94
-   and 0.91 between seeds' maps);
+4. those of them that are different maps within ``HEAD_WITHIN`` (2 %) of the best inertia (the
+   best two at least, ``REFINED`` at most) are ranked by ``PROBE`` Lloyd iterations on the whole
+   sample, and those within ``REFINE_WITHIN`` (0.5 %) of the best so ranked are run there until
+   no label changes (not to ``tol``); the refined maps that are still different are compared. The
+   restart rows rank near optima poorly: on two real NAIP scenes at k = 7 the best optimum was
+   the third- or fifth-best distinct one on the restart rows, and refining only the best two
+   missed it for one seed in three (ARI 0.94 and 0.91 between seeds' maps); on a crop of the demo
+   scene the best map, 0.27 % lower on the whole sample, was 0.73 % higher on its 100 000 rows;
 5. the lowest inertia on the sample wins, unless the sample cannot tell it from another map: when
    their inertias differ by less than ``TIE_SE`` standard errors of the mean paired difference of
    the pixels' squared distances (zero when the sample is every valid pixel), another sample
-   (another seed) may rank them the other way, so the ``reference`` (the first look's pixels, the
-   same for every seed) decides between them (``Restarts.tied``);
+   (another seed) may rank them the other way, so a sample drawn with a fixed seed (``decide``:
+   the same for every seed, full resolution, as unbiased as the first) decides between them
+   (``Restarts.tied``). The first look's pixels would be the same for every seed too, but they are
+   averaged overview pixels: on one scene they ranked two maps 0.43 % apart over all pixels the
+   wrong way;
 6. how many restarts reached the best inertia (within ``SAME_OPTIMUM``) is recorded: when few did,
    a run with another seed may well find another map (``Restarts.unstable``), and the run says so.
 
@@ -51,6 +55,7 @@ Centroids come back in the order found; ``class_order`` numbers the classes dete
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dask.array as da
@@ -112,6 +117,7 @@ def fit_kmeans(
     seed: int,
     init: str = "k-means++",
     reference: np.ndarray | None = None,
+    decide: Callable[[], np.ndarray] | None = None,
     whole: bool = False,
 ) -> Fit:
     """Fit k centroids on an (n, band) float32 matrix (a sample in memory, or chunked).
@@ -119,9 +125,10 @@ def fit_kmeans(
     ``seeds_from`` is an in-memory sample in random order (the matrix itself when it is in
     memory): the ``n_init`` restarts run on its first ``RESTART_ROWS`` rows, each seeded by
     ``init`` (a key of ``SEEDINGS``), the ``REFINED`` best distinct ones on all of it, and the
-    winner is refined on ``matrix`` when that is chunked. ``reference`` (m, band), the same
-    pixels whatever the seed, decides between maps the sample cannot rank; ``whole``: the sample
-    is every valid pixel, so it ranks any two.
+    winner is refined on ``matrix`` when that is chunked. ``reference`` (m, band), the first look's
+    pixels, seeds ``LOOK_STARTS`` more restarts; ``decide`` gives the (m, band) pixels that decide
+    between maps the sample cannot rank; ``whole``: the sample is every valid pixel, so it ranks
+    any two.
     """
     if init not in SEEDINGS:
         raise ValueError(f"init must be one of {', '.join(SEEDINGS)}, not {init!r}")
@@ -145,7 +152,7 @@ def fit_kmeans(
         log.info("fit: %d swap(s) lowered the best restart's inertia by %.3g %%", kept, 100 * (1 - swapped_inertia / inertias[best]))
         extra, extra_inertias = [*extra, swapped], [*extra_inertias, swapped_inertia]
     centroids, tied, decided, iterations = refine_on_sample(
-        sample, head, [*candidates, *extra], [*inertias, *extra_inertias], max_iter=max_iter, reference=reference, whole=whole,
+        sample, head, [*candidates, *extra], [*inertias, *extra_inertias], max_iter=max_iter, decide=decide, whole=whole,
     )
     n_iter += iterations
     restarts = Restarts(tuple(inertias), head.shape[1], tied, decided)

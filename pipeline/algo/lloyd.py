@@ -60,12 +60,12 @@ def lloyd(bands_first: np.ndarray, centroids: np.ndarray, *, max_iter: int, tol:
     return centroids, iteration, float(dist.sum(dtype=np.float64))
 
 
-def same_map(a: np.ndarray, b: np.ndarray, k: int) -> bool:
-    """Whether two labellings (1..k) of the same pixels agree on all but ``SAME_MAP`` of them,
+def same_map(a: np.ndarray, b: np.ndarray, k: int, *, share: float = SAME_MAP) -> bool:
+    """Whether two labellings (1..k) of the same pixels agree on all but ``share`` of them,
     whatever the class numbers: each class of one is matched with its commonest class in the
     other, both ways."""
     table = np.bincount(a.astype(np.intp) * (k + 1) + b, minlength=(k + 1) ** 2).reshape(k + 1, k + 1)
-    return min(table.max(axis=0).sum(), table.max(axis=1).sum()) >= (1 - SAME_MAP) * len(a)
+    return min(table.max(axis=0).sum(), table.max(axis=1).sum()) >= (1 - share) * len(a)
 
 
 def variance(matrix: np.ndarray | da.Array) -> np.ndarray:

@@ -56,6 +56,7 @@ MIN_WINDOWS = 256  # at 600 MP this reads 11 % of the mosaic for a 1 M-pixel sam
 SPREAD = 4.0  # windows per sqrt(window): 256 at 0.6 GP, ~800 at 10 GP, ~3,900 (the cap) at 0.4 Tpx
 MIN_PER_WINDOW = 256  # sampled pixels a read window should give at least: caps the windows
 OVERSAMPLE = 3.0  # candidates per sampled pixel in the first round
+FIXED_SEED = 2**31  # the seed of the sample that decides what a seed's sample cannot (``fixed_sample``)
 
 
 @dataclass(frozen=True)
@@ -104,13 +105,18 @@ class SampleRecord:
 
 @dataclass(frozen=True)
 class Sample:
-    """The sample, how it was drawn, and the first look's pixels (the same for every seed)."""
+    """The sample, how it was drawn, and the first look it was drawn after."""
 
     pixels: np.ndarray
     """(n, band) float32 valid pixels, in random order."""
     record: SampleRecord
-    reference: np.ndarray
-    """(m, band) float32: the pixels the first look's pre-fit ran on (empty without a look)."""
+    look: FirstLook | None
+
+    @property
+    def reference(self) -> np.ndarray:
+        """(m, band) float32: the pixels the first look's pre-fit ran on (the same for every seed;
+        empty without a look)."""
+        return self.look.reference if self.look is not None else np.empty((0, self.pixels.shape[1]), np.float32)
 
 
 def valid_pixels(block: np.ndarray) -> np.ndarray:
@@ -265,8 +271,13 @@ def draw_sample(
     )
     if len(sample) < size:
         log.info("sample: fewer valid pixels than sample.size = %d", size)
-    reference = seen.reference if seen is not None else np.empty((0, bands), np.float32)
-    return Sample(sample, record, reference)
+    return Sample(sample, record, seen)
+
+
+def fixed_sample(source: Mosaic | Imagery, drawn: Sample, *, size: int, window: int = WINDOW) -> np.ndarray:
+    """Another sample like ``drawn`` (its first look, its size), drawn with ``FIXED_SEED``: the
+    same pixels whatever the seed that drew ``drawn``, to decide what no one seed's sample can."""
+    return draw_sample(source, size=size, seed=FIXED_SEED, window=window, look=drawn.look or False).pixels
 
 
 def full_matrix(data: da.Array) -> da.Array:

@@ -4,10 +4,11 @@ sample, ``algo/isodata.py``), numbers and colours the classes, and returns a typ
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import dask.array as da
@@ -20,7 +21,7 @@ from pipeline.algo.kernel import class_statistics, nearest
 from pipeline.algo.kmeans import Fit, class_order, fit_kmeans
 from pipeline.algo.model import FitRecord, Model, SourceRecord
 from pipeline.algo.naming import suggest_names
-from pipeline.algo.sample import Sample, draw_sample, full_matrix
+from pipeline.algo.sample import Sample, draw_sample, fixed_sample, full_matrix
 from pipeline.config import (
     ClassConfig,
     FeaturesConfig,
@@ -93,7 +94,7 @@ def fit(
     sampled = time.perf_counter()
 
     timings = {"sample": sampled - started, **({"first_look": drawn.record.look.seconds} if drawn.record.look else {})}
-    found, chosen = _centroids(m, matrix, sample_features, spec, drawn, seed=seed, timings=timings)
+    found, chosen = _centroids(m, matrix, sample_features, spec, drawn, seed=seed, timings=timings, decide=decider(imagery, drawn, spec))
     order, spectra = _order_and_spectra(found.centroids, sample, sample_features, imagery.band_names, m.order_by)
     suggested = suggest_names(spectra, sample, imagery.band_names) if settings.suggest_names else ()
     timings["fit"] = time.perf_counter() - sampled
@@ -121,12 +122,24 @@ def check_bands(settings: FitSettings, band_names: tuple[str, ...]) -> None:
         ndvi_bands(band_names, "classes.names: auto")
 
 
+def decider(imagery: Imagery, drawn: Sample, features: Features) -> Callable[[], np.ndarray]:
+    """What decides between maps the sample cannot rank (``fit_kmeans``'s ``decide``): a sample
+    drawn with a fixed seed, in feature space, drawn when first asked for (only on a tie)."""
+
+    @functools.cache
+    def pixels() -> np.ndarray:
+        return features.apply(fixed_sample(imagery, drawn, size=len(drawn.pixels)).T).T
+
+    return pixels
+
+
 def _centroids(
     m: ModelConfig, matrix: np.ndarray | da.Array, sample_features: np.ndarray, features: Features, drawn: Sample, *, seed: int,
-    timings: dict[str, float],
+    timings: dict[str, float], decide: Callable[[], np.ndarray],
 ) -> tuple[Fit, Isodata | None]:
     """The K-Means restarts at ``model.k``, or at the k ISODATA chose on the sample (its seconds
-    go into ``timings["isodata"]``); the sample's first look decides ties (``fit_kmeans``)."""
+    go into ``timings["isodata"]``); the first look seeds restarts, ``decide`` breaks ties
+    (``fit_kmeans``)."""
     with for_in_memory_data():
         began = time.perf_counter()
         chosen = run_isodata(m, sample_features, features.names) if m.method == "isodata" else None
@@ -134,7 +147,7 @@ def _centroids(
             timings["isodata"] = time.perf_counter() - began
         found = fit_kmeans(
             matrix, seeds_from=sample_features, k=m.k if chosen is None else chosen.k, n_init=m.n_init, max_iter=m.max_iter,
-            tol=m.tol, seed=seed, init=m.init, reference=features.apply(drawn.reference.T).T, whole=drawn.record.whole,
+            tol=m.tol, seed=seed, init=m.init, reference=features.apply(drawn.reference.T).T, decide=decide, whole=drawn.record.whole,
         )
     return found, chosen
 

@@ -48,7 +48,7 @@ from pipeline.io.mosaic import open_mosaic
 from pipeline.products.parts import check_folder, make_folder
 from pipeline.runtime.scheduler import computing
 from pipeline.stages.edge import features_of, input_spec, scheduler
-from pipeline.stages.fit import prepare_sample, run_isodata
+from pipeline.stages.fit import decider, prepare_sample, run_isodata
 from pipeline.stages.run import balance_stage
 
 if TYPE_CHECKING:
@@ -181,12 +181,14 @@ def sweep(
     features = features_of(config.features, mosaic.band_names)
     with computing(scheduler(config.dask)):
         mosaic, _ = balance_stage(mosaic, config, timings, progress)  # the tiles run fits on
+        imagery = mosaic_imagery(mosaic)
         with progress("sample"):
-            drawn, features, sample = prepare_sample(mosaic_imagery(mosaic), features, size=config.sample.size, seed=config.sample.seed)
-    timings["sample"] = time.perf_counter() - start - timings.get("balance", 0.0)
+            drawn, features, sample = prepare_sample(imagery, features, size=config.sample.size, seed=config.sample.seed)
+        timings["sample"] = time.perf_counter() - start - timings.get("balance", 0.0)
+        # On the run's scheduler: a tie the sample cannot rank draws the fixed-seed sample.
+        reference, decide = features.apply(drawn.reference.T).T, decider(imagery, drawn, features)
+        scores = [_score(sample, k, config, reference=reference, decide=decide, whole=drawn.record.whole) for k in ks]
     m = config.model
-    reference = features.apply(drawn.reference.T).T
-    scores = [_score(sample, k, config, reference=reference, whole=drawn.record.whole) for k in ks]
     timings["fit_and_score"] = sum(s.seconds for s in scores)
     chosen = None
     if m.method == "isodata":
@@ -215,15 +217,15 @@ def sweep(
     return result, json_path, png_path
 
 
-def _score(sample: np.ndarray, k: int, config: Config, *, reference: np.ndarray, whole: bool) -> Score:
-    """Fit ``k`` classes to the sample as ``run`` fits them (ties decided on the first look's
-    ``reference``), and score the fit."""
+def _score(sample: np.ndarray, k: int, config: Config, *, reference: np.ndarray, decide, whole: bool) -> Score:
+    """Fit ``k`` classes to the sample as ``run`` fits them (restarts from the first look's
+    ``reference``, ties decided by ``decide``), and score the fit."""
     m, seed = config.model, config.sample.seed
     began = time.perf_counter()
     try:
         fit = fit_kmeans(
             sample, seeds_from=sample, k=k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed, init=m.init,
-            reference=reference, whole=whole,
+            reference=reference, decide=decide, whole=whole,
         )
     except DataError as exc:
         raise DataError(f"--k: cannot fit k = {k} ({exc}); sweep a range that stops below {k}") from None
