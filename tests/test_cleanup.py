@@ -14,7 +14,7 @@ from scipy import ndimage
 from pipeline.algo import cleanup as module
 from pipeline.algo.cleanup import Cleanup, clean, clean_window
 from pipeline.algo.majority import BY_CLASS
-from pipeline.algo.sieve import CELL, CELL_REACH
+from pipeline.algo.patches import CELL, CELL_REACH
 
 
 def majority_oracle(labels: np.ndarray, side: int) -> np.ndarray:
@@ -207,6 +207,49 @@ def test_chunk_by_chunk_with_the_halo_is_the_whole_array(cleanup, side):
     stitched, removed, changed = by_chunks(labels, cleanup, side, cleanup.halo)
     assert np.array_equal(stitched, whole.labels)
     assert removed == whole.patches_removed and np.array_equal(changed, whole.sieve_changed)
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+@pytest.mark.parametrize(("snake", "winner"), [(200, 2), (300, 2), (140, 4)])
+def test_a_neighbour_reaching_out_of_the_runs_part_is_counted_in_the_window(snake, winner, connectivity):
+    # The sieve builds its patches on the chunk and small - 1 + (CELL_REACH + 1) * CELL pixels
+    # around it (95 at N = 16), not on the whole window (271 around): a 1-pixel speck (class 3)
+    # between a 156-pixel blob (class 4) and a line (class 2) that runs out of that part, with
+    # ~96 of its pixels inside, takes the line's class only if the line is counted in the
+    # window (capped at S = 256), on each side of the chunk.
+    n, side = 16, 300
+    cleanup = Cleanup(sieve=n, connectivity=connectivity)
+    assert cleanup.halo == 271
+    labels = np.zeros((2 * side, 2 * side), dtype=np.uint8)  # turned, chunk edges stay chunk edges
+    labels[150, side - 2] = 3
+    labels[144:156, side - 15 : side - 2] = 4
+    steps = np.arange(snake)
+    labels[150 + (steps % 2 if connectivity == 8 else 0), side - 1 + steps] = 2  # 8-connected: a zigzag
+    for turn in range(4):
+        turned = np.rot90(labels, turn).copy()
+        whole = clean(turned, cleanup, k=5)
+        assert np.rot90(whole.labels, -turn)[150, side - 2] == winner
+        stitched, removed, changed = by_chunks(turned, cleanup, side, cleanup.halo)
+        assert np.array_equal(stitched, whole.labels), turn
+        assert removed == whole.patches_removed and np.array_equal(changed, whole.sieve_changed)
+
+
+def test_a_neighbour_leaving_the_runs_part_and_coming_back_is_counted_whole_from_each_side():
+    # A U of class 2 (239 pixels) whose two arms are two patches in the runs' part, joined out of
+    # it: each arm is counted in the window by its own flood fill, and both find the whole U
+    # (the first fill's marks are cleared), so both specks take class 2 over their 156-pixel blob.
+    side, arm = 300, 110
+    cleanup = Cleanup(sieve=16)
+    labels = np.zeros((2 * side, 2 * side), dtype=np.uint8)
+    for row in (150, 170):
+        labels[row, side - 2] = 3
+        labels[row - 6 : row + 6, side - 15 : side - 2] = 4
+        labels[row, side - 1 : side - 1 + arm] = 2
+    labels[150:171, side - 2 + arm] = 2
+    whole = clean(labels, cleanup, k=5)
+    assert (labels == 2).sum() == 239 and (whole.labels[[150, 170], side - 2] == 2).all()
+    stitched, removed, changed = by_chunks(labels, cleanup, side, cleanup.halo)
+    assert np.array_equal(stitched, whole.labels)
 
 
 def test_more_rounds_stay_exact_chunk_by_chunk(monkeypatch):

@@ -2,7 +2,7 @@
 both exactly the same whether computed on the whole raster or chunk by chunk on windows of
 "chunk + ``Cleanup.halo``" (``stages/cleanup.py`` and the write pass map ``clean_window`` over
 chunks). Labels are uint8 (y, x): 0 = nodata, classes 1..k. The rules are stated here; their
-kernels are in ``algo/majority.py`` and ``algo/sieve.py``.
+kernels are in ``algo/majority.py``, ``algo/sieve.py`` and ``algo/patches.py``.
 
 Majority (window side w = ``majority`` >= 3, r = w // 2). Each valid pixel takes the most frequent
 class among the valid pixels of the w x w window centred on it (cut at the array's edges); nodata
@@ -51,7 +51,8 @@ import numba
 import numpy as np
 
 from pipeline.algo.majority import MAX_MAJORITY, majority
-from pipeline.algo.sieve import CELL, CELL_REACH, sieve_round
+from pipeline.algo.patches import CELL, CELL_REACH
+from pipeline.algo.sieve import sieve_round
 
 # Chosen by measurement on the four NAIP scenes' labels (k = 7), against GDAL's sieve and per
 # 2048-pixel chunk (docs/algorithms.md#cleanup): CAP_FACTOR = 16 agrees with GDAL on 99.61 % of
