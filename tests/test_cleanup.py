@@ -158,16 +158,20 @@ def test_connectivity_decides_what_a_patch_is():
     assert np.array_equal(eight, diagonal)  # one 4-pixel patch: not small
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_kernel_is_the_rules(seed):
-    labels = noisy_blobs((60, 75), 5, seed)
+@pytest.mark.parametrize(("seed", "k"), [(0, 5), (1, 5), (2, 5), (3, BY_CLASS + 2)])
+def test_the_kernel_is_the_rules(seed, k):
+    # Also what it counts: per class counts by vectorised passes up to BY_CLASS classes, by
+    # histograms above.
+    labels = noisy_blobs((60, 75), k, seed)
     for majority, sieve, connectivity in itertools.product((0, 3, 5), (0, 2, 5, 12), (4, 8)):
         expected = majority_oracle(labels, majority) if majority else labels
         expected = sieve_oracle(expected, sieve, connectivity) if sieve > 1 else expected
-        got = clean(labels, Cleanup(majority, sieve, connectivity), k=5)
+        got = clean(labels, Cleanup(majority, sieve, connectivity), k=k)
         assert np.array_equal(got.labels, expected), (majority, sieve, connectivity)
         voted = majority_oracle(labels, majority) if majority else labels
-        assert np.array_equal(got.majority_changed, np.bincount(labels[labels != voted], minlength=6))
+        assert np.array_equal(got.majority_changed, np.bincount(labels[labels != voted], minlength=k + 1))
+        assert np.array_equal(got.sieve_changed, np.bincount(voted[voted != expected], minlength=k + 1))
+        assert np.array_equal(got.pixels, np.bincount(expected.ravel(), minlength=k + 1))
 
 
 @pytest.mark.parametrize(("side", "k"), [(3, 13), (7, 5), (31, 40), (3, BY_CLASS)])

@@ -157,12 +157,13 @@ def _small_patches(first, x0, x1, comp, sizes, small, region):  # pragma: no cov
 
 
 @numba.njit(nogil=True, cache=True)
-def sieve_round(labels, top, out, out_at, eight, small, cap, place, core, region, scratch):  # pragma: no cover - compiled
+def sieve_round(labels, top, out, out_at, eight, small, cap, place, core, region, scratch, changed):  # pragma: no cover - compiled
     """One round, from ``labels`` (classes 0..top, at ``place`` = (row, column) in the raster)
     into ``out`` (a copy of its part from ``out_at`` = (y, x) on), deciding the small patches
     with a pixel in ``region`` (the others' results are not needed): returns (patches merged, of
-    them those whose first pixel is in ``core``; both (y0, y1, x0, x1)). ``scratch``: arrays to
-    hold the runs (x0, x1 and parent int32, class uint8), grown if short.
+    them those whose first pixel is in ``core``; both (y0, y1, x0, x1)), and adds the pixels it
+    changes in ``core`` to ``changed``, by their class before. ``scratch``: arrays to hold the
+    runs (x0, x1 and parent int32, class uint8), grown if short.
 
     Runs, patches and cells are built on the part of ``labels`` that those patches, their
     neighbours and the cells around them lie in (the region and small - 1 + (CELL_REACH + 1) *
@@ -190,11 +191,13 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, place, core, region
         if size < small:
             continue  # no large neighbour (yet)
         for p in range(len(patch)):
-            y, r = patch[p, 0], patch[p, 1]
-            row = y + py0 - out_at[0]
-            left, right = max(x0[r] + px0 - out_at[1], 0), min(x1[r] + px0 - out_at[1], out.shape[1])
-            if 0 <= row < out.shape[0] and left < right:
-                out[row, left:right] = winner
+            y, r = patch[p, 0] + py0, patch[p, 1]
+            a, b = x0[r] + px0, x1[r] + px0
+            left, right = max(a - out_at[1], 0), min(b - out_at[1], out.shape[1])
+            if 0 <= y - out_at[0] < out.shape[0] and left < right:
+                out[y - out_at[0], left:right] = winner
+            if core[0] <= y < core[1]:
+                changed[cls[r]] += max(0, min(b, core[3]) - max(a, core[2]))
         merged += 1
         y, x = patch[0, 0] + py0, x0[patch[0, 1]] + px0
         if core[0] <= y < core[1] and core[2] <= x < core[3]:
