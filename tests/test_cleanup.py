@@ -14,7 +14,7 @@ from scipy import ndimage
 from pipeline.algo import cleanup as module
 from pipeline.algo.cleanup import Cleanup, clean, clean_window
 from pipeline.algo.majority import BY_CLASS
-from pipeline.algo.patches import CELL, CELL_REACH
+from pipeline.algo.patches import CELL, CELL_REACH, runs
 
 
 def majority_oracle(labels: np.ndarray, side: int) -> np.ndarray:
@@ -211,6 +211,22 @@ def test_chunk_by_chunk_with_the_halo_is_the_whole_array(cleanup, side):
     stitched, removed, changed = by_chunks(labels, cleanup, side, cleanup.halo)
     assert np.array_equal(stitched, whole.labels)
     assert removed == whole.patches_removed and np.array_equal(changed, whole.sieve_changed)
+
+
+@pytest.mark.parametrize("width", [1, 63, 64, 65, 200])
+def test_runs_are_the_rows_maximal_stretches_of_one_valid_class(width):
+    # Found 64 pixels at a time: widths around a word, nodata anywhere, the class 255, and
+    # arrays too short for the runs (grown).
+    rng = np.random.default_rng(width)
+    labels = rng.choice(np.array([0, 1, 2, 255], np.uint8), size=(7, width), p=[0.2, 0.3, 0.3, 0.2])
+    labels[2] = 0
+    labels[3] = 255
+    first, x0, x1, cls = runs(labels, np.empty(1, np.int32), np.empty(1, np.int32), np.empty(1, np.uint8))
+    for y, row in enumerate(labels):
+        edges = np.flatnonzero(np.diff(row, prepend=0, append=0))
+        expected = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if row[a] != 0]
+        got = list(zip(x0[first[y] : first[y + 1]], x1[first[y] : first[y + 1]]))
+        assert got == expected and (cls[first[y] : first[y + 1]] == row[[a for a, _ in expected]]).all()
 
 
 @pytest.mark.parametrize("connectivity", [4, 8])

@@ -139,7 +139,7 @@ def _sieve(
     current, removed, changed = labels, 0, np.zeros(top + 1, np.int64)
     reach = _reach(size)
     runs = labels.size // 8 + labels.shape[1] + 2  # a run per 8 pixels, grown if more (speckle)
-    scratch = tuple(reused(f"runs-{n}", (runs,), dtype) for n, dtype in enumerate((np.int32, np.int32, np.int32, np.uint8)))
+    scratch = tuple(reused(f"runs-{n}", (runs,), dtype) for n, dtype in enumerate((np.int32, np.int32, np.int32, np.uint8, np.int32)))
     y0, y1, x0, x1 = core
     for left in range(ROUNDS - 1, -1, -1):
         grown = reach * left  # the later rounds need this round's output this far around the core
@@ -221,7 +221,7 @@ def clean_window(
     if window.ndim != 2:
         raise ValueError(f"labels must be a (y, x) array, got shape {window.shape}")
     top = int(window.max(initial=0))
-    if top > k or window.min(initial=0) < 0:
+    if top > k or (window.dtype.kind != "u" and window.min(initial=0) < 0):  # labels are unsigned bytes: no pass to find a minimum
         raise ValueError(f"labels must be classes 0..{k}, found {window.min()}..{top}")
     labels = np.ascontiguousarray(window, dtype=np.uint8)
     (y0, y1, _), (x0, x1, _) = core[0].indices(labels.shape[0]), core[1].indices(labels.shape[1])

@@ -127,43 +127,13 @@ def _best_class(shape, runs, comp, sizes, patch, eight, cap, cells, flood, conta
 
 
 @numba.njit(nogil=True, cache=True)
-def _small_patches(first, x0, x1, comp, sizes, small, region):  # pragma: no cover - compiled
-    """The runs of the components smaller than ``small`` with a pixel in ``region`` = (y0, y1,
-    x0, x1), as (row, run) pairs grouped by component (a counting sort), each group in row-major
-    order; returns (group starts, pairs). Such a patch lies within small - 2 rows of the region."""
-    height = len(first) - 1
-    y0, y1 = max(0, region[0] - (small - 2)), min(height, region[1] + small - 2)
-    start = np.zeros(len(sizes) + 1, np.int64)
-    meets = np.zeros(len(sizes), np.bool_)
-    for y in range(y0, y1):
-        inside = region[0] <= y < region[1]
-        for r in range(first[y], first[y + 1]):
-            c = comp[r]
-            if 0 < sizes[c] < small:  # a component reaching the part's open edges is larger
-                start[c + 1] += 1
-                meets[c] |= inside and x0[r] < region[3] and x1[r] > region[2]
-    for c in range(len(sizes)):
-        start[c + 1] = start[c] + (start[c + 1] if meets[c] else 0)
-    pairs = np.empty((start[-1], 2), np.int32)
-    fill = start[:-1].copy()
-    for y in range(y0, y1):
-        for r in range(first[y], first[y + 1]):
-            c = comp[r]
-            if 0 < sizes[c] < small and meets[c]:
-                pairs[fill[c], 0] = y
-                pairs[fill[c], 1] = r
-                fill[c] += 1
-    return start, pairs
-
-
-@numba.njit(nogil=True, cache=True)
 def sieve_round(labels, top, out, out_at, eight, small, cap, place, core, region, scratch, changed):  # pragma: no cover - compiled
     """One round, from ``labels`` (classes 0..top, at ``place`` = (row, column) in the raster)
     into ``out`` (a copy of its part from ``out_at`` = (y, x) on), deciding the small patches
     with a pixel in ``region`` (the others' results are not needed): returns (patches merged, of
     them those whose first pixel is in ``core``; both (y0, y1, x0, x1)), and adds the pixels it
     changes in ``core`` to ``changed``, by their class before. ``scratch``: arrays to hold the
-    runs (x0, x1 and parent int32, class uint8), grown if short.
+    runs (x0, x1, parent and next run int32, class uint8), grown if short.
 
     Runs, patches and cells are built on the part of ``labels`` that those patches, their
     neighbours and the cells around them lie in (the region and small - 1 + (CELL_REACH + 1) *
@@ -175,18 +145,34 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, place, core, region
     part = labels[py0:py1, px0:px1]
     first, x0, x1, cls = runs(part, scratch[0], scratch[1], scratch[3])
     counts = cells(part.shape, top, (place[0] + py0, place[1] + px0), first, x0, x1, cls)
-    comp, sizes = components(eight, first, x0, x1, cls, scratch[2])
+    comp, sizes, head, after = components(eight, first, x0, x1, cls, scratch[2], scratch[4])
     cap_sizes(first, x0, x1, comp, sizes, cap, px1 - px0, (py0 > 0, py1 < height, px0 > 0, px1 < width))
-    start, pairs = _small_patches(first, x0, x1, comp, sizes, small, (region[0] - py0, region[1] - py0, region[2] - px0, region[3] - px0))
     flood = (labels, (py0, px0), np.zeros((labels.size + 7) // 8, np.uint8), np.empty(cap + 8, np.int64))
     contacts = np.zeros(256, np.int64)
     biggest = np.zeros(256, np.int64)
     touched = np.zeros(256, np.int64)
-    merged = in_core = 0
+    runs_of = np.empty((small, 2), np.int32)  # a small patch's runs as (row, run) pairs
+    ry0, ry1, rx0, rx1 = region[0] - py0, region[1] - py0, region[2] - px0, region[3] - px0
+    merged = in_core = first_row = 0
     for c in range(len(sizes)):
-        if start[c + 1] == start[c]:
-            continue  # large, or not reaching the region
-        patch = pairs[start[c] : start[c + 1]]
+        if not 0 < sizes[c] < small:
+            continue  # large (a patch reaching the part's open edges is)
+        r = head[c]
+        while first[first_row + 1] <= r:  # components come in the order of their first runs
+            first_row += 1
+        if first_row < ry0 - (small - 2) or first_row >= ry1:
+            continue  # it cannot reach the region: it spans fewer than small rows
+        n, row, meets = 0, first_row, False
+        while r >= 0:
+            while first[row + 1] <= r:
+                row += 1
+            runs_of[n, 0], runs_of[n, 1] = row, r
+            meets |= ry0 <= row < ry1 and x0[r] < rx1 and x1[r] > rx0
+            n += 1
+            r = after[r]
+        if not meets:
+            continue  # its result is not needed
+        patch = runs_of[:n]
         winner, size = _best_class(part.shape, (first, x0, x1, cls), comp, sizes, patch, eight, cap, counts, flood, contacts, biggest, touched)
         if size < small:
             continue  # no large neighbour (yet)
