@@ -9,6 +9,7 @@ import numba
 import numpy as np
 
 from pipeline.algo.kernel import NODATA_LABEL
+from pipeline.algo.majority import BY_CLASS
 
 CELL = 16  # the side of the cells whose pixels of a class break ties between patches at the cap
 CELL_REACH = 4  # cells counted around a small patch's cells
@@ -193,25 +194,47 @@ def flooded(labels, y, x, eight, cap, seen, queue):  # pragma: no cover - compil
     return min(n, cap)
 
 
+_BYTE_SUM = np.uint64(0x0101010101010101)  # times 8 bytes: their sum in the top byte (if under 256)
+
+
 @numba.njit(nogil=True, cache=True)
-def cells(shape, top, place, first, x0, x1, cls):  # pragma: no cover - compiled
-    """Per class 0..top, the pixels in the CELL x CELL cells of the raster's grid that the
-    array (at ``place`` in the raster) overlaps, as an integral image: (integral (top + 1, rows
-    + 1, cols + 1), the array's offset in its first cell (y, x)). Counted from the runs, a
-    tenth as many as the pixels."""
-    height, width = shape
+def cells(labels, top, place, first, x0, x1, cls):  # pragma: no cover - compiled
+    """Per class 0..top, the pixels in the CELL x CELL cells of the raster's grid that
+    ``labels`` (at ``place`` in the raster; its runs ``first, x0, x1, cls``) overlaps, as an
+    integral image: (integral (top + 1, rows + 1, cols + 1), the array's offset in its first
+    cell (y, x)). Up to BY_CLASS classes, per class a vectorised count of its pixels per column
+    over a row of cells, summed 8 columns per multiply (1 ms a window); above, from the runs (a
+    tenth as many as the pixels, but a loop with branches: 3.6 ms)."""
+    height, width = labels.shape
     shift = (place[0] % CELL, place[1] % CELL)
     rows, cols = (height + shift[0] + CELL - 1) // CELL, (width + shift[1] + CELL - 1) // CELL
     integral = np.zeros((top + 1, rows + 1, cols + 1), np.int32)
-    for y in range(height):
-        i = (y + shift[0]) // CELL + 1
-        for r in range(first[y], first[y + 1]):
-            c, start = cls[r], x0[r]
-            while start < x1[r]:
-                j = (start + shift[1]) // CELL + 1
-                stop = min(x1[r], (j * CELL) - shift[1])  # the end of the run or of its cell
-                integral[c, i, j] += stop - start
-                start = stop
+    if top <= BY_CLASS:
+        column = np.zeros((top + 1, cols * CELL), np.uint8)  # per class, its pixels in each column of the row of cells
+        eights = column.reshape(-1).view(np.uint64).reshape(top + 1, cols * CELL // 8)
+        for y in range(height):
+            row = labels[y]
+            for c in range(1, top + 1):
+                col, klass = column[c, shift[1] : shift[1] + width], np.uint8(c)
+                for x in range(width):
+                    col[x] += row[x] == klass
+            if (y + shift[0] + 1) % CELL == 0 or y == height - 1:  # the row of cells is complete
+                i = (y + shift[0]) // CELL + 1
+                for c in range(1, top + 1):
+                    words = eights[c]
+                    for j in range(cols):
+                        integral[c, i, j + 1] = ((words[2 * j] * _BYTE_SUM) >> np.uint64(56)) + ((words[2 * j + 1] * _BYTE_SUM) >> np.uint64(56))
+                column[:] = 0
+    else:
+        for y in range(height):
+            i = (y + shift[0]) // CELL + 1
+            for r in range(first[y], first[y + 1]):
+                c, start = cls[r], x0[r]
+                while start < x1[r]:
+                    j = (start + shift[1]) // CELL + 1
+                    stop = min(x1[r], (j * CELL) - shift[1])  # the end of the run or of its cell
+                    integral[c, i, j] += stop - start
+                    start = stop
     for c in range(1, top + 1):
         for i in range(1, rows + 1):
             for j in range(1, cols + 1):

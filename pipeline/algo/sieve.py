@@ -144,7 +144,7 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, place, core, region
     py0, py1, px0, px1 = max(0, region[0] - grow), min(height, region[1] + grow), max(0, region[2] - grow), min(width, region[3] + grow)
     part = labels[py0:py1, px0:px1]
     first, x0, x1, cls = runs(part, scratch[0], scratch[1], scratch[3])
-    counts = cells(part.shape, top, (place[0] + py0, place[1] + px0), first, x0, x1, cls)
+    counts = cells(part, top, (place[0] + py0, place[1] + px0), first, x0, x1, cls)
     comp, sizes, head, after = components(eight, first, x0, x1, cls, scratch[2], scratch[4])
     cap_sizes(first, x0, x1, comp, sizes, cap, px1 - px0, (py0 > 0, py1 < height, px0 > 0, px1 < width))
     flood = (labels, (py0, px0), np.zeros((labels.size + 7) // 8, np.uint8), np.empty(cap + 8, np.int64))
