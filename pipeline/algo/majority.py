@@ -92,6 +92,7 @@ def _majority_by_class(labels, side, top, out, votes):  # pragma: no cover - com
     winner = np.empty(width, np.uint8)
     own = np.empty(width, votes.dtype)
     blank = np.zeros(width, np.uint8)
+    result = np.empty(width, np.uint8)  # a row of the output
     for y in range(-r, height):
         # The row entering the window and the row leaving it, in one pass (nodata past the edges)
         entering = labels[y + r] if y + r < height else blank
@@ -123,4 +124,8 @@ def _majority_by_class(labels, side, top, out, votes):  # pragma: no cover - com
                 own[x] = n if centres[x] == cls else own[x]
         for x in range(width):
             centre = centres[x]
-            out[y, x] = centre if (centre == NODATA_LABEL) | (own[x] == best[x]) else winner[x]
+            result[x] = centre if (centre == NODATA_LABEL) | (own[x] == best[x]) else winner[x]
+        # Written to ``out`` as a row: the loop above, writing into ``out`` itself, ran unvectorised
+        # (twice the filter's time) when ``out`` began just after ``labels`` in memory, as two arrays
+        # allocated one after the other do.
+        out[y, :] = result
