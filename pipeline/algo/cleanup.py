@@ -188,14 +188,17 @@ def _changed(before, after, k, top):  # pragma: no cover - compiled
     """Pixels that differ between ``before`` and ``after``, per class 0..k they had before."""
     counts = np.zeros(k + 1, np.int64)
     height, width = before.shape
+    moved = np.empty(width, np.uint8)  # a row: the class before where it changed, else 0
     for y in range(height):
         was, now = before[y], after[y]
-        if top <= BY_CLASS:  # per class a vectorised count; a few per cent change, in clusters
+        if top <= BY_CLASS:  # per class a vectorised count (a few per cent change, in clusters)
+            for x in range(width):
+                moved[x] = was[x] if was[x] != now[x] else 0
             for c in range(1, top + 1):
                 cls = np.uint8(c)
                 n = np.int32(0)
                 for x in range(width):
-                    n += np.int32((was[x] == cls) & (now[x] != cls))
+                    n += np.int32(moved[x] == cls)
                 counts[c] += n
         else:
             for x in range(width):
