@@ -57,11 +57,8 @@ def _best_class(shape, runs, comp, sizes, patch, eight, cap, cells, flood, conta
     8-connected); the patch's own class, met there as the patch itself, is dropped at the end."""
     height, width = shape
     first, x0, x1, cls = runs
-    integral, shift = cells
-    own = cls[patch[0, 1]]
     slack = 1 if eight else 0
-    n_touched = 0
-    n = len(patch)
+    n_touched, n = 0, len(patch)
     top, bottom, left, right = patch[0, 0], patch[n - 1, 0], width, 0  # the patch's bounding box
     p, above = 0, -1  # above: the patch's first run in the row above this row's, if any
     while p < n:  # the patch's runs in row y: p..q - 1
@@ -109,9 +106,18 @@ def _best_class(shape, runs, comp, sizes, patch, eight, cap, cells, flood, conta
                     n_touched = _touch(cls[u], size, pairs, contacts, biggest, touched, n_touched)
                     u += 1
         above, p = patch[p, 1], q
+    return _pick(cls[patch[0, 1]], cap, cells, (top, bottom, left, right), contacts, biggest, touched, n_touched)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _pick(own, cap, cells, box, contacts, biggest, touched, n_touched):  # pragma: no cover - compiled
+    """The touched class other than ``own`` maximising (largest capped size, at the cap its
+    pixels in the cells near the patch's bounding ``box`` (top, bottom, left, right), contacts,
+    -class), and that capped size; resets the counts for the next patch."""
+    integral, shift = cells
     rows, cols = integral.shape[1] - 1, integral.shape[2] - 1
-    cy0, cy1 = max(0, (top + shift[0]) // CELL - CELL_REACH), min(rows, (bottom + shift[0]) // CELL + CELL_REACH + 1)
-    cx0, cx1 = max(0, (left + shift[1]) // CELL - CELL_REACH), min(cols, (right + shift[1]) // CELL + CELL_REACH + 1)
+    cy0, cy1 = max(0, (box[0] + shift[0]) // CELL - CELL_REACH), min(rows, (box[1] + shift[0]) // CELL + CELL_REACH + 1)
+    cx0, cx1 = max(0, (box[2] + shift[1]) // CELL - CELL_REACH), min(cols, (box[3] + shift[1]) // CELL + CELL_REACH + 1)
     winner, size, near, most = 0, 0, -1, 0
     for t in range(n_touched):
         c = touched[t]
@@ -124,6 +130,22 @@ def _best_class(shape, runs, comp, sizes, patch, eight, cap, cells, flood, conta
         contacts[c] = 0  # reset for the next patch
         biggest[c] = 0
     return winner, size
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _patch_runs(r, row, first, x0, x1, after, region, runs_of):  # pragma: no cover - compiled
+    """The runs of the patch whose first run r is in row ``row``, followed through ``after``, into
+    ``runs_of`` as (row, run) pairs; returns how many, and whether one has a pixel in ``region``
+    = (y0, y1, x0, x1)."""
+    n, meets = 0, False
+    while r >= 0:
+        while first[row + 1] <= r:
+            row += 1
+        runs_of[n, 0], runs_of[n, 1] = row, r
+        meets |= region[0] <= row < region[1] and x0[r] < region[3] and x1[r] > region[2]
+        n += 1
+        r = after[r]
+    return n, meets
 
 
 @numba.njit(nogil=True, cache=True)
@@ -162,14 +184,7 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, place, core, region
             first_row += 1
         if first_row < ry0 - (small - 2) or first_row >= ry1:
             continue  # it cannot reach the region: it spans fewer than small rows
-        n, row, meets = 0, first_row, False
-        while r >= 0:
-            while first[row + 1] <= r:
-                row += 1
-            runs_of[n, 0], runs_of[n, 1] = row, r
-            meets |= ry0 <= row < ry1 and x0[r] < rx1 and x1[r] > rx0
-            n += 1
-            r = after[r]
+        n, meets = _patch_runs(r, first_row, first, x0, x1, after, (ry0, ry1, rx0, rx1), runs_of)
         if not meets:
             continue  # its result is not needed
         patch = runs_of[:n]
