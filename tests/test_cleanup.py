@@ -14,7 +14,7 @@ from scipy import ndimage
 from pipeline.algo import cleanup as module
 from pipeline.algo.cleanup import Cleanup, clean, clean_window
 from pipeline.algo.majority import BY_CLASS
-from pipeline.algo.sieve import CELL, CELL_REACH
+from pipeline.algo.patches import CELL, CELL_REACH, runs
 
 
 def majority_oracle(labels: np.ndarray, side: int) -> np.ndarray:
@@ -158,16 +158,20 @@ def test_connectivity_decides_what_a_patch_is():
     assert np.array_equal(eight, diagonal)  # one 4-pixel patch: not small
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_kernel_is_the_rules(seed):
-    labels = noisy_blobs((60, 75), 5, seed)
+@pytest.mark.parametrize(("seed", "k"), [(0, 5), (1, 5), (2, 5), (3, BY_CLASS + 2)])
+def test_the_kernel_is_the_rules(seed, k):
+    # Also what it counts: per class counts by vectorised passes up to BY_CLASS classes, by
+    # histograms above.
+    labels = noisy_blobs((60, 75), k, seed)
     for majority, sieve, connectivity in itertools.product((0, 3, 5), (0, 2, 5, 12), (4, 8)):
         expected = majority_oracle(labels, majority) if majority else labels
         expected = sieve_oracle(expected, sieve, connectivity) if sieve > 1 else expected
-        got = clean(labels, Cleanup(majority, sieve, connectivity), k=5)
+        got = clean(labels, Cleanup(majority, sieve, connectivity), k=k)
         assert np.array_equal(got.labels, expected), (majority, sieve, connectivity)
         voted = majority_oracle(labels, majority) if majority else labels
-        assert np.array_equal(got.majority_changed, np.bincount(labels[labels != voted], minlength=6))
+        assert np.array_equal(got.majority_changed, np.bincount(labels[labels != voted], minlength=k + 1))
+        assert np.array_equal(got.sieve_changed, np.bincount(voted[voted != expected], minlength=k + 1))
+        assert np.array_equal(got.pixels, np.bincount(expected.ravel(), minlength=k + 1))
 
 
 @pytest.mark.parametrize(("side", "k"), [(3, 13), (7, 5), (31, 40), (3, BY_CLASS)])
@@ -207,6 +211,65 @@ def test_chunk_by_chunk_with_the_halo_is_the_whole_array(cleanup, side):
     stitched, removed, changed = by_chunks(labels, cleanup, side, cleanup.halo)
     assert np.array_equal(stitched, whole.labels)
     assert removed == whole.patches_removed and np.array_equal(changed, whole.sieve_changed)
+
+
+@pytest.mark.parametrize("width", [1, 63, 64, 65, 200])
+def test_runs_are_the_rows_maximal_stretches_of_one_valid_class(width):
+    # Found 64 pixels at a time: widths around a word, nodata anywhere, the class 255, and
+    # arrays too short for the runs (grown).
+    rng = np.random.default_rng(width)
+    labels = rng.choice(np.array([0, 1, 2, 255], np.uint8), size=(7, width), p=[0.2, 0.3, 0.3, 0.2])
+    labels[2] = 0
+    labels[3] = 255
+    first, x0, x1, cls = runs(labels, np.empty(1, np.int32), np.empty(1, np.int32), np.empty(1, np.uint8))
+    for y, row in enumerate(labels):
+        edges = np.flatnonzero(np.diff(row, prepend=0, append=0))
+        expected = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if row[a] != 0]
+        got = list(zip(x0[first[y] : first[y + 1]], x1[first[y] : first[y + 1]]))
+        assert got == expected and (cls[first[y] : first[y + 1]] == row[[a for a, _ in expected]]).all()
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+@pytest.mark.parametrize(("snake", "winner"), [(200, 2), (300, 2), (140, 4)])
+def test_a_neighbour_reaching_out_of_the_runs_part_is_counted_in_the_window(snake, winner, connectivity):
+    # The sieve builds its patches on the chunk and small - 1 + (CELL_REACH + 1) * CELL pixels
+    # around it (95 at N = 16), not on the whole window (271 around): a 1-pixel speck (class 3)
+    # between a 156-pixel blob (class 4) and a line (class 2) that runs out of that part, with
+    # ~96 of its pixels inside, takes the line's class only if the line is counted in the
+    # window (capped at S = 256), on each side of the chunk.
+    n, side = 16, 300
+    cleanup = Cleanup(sieve=n, connectivity=connectivity)
+    assert cleanup.halo == 271
+    labels = np.zeros((2 * side, 2 * side), dtype=np.uint8)  # turned, chunk edges stay chunk edges
+    labels[150, side - 2] = 3
+    labels[144:156, side - 15 : side - 2] = 4
+    steps = np.arange(snake)
+    labels[150 + (steps % 2 if connectivity == 8 else 0), side - 1 + steps] = 2  # 8-connected: a zigzag
+    for turn in range(4):
+        turned = np.rot90(labels, turn).copy()
+        whole = clean(turned, cleanup, k=5)
+        assert np.rot90(whole.labels, -turn)[150, side - 2] == winner
+        stitched, removed, changed = by_chunks(turned, cleanup, side, cleanup.halo)
+        assert np.array_equal(stitched, whole.labels), turn
+        assert removed == whole.patches_removed and np.array_equal(changed, whole.sieve_changed)
+
+
+def test_a_neighbour_leaving_the_runs_part_and_coming_back_is_counted_whole_from_each_side():
+    # A U of class 2 (239 pixels) whose two arms are two patches in the runs' part, joined out of
+    # it: each arm is counted in the window by its own flood fill, and both find the whole U
+    # (the first fill's marks are cleared), so both specks take class 2 over their 156-pixel blob.
+    side, arm = 300, 110
+    cleanup = Cleanup(sieve=16)
+    labels = np.zeros((2 * side, 2 * side), dtype=np.uint8)
+    for row in (150, 170):
+        labels[row, side - 2] = 3
+        labels[row - 6 : row + 6, side - 15 : side - 2] = 4
+        labels[row, side - 1 : side - 1 + arm] = 2
+    labels[150:171, side - 2 + arm] = 2
+    whole = clean(labels, cleanup, k=5)
+    assert (labels == 2).sum() == 239 and (whole.labels[[150, 170], side - 2] == 2).all()
+    stitched, removed, changed = by_chunks(labels, cleanup, side, cleanup.halo)
+    assert np.array_equal(stitched, whole.labels)
 
 
 def test_more_rounds_stay_exact_chunk_by_chunk(monkeypatch):

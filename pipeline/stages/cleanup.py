@@ -43,7 +43,9 @@ def _cleaned(labels: xr.DataArray, keys: dict[str, int], name: str) -> xr.DataAr
     chunks = tuple(_at_least(c, halo) for c in data.chunks)
     data = data.rechunk(chunks) if chunks != data.chunks else data
     starts = tuple(tuple(np.cumsum((0, *c[:-1])).tolist()) for c in data.chunks)
-    cleaned = data.map_overlap(_clean_block, depth=halo, boundary="none", trim=True, dtype=np.uint8, cleanup=cleanup, starts=starts)
+    cleaned = data.map_overlap(
+        _clean_block, depth=halo, boundary="none", trim=True, dtype=np.uint8, cleanup=cleanup, starts=starts, sizes=data.chunks
+    )
     return labels.copy(data=cleaned.rechunk(labels.data.chunks) if isinstance(labels.data, da.Array) else cleaned)
 
 
@@ -59,8 +61,13 @@ def _at_least(chunks: tuple[int, ...], halo: int) -> tuple[int, ...]:
     return (side,) * (full - 1) + ((side + rest,) if rest < halo else (side, rest))
 
 
-def _clean_block(window: np.ndarray, block_id: tuple[int, int], *, cleanup: Cleanup, starts: tuple[tuple[int, ...], ...]) -> np.ndarray:
-    # The whole window is cleaned; map_overlap keeps its core, where the result is exact. The
-    # window starts a halo before its chunk, or at the raster's edge.
+def _clean_block(
+    window: np.ndarray, block_id: tuple[int, int], *, cleanup: Cleanup, starts: tuple[tuple[int, ...], ...], sizes: tuple[tuple[int, ...], ...]
+) -> np.ndarray:
+    # The window starts a halo before its chunk, or at the raster's edge; only the chunk is
+    # cleaned (the result is exact there), and map_overlap keeps only the chunk of what we return.
     place = tuple(max(0, axis[index] - cleanup.halo) for axis, index in zip(starts, block_id))
-    return clean_window(window, cleanup, core=(slice(None), slice(None)), k=MAX_CLASS, place=place).labels
+    core = tuple(slice(axis[index] - at, axis[index] - at + size[index]) for axis, size, index, at in zip(starts, sizes, block_id, place))
+    out = window.copy()
+    out[core] = clean_window(window, cleanup, core=core, k=MAX_CLASS, place=place).labels
+    return out
