@@ -144,9 +144,9 @@ class Overview:
     data: np.ndarray
     """float32 (band, h, w), NaN where invalid, the tile's correction applied."""
     factor: int
-    transform: Affine
-    """Of the overview's pixels, in the file's CRS."""
-    crs: str
+    transform: Affine | None
+    """Of the overview's pixels, in the file's CRS: for a tile reprojected onto the mosaic (else None)."""
+    crs: str | None
 
 
 def read_overview(tile: Tile, bands: tuple[int, ...], access: Access, *, side: int, most: int) -> Overview | None:
@@ -164,9 +164,10 @@ def read_overview(tile: Tile, bands: tuple[int, ...], access: Access, *, side: i
             if shape[0] * shape[1] > most:
                 return None
             data, valid = _read_source(src, tile, bands, None, out_shape=shape)
-            t, sx, sy = src.transform, src.width / shape[1], src.height / shape[0]
-            transform = Affine(t.a * sx, t.b * sy, t.c, t.d * sx, t.e * sy, t.f)
-            crs = src.crs.to_string()
+            transform = crs = None
+            if tile.warp is not None:  # placed through the file's own CRS (a thousandth of a second a tile)
+                t, sx, sy = src.transform, src.width / shape[1], src.height / shape[0]
+                transform, crs = Affine(t.a * sx, t.b * sy, t.c, t.d * sx, t.e * sy, t.f), src.crs.to_string()
         except Exception:
             _forget(tile)
             raise
