@@ -158,6 +158,18 @@ def _sieve(
     return current[y0:y1, x0:x1].copy(), removed, changed
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _count_row(row, top, counts):  # pragma: no cover - compiled
+    """Add the row's pixels of each class 1..top to ``counts``: per class a compare-and-add the
+    compiler vectorises, cheaper than a histogram's scattered increments for a few classes."""
+    for c in range(1, top + 1):
+        cls = np.uint8(c)
+        n = np.int32(0)
+        for x in range(row.shape[0]):
+            n += np.int32(row[x] == cls)
+        counts[c] += n
+
+
 @numba.njit(nogil=True, cache=True)
 def _pixels(labels, k, top):  # pragma: no cover - compiled
     """Pixels per class 0..k."""
@@ -165,13 +177,7 @@ def _pixels(labels, k, top):  # pragma: no cover - compiled
     height, width = labels.shape
     if top <= BY_CLASS:  # per class a vectorised count per row: a third of the time of a histogram
         for y in range(height):
-            row = labels[y]
-            for c in range(1, top + 1):
-                cls = np.uint8(c)
-                n = np.int32(0)
-                for x in range(width):
-                    n += np.int32(row[x] == cls)
-                counts[c] += n
+            _count_row(labels[y], top, counts)
         counts[0] = height * width - counts.sum()
     else:
         lanes = np.zeros((4, 256), np.int64)  # four histograms: one counter is not bumped back to back
@@ -194,12 +200,7 @@ def _changed(before, after, k, top):  # pragma: no cover - compiled
         if top <= BY_CLASS:  # per class a vectorised count (a few per cent change, in clusters)
             for x in range(width):
                 moved[x] = was[x] if was[x] != now[x] else 0
-            for c in range(1, top + 1):
-                cls = np.uint8(c)
-                n = np.int32(0)
-                for x in range(width):
-                    n += np.int32(moved[x] == cls)
-                counts[c] += n
+            _count_row(moved, top, counts)
         else:
             for x in range(width):
                 if was[x] != now[x]:

@@ -1,6 +1,6 @@
 """The restarts of the fit and how one map is chosen among them (``kmeans.py``'s module docstring
 says why each step is there): the seeded restarts and the first look's, the distinct ones refined
-on the whole sample, ties the sample cannot rank decided on the first look's pixels.
+on the whole sample, ties the sample cannot rank decided on a sample drawn with a fixed seed.
 """
 
 from __future__ import annotations

@@ -8,7 +8,15 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from pipeline.algo.patches import CELL, CELL_REACH, cap_sizes, cells, components, flooded, runs
+from pipeline.algo.patches import (
+    CELL,
+    CELL_REACH,
+    cap_sizes,
+    cells,
+    components,
+    flooded,
+    runs,
+)
 
 
 # ``_best_class`` and its helpers are inlined into ``sieve_round``'s loop over the patches: a call

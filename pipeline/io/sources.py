@@ -27,7 +27,6 @@ from pipeline.io.access import Access, Failure, attempt
 from pipeline.io.remote import (
     Href,
     gdal_path,
-    gdal_reason,
     is_remote,
     read_options,
     redact,
