@@ -345,6 +345,7 @@ def main() -> None:
     parser.add_argument("--harsh", action="store_true", help="the largest --sizes on the kind mosaic and on N x N overlapping files of mixed codecs, back to back (scripts/harsh_mosaic.py)")
     parser.add_argument("--state-http", action="store_true", help="the state rehearsal over loopback HTTP against local disk (scripts/state_http.py; a few minutes)")
     parser.add_argument("--cogs", type=int, default=192, help="--state-http: how many COGs (720 x 928 px each)")
+    parser.add_argument("--naip-tiles", type=int, default=0, help="--state-http: instead, this many COGs (at most 4) the size of a NAIP quarter-quad")
     parser.add_argument("--steps", default="", help="--state: comma-separated subset of graph,open,sample,floor,threads,cleanup,cluster,small,identity,spread; --state-http: of runs,open,settings,look")
     parser.add_argument("--startup", action="store_true", help="fixed costs: --help and a run on one small chunk (scripts/startup.py; < 1 min)")
     parser.add_argument("--runs", type=int, default=7, help="--startup: runs of each command")

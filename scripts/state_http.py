@@ -18,6 +18,10 @@ folder on 127.0.0.1 and counts requests and bytes. Measured, each in a fresh pro
 
 ``--steps`` (``runs,open,settings,look``, all by default) chooses what to measure: at
 ``--cogs 5120`` (10 GB of COGs, 3.4 GP) the look and the two runs are the figures of interest.
+``--naip-tiles N`` (at most 4) measures the same on N COGs the size of a NAIP quarter-quad
+(12,000 x 10,000 px, overviews to /32 as GDAL's COG driver makes them) cut from the 600 MP
+benchmark mosaic, in ``--workdir``/state-http-naip: what the look costs against a run per tile
+of the real size (its cost is per tile, the run's per pixel).
 
 Loopback has no latency, so the seconds here are CPU and protocol overhead; over the internet
 each request also costs a round trip (20-100 ms to a cloud region), which is why requests per
@@ -36,10 +40,11 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
-from bench_common import REPO, SCENE_SHAPE, scene_variants, timed_run
+from bench_common import REPO, SCENE_SHAPE, build_mosaic, scene_variants, timed_run
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as copy_raster
 from rasterio.warp import transform_bounds
+from rasterio.windows import Window
 
 sys.path.insert(0, str(REPO / "tests"))
 from http_server import RangeServer  # noqa: E402  (the tests' server: one Range server for both)
@@ -78,6 +83,29 @@ def build_cogs(scenes: Path, folder: Path, n: int) -> list[Path]:
         with MemoryFile() as memory, memory.open(**tile_profile) as tmp:
             tmp.write(variants[(3 * i + row) % len(variants)])
             copy_raster(tmp, path, driver="COG", BLOCKSIZE=512, COMPRESS="DEFLATE", PREDICTOR=2)
+    return paths
+
+
+NAIP_SHAPE = (10_000, 12_000)  # (rows, columns) of a quarter-quad at 60 cm, about
+
+
+def build_naip_cogs(scenes: Path, workdir: Path, folder: Path, n: int) -> list[Path]:
+    """``n`` (at most 4) COGs of ``NAIP_SHAPE``, two to a row, cut edge to edge from the 30 x 30
+    benchmark mosaic (cached by n)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"qq_{i}.tif" for i in range(n)]
+    if all(p.exists() for p in paths):
+        return paths
+    h, w = NAIP_SHAPE
+    with rasterio.open(build_mosaic(30, scenes, workdir)) as src:
+        if n > (src.height // h) * (src.width // w):
+            raise SystemExit(f"--naip-tiles: at most {(src.height // h) * (src.width // w)} tiles fit in {src.name}")
+        for i, path in enumerate(paths):
+            window = Window((i % 2) * w, (i // 2) * h, w, h)
+            profile = {**src.profile, "height": h, "width": w, "transform": src.window_transform(window), "photometric": "MINISBLACK"}
+            with MemoryFile() as memory, memory.open(**profile) as tmp:
+                tmp.write(src.read(window=window))
+                copy_raster(tmp, path, driver="COG", BLOCKSIZE=512, COMPRESS="DEFLATE", PREDICTOR=2, NUM_THREADS=2)
     return paths
 
 
@@ -201,8 +229,12 @@ STEPS = ("runs", "open", "settings", "look")
 
 def main(args) -> None:
     steps = set(args.steps.split(",")) if args.steps else set(STEPS)
-    folder = args.workdir / "state-http"
-    cogs = build_cogs(args.scenes, folder / "cogs", args.cogs)
+    if args.naip_tiles:
+        folder = args.workdir / "state-http-naip"
+        cogs = build_naip_cogs(args.scenes, args.workdir, folder / "cogs", args.naip_tiles)
+    else:
+        folder = args.workdir / "state-http"
+        cogs = build_cogs(args.scenes, folder / "cogs", args.cogs)
     files_bytes = sum(p.stat().st_size for p in cogs)
     result: dict[str, Any] = {"cogs": len(cogs), "files_mb": round(files_bytes / 1e6, 1)}
     with rasterio.open(cogs[0]) as src:

@@ -2,8 +2,8 @@
 has none to use, read decimated, each look pixel with the sample window it lies in.
 
 NAIP COGs (and most imagery published for the web) carry internal overviews: the coarsest level
-at least ``SIDE`` pixels across is one or two range requests per remote tile and milliseconds of
-decoding, a look at the whole mosaic for a few per cent of a read. A file without such a level
+at least ``SIDE`` pixels across is two or three range requests per remote tile and milliseconds of
+decoding: a look at a NAIP quarter-quad for 0.04 % of its bytes. A file without such a level
 (or whose level is still large) is not decoded whole for a look: ``lattice`` names the mosaic's
 windows on a lattice (one in ``stride`` x ``stride``) and those that such files cover are read
 through the mosaic reader, decimated. A look keeps about ``LookGrid.per_window`` pixels of every
