@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -10,6 +11,13 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A suite started as a background job (``cmd &`` in a script, as some CI runners do) inherits
+# SIGINT ignored, and so would every `landcover` the tests start: the Ctrl-C tests would then see
+# runs that cannot be interrupted. Their Ctrl-C is the terminal's, so restore it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 NAIP = REPO.parent / "shared" / "data" / "naip"
 
 

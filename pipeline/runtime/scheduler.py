@@ -16,6 +16,7 @@ import logging
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -129,12 +130,24 @@ def _local_get(name: str):
     distributed at the first compute to look for a client (0.5 s of start-up); given as the
     function, it does not."""
     if name == "threads":
-        import dask.threaded
-
-        return dask.threaded.get
+        return _threads_get
     import dask.multiprocessing
 
     return dask.multiprocessing.get
+
+
+def _threads_get(dsk, keys, num_workers=None, **kwargs):
+    """dask's threaded get on threads of its own, all stopped before it returns or raises: dask's
+    shared pool would let the tasks already running when one fails (or on Ctrl-C) go on writing
+    parts after the error has counted them."""
+    import dask.threaded
+    from dask.system import CPU_COUNT
+
+    pool = ThreadPoolExecutor(num_workers or dask.config.get("num_workers", None) or CPU_COUNT)
+    try:
+        return dask.threaded.get(dsk, keys, pool=pool, **kwargs)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _log_cluster(client) -> None:
