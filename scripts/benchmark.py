@@ -95,7 +95,7 @@ def client_at_iowa() -> dict[str, Any]:
     start = time.perf_counter()
     chunks = {(i, j): ("label_chunk", i, j) for _, i, j in pyramid.nodes(0)}  # the run adds one task per chunk too
     graph = {key: (partial(dict, index=index, folder=REPO, pyramid=pyramid), ("read", *index)) for index, key in chunks.items()}
-    graph.update(tree(pyramid, (LABELS,), REPO, chunks, "iowa")[0])
+    graph.update(tree(pyramid, (LABELS,), REPO, {(0, *index): key for index, key in chunks.items()}, "iowa")[0])
     graph_s = time.perf_counter() - start
     nodes = [node for depth in [0, *pyramid.depths()] for node in pyramid.nodes(depth)]
     tiles = {node: [(lambda r0, r1, c0, c1: (r1 - r0) * (c1 - c0))(*pyramid.tiles(node, lv)) for lv in pyramid.levels(node)] for node in nodes}

@@ -105,6 +105,37 @@ def test_waiting_labels_are_on_disk_and_released_as_the_pass_goes(tmp_path):
     assert np.array_equal(read_labels(result.output), clean(read_labels(result.raw_path), CLEANUP).labels)
 
 
+@pytest.mark.parametrize("scheduler", ["threads", "local-cluster"])
+def test_a_mosaic_written_a_subtree_at_a_time_gives_the_same_bytes(scene, cleaned_run, tmp_path, monkeypatch, scheduler):
+    # A state is written a subtree of chunks per graph (dask's state for one graph of Texas
+    # would not fit a laptop); the halo's neighbours across a batch's edge are labelled again.
+    # On a cluster, each batch's keys are its own (the last batch's results may still be held).
+    from pipeline.products import chunks
+
+    monkeypatch.setattr(chunks, "BATCH_DEPTHS", range(1, 2))  # 3 x 3 chunks: subtrees of 2 x 2, 2 x 1, 1 x 2, 1 x 1, then the root
+    stores = []
+
+    class Graphs(Callback):
+        def _start_state(self, dsk, state):
+            stores.append(sum(isinstance(key, tuple) and str(key[0]).startswith(chunks.CHUNK_TASK) for key in dsk))
+
+    config_path = run_config(tmp_path, scene, raw=True)
+    doc = yaml.safe_load(config_path.read_text())
+    doc["dask"].update({"scheduler": scheduler} if scheduler == "threads" else {"scheduler": scheduler, "workers": 2, "threads_per_worker": 1})
+    config_path.write_text(yaml.safe_dump(doc))
+    with Graphs():
+        batched = pipeline.run(pipeline.load_config(config_path))
+    if scheduler == "threads":  # a distributed client's graphs are not seen by local callbacks
+        assert sorted(n for n in stores if n) == [1, 2, 2, 4]
+    assert batched.output.read_bytes() == cleaned_run.output.read_bytes()
+    assert batched.raw_path.read_bytes() == cleaned_run.raw_path.read_bytes()
+    report, expected = (json.loads(r.report_path.read_text()) for r in (batched, cleaned_run))
+    assert report["cleanup"] == expected["cleanup"]
+    for got, want in zip(report["classes"], expected["classes"]):
+        assert got["pixels"] == want["pixels"]
+        assert got["mean"] == pytest.approx(want["mean"], rel=1e-9)  # summed batch by batch
+
+
 def test_the_confidence_beside_a_cleaned_map_is_the_one_without_cleanup(scene, tmp_path):
     # The margin waits on disk with the labels (the cleanup does not change it).
     cleaned = pipeline.run(pipeline.load_config(run_config(tmp_path / "cleaned", scene, confidence=True)))

@@ -96,3 +96,17 @@ def test_a_worker_killed_while_labelling_changes_nothing(scene, threaded, tmp_pa
     np.testing.assert_array_equal(read_labels(result.output), read_labels(threaded.output))
     assert result.output.read_bytes() == threaded.output.read_bytes()
     assert result.confidence_path.read_bytes() == threaded.confidence_path.read_bytes()
+
+
+def test_a_state_is_written_in_batches_sized_on_the_scheduler(tmp_path):
+    # One graph of Texas would hold ~8 GB of dask state on the client: batches hold 64 chunks a
+    # thread (256 at least, 16,384 at most; 4,096 at least with the cleanup's halo).
+    from pipeline.products.chunks import batch_depth
+    from pipeline.runtime.scheduler import Scheduler, computing, task_slots
+
+    with computing(Scheduler("threads", workers=3)):
+        assert task_slots() == 3
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None) as cluster, cluster.get_client():
+        assert task_slots() == 4
+    assert [4**batch_depth(threads) for threads in (1, 2, 4, 16, 64, 400, 10_000)] == [256, 256, 256, 1024, 4096, 16384, 16384]
+    assert [4**batch_depth(threads, halo=True) for threads in (2, 400)] == [4096, 16384]

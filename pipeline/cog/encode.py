@@ -151,16 +151,22 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def tree(
-    pyramid: Pyramid, layers: Sequence[Layer], folder: Path, chunks: dict[tuple[int, int], Key], name: str
+    pyramid: Pyramid, layers: Sequence[Layer], folder: Path, leaves: dict[Node, Key], name: str, *, under: Node | None = None
 ) -> tuple[dict, dict[Node, Key]]:
-    """The tree's tasks over the chunk tasks ``chunks`` (each returning (summary, decimated
-    arrays)), as a plain graph: a dask.delayed call costs ~0.5 ms to build and Iowa has 130,000
-    tasks. Returns the graph and the key of each node's byte counts."""
+    """The tree's tasks above ``leaves`` (keys of the nodes of one depth, each returning (summary
+    or byte counts, decimated arrays)), as a plain graph: a dask.delayed call costs ~0.5 ms to
+    build and Iowa has 130,000 tasks. ``under``: only that node's subtree (itself included).
+    Returns the graph and the key of each node's byte counts."""
     graph: dict = {}
-    results: dict[Node, Key] = {(0, i, j): key for (i, j), key in chunks.items()}
+    results: dict[Node, Key] = dict(leaves)
     sizes: dict[Node, Key] = {}
+    bottom = next(iter(leaves))[0]
     for depth in pyramid.depths():
+        if depth <= bottom or (under is not None and depth > under[0]):
+            continue
         for node in pyramid.nodes(depth):
+            if under is not None and not _inside(node, under):
+                continue
             ups = []
             for row in pyramid.children(node):
                 ups.append([])
@@ -172,6 +178,12 @@ def tree(
             sizes[node] = (f"sizes-{name}", *node)
             graph[sizes[node]] = (getitem, results[node], 0)
     return graph, sizes
+
+
+def _inside(node: Node, root: Node) -> bool:
+    """Whether ``node`` is ``root`` or lies in its subtree."""
+    shift = root[0] - node[0]
+    return shift >= 0 and (node[1] >> shift, node[2] >> shift) == root[1:]
 
 
 def place_parts(destination: Path, *, folder: Path, layer: Layer, pyramid: Pyramid, placements: list[Placement]) -> None:

@@ -10,6 +10,7 @@ chunk's record in the parts folder means it is finished; a resumed write reads i
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 from functools import partial
@@ -45,10 +46,16 @@ from pipeline.errors import OutputError
 from pipeline.products.halo import Halo, spill, unspill
 from pipeline.products.html import thumbnail, thumbnail_step
 from pipeline.products.parts import load_record, record_path, save_record
+from pipeline.runtime.scheduler import task_slots
+
+log = logging.getLogger(__name__)
 
 Sizes = dict[str, dict[Node, list[list[int]]]]
 """Per layer, every node's tile byte counts per level."""
 
+BATCH_DEPTHS = range(4, 8)  # a graph of 16 x 16 to 128 x 128 chunks: 16 to 274 MB of graph and dask's state on the client
+BATCH_PER_THREAD = 64  # chunks a thread labels per batch: the batch's tail, threads idle at its end, is ~1/64 of it
+HALO_BATCH_DEPTH = 6  # with the cleanup, the ring of chunks labelled again around a batch costs +6.5 % from here (+27 % at depth 4)
 CHUNK_TASK = "write_chunk"  # the name of the pass's per-chunk store tasks (their keys start with it)
 
 
@@ -172,40 +179,101 @@ def write_chunks(
     """One streaming pass: every block into the COG's tiles (chunks finished by an earlier run
     are read from their records), then the tree of coarse levels; return the class statistics,
     what the cleanup changed (``_cleanup_summary`` summed; None without it), a (3, y, x)
-    true-colour thumbnail (None without the imagery) and every node's tile byte counts."""
+    true-colour thumbnail (None without the imagery) and every node's tile byte counts.
+
+    A large mosaic is written one subtree of the tree at a time (``batch_depth``: 256 to 16,384
+    chunks), a graph each, then the levels above them: a graph and dask's state for it cost
+    ~17 kB per chunk on the client, 8 GB for Texas in one graph. The bytes are the same (the
+    halo's neighbours across a batch's edge are labelled again)."""
     cleanup = blocks.cleanup.to_json() if blocks.cleaning else None
     name = f"{CHUNK_TASK}-{tokenize(*(a.name for a in blocks.inputs), str(folder), blocks.layers, blocks.labelled, cleanup)}"
     step = thumbnail_step(*blocks.grid.shape)
-    graph, chunks = _chunk_tasks(blocks, model, folder, pyramid, name, step)
-    nodes, tree_sizes = tree(pyramid, blocks.layers, folder, chunks, name)
-    graph.update(nodes)
-    releases = [key for key in graph if key[0] == f"release-{name}"]
-    graph[name] = (tuple, [[(f"summary-{name}", i, j) for i, j in chunks], list(tree_sizes.values()), releases])
-    summaries, node_sizes, _ = Delayed(name, HighLevelGraph.from_collections(name, graph, dependencies=blocks.inputs)).compute()
-    preview = None if blocks.pixels is None else _gathered_thumbnail(list(chunks), summaries, blocks.grid.shape, pyramid.chunk, step)
+    depth = min(batch_depth(task_slots(), halo=blocks.cleaning), pyramid.depths().stop - 1)  # at the root's depth, one batch
+    inputs = HighLevelGraph.merge(*(a.__dask_graph__() for a in blocks.inputs))
+    preview = None if blocks.pixels is None else _empty_thumbnail(blocks.grid.shape, step)
     sizes: Sizes = {layer.name: {} for layer in blocks.layers}
-    for (i, j), chunk in zip(chunks, summaries):
-        for layer in blocks.layers:
-            sizes[layer.name][0, i, j] = chunk[layer.name]
-    for node, per_layer in zip(tree_sizes, node_sizes):
-        for layer in blocks.layers:
-            sizes[layer.name][node] = per_layer[layer.name]
-    stats = np.sum([chunk["stats"] for chunk in summaries], axis=0)
-    cleaned = np.sum([chunk["cleanup"] for chunk in summaries], axis=0) if blocks.cleaning else None
-    return stats, cleaned, preview, sizes
+    stats, cleaned, roots = [], [], {}
+    batches = pyramid.nodes(depth)
+    for n, root in enumerate(batches, 1):
+        if len(batches) > 1:
+            log.info("label and write: batch %d of %d", n, len(batches))
+        summaries, node_sizes, roots[root] = _write_batch(blocks, model, folder, pyramid, name, step, inputs, root)
+        for (i, j), chunk in summaries.items():
+            for layer in blocks.layers:
+                sizes[layer.name][0, i, j] = chunk[layer.name]
+            if preview is not None:
+                _paste_thumbnail(preview, (i, j), chunk["thumbnail"], pyramid.chunk, step)
+        _add_node_sizes(sizes, node_sizes)
+        stats.append(np.sum([chunk["stats"] for chunk in summaries.values()], axis=0))
+        if blocks.cleaning:
+            cleaned.append(np.sum([chunk["cleanup"] for chunk in summaries.values()], axis=0))
+    if len(roots) > 1:  # the levels above the batches, from their roots' decimated arrays
+        name = f"{name}-top"
+        leaves = {root: (f"batch-{name}", *root) for root in roots}
+        graph, tree_sizes = tree(pyramid, blocks.layers, folder, leaves, name)
+        graph.update({key: (partial(_given, roots[root]),) for root, key in leaves.items()})
+        graph[name] = (list, list(tree_sizes.values()))
+        _add_node_sizes(sizes, dict(zip(tree_sizes, Delayed(name, graph).compute())))
+    return np.sum(stats, axis=0), np.sum(cleaned, axis=0) if blocks.cleaning else None, preview, sizes
+
+
+def batch_depth(threads: int, *, halo: bool = False) -> int:
+    """The tree depth whose subtrees are the label pass's batches: ``BATCH_PER_THREAD`` chunks a
+    thread at least, within ``BATCH_DEPTHS`` (from ``HALO_BATCH_DEPTH`` with the cleanup's halo).
+    Small batches read nearby chunks together: on the rehearsal's 5,120 tiles, batches of 256
+    chunks peaked at 0.86 GB against 0.92-1.07 GB in one graph."""
+    depths = [depth for depth in BATCH_DEPTHS if not halo or depth >= HALO_BATCH_DEPTH] or [BATCH_DEPTHS[-1]]
+    return next((depth for depth in depths if 4**depth >= BATCH_PER_THREAD * threads), depths[-1])
+
+
+def _write_batch(
+    blocks: Blocks, model: Model, folder: Path, pyramid: Pyramid, name: str, step: int, inputs: HighLevelGraph, root: Node
+) -> tuple[dict[tuple[int, int], dict[str, Any]], dict[Node, Any], Any]:
+    """The chunks under ``root`` and its subtree in one graph: each chunk's summary, each node's
+    byte counts, and the root's result (its byte counts or summary, and its decimated arrays)."""
+    depth, row, col = root
+    name = f"{name}-{depth}-{row}-{col}"  # keys of their own: a cluster may still hold the last batch's
+    rows, cols = blocks.grid.numblocks
+    batch = [
+        (i, j) for i in range(row << depth, min(rows, (row + 1) << depth)) for j in range(col << depth, min(cols, (col + 1) << depth))
+    ]
+    graph, chunks = _chunk_tasks(blocks, model, folder, pyramid, name, step, batch)
+    nodes, tree_sizes = tree(pyramid, blocks.layers, folder, {(0, *chunk): key for chunk, key in chunks.items()}, name, under=root)
+    graph.update(nodes)
+    graph.update(inputs.cull({key for task in graph.values() for key in _input_keys(task, blocks)}))
+    releases = [key for key in graph if key[0] == f"release-{name}"]
+    top = (f"merge-{name}", *root) if depth else chunks[root[1:]]
+    graph[name] = (tuple, [[(f"summary-{name}", *chunk) for chunk in batch], list(tree_sizes.values()), releases, top])
+    summaries, node_sizes, _, result = Delayed(name, graph).compute()
+    return dict(zip(batch, summaries)), dict(zip(tree_sizes, node_sizes)), result
+
+
+def _input_keys(task: Any, blocks: Blocks) -> list[tuple]:
+    """The keys of the input arrays' blocks a chunk task names."""
+    names = {a.name for a in blocks.inputs}
+    return [arg for arg in task[1:] if isinstance(arg, tuple) and arg and arg[0] in names] if isinstance(task, tuple) else []
+
+
+def _given(value: Any) -> Any:
+    return value
+
+
+def _add_node_sizes(sizes: Sizes, node_sizes: dict[Node, dict[str, list[list[int]]]]) -> None:
+    for node, per_layer in node_sizes.items():
+        for layer, counts in per_layer.items():
+            sizes[layer][node] = counts
 
 
 def _chunk_tasks(
-    blocks: Blocks, model: Model, folder: Path, pyramid: Pyramid, name: str, step: int
+    blocks: Blocks, model: Model, folder: Path, pyramid: Pyramid, name: str, step: int, batch: list[tuple[int, int]]
 ) -> tuple[dict, dict[tuple[int, int], tuple]]:
     """The chunk tasks as a plain graph: building a dask.delayed call costs ~0.5 ms, and a state
     has ~10^5 chunks. A chunk whose record exists is loaded, neither read nor labelled (with the
     cleanup, unless an unfinished neighbour needs its labels for its halo)."""
     rgb = list(rgb_bands(model.band_names))
     labeller = (model.centroids, blocks.with_margin) if blocks.labelled else None
-    rows, cols = blocks.grid.numblocks
     side = pyramid.chunk
-    unfinished = {(i, j) for i in range(rows) for j in range(cols) if not record_path(folder, (i, j)).exists()}
+    unfinished = {chunk for chunk in batch if not record_path(folder, chunk).exists()}
     halo = Halo(blocks.grid.shape, side, blocks.cleanup.halo) if blocks.cleaning else None
     labelled = unfinished if halo is None else {n for chunk in unfinished for n in halo.neighbours(*chunk)}
     graph: dict = {}
@@ -226,19 +294,18 @@ def _chunk_tasks(
         wanted = tuple(what for layer, what in ((RAW, "labels"), (MARGIN, "margin")) if layer.name in written)
         graph.update(halo.release_tasks(unfinished, labelled, folder=folder, name=name))
     chunks = {}
-    for i in range(rows):
-        for j in range(cols):
-            if (i, j) not in unfinished:
-                graph[name, i, j] = (load_record, record_path(folder, (i, j)))
+    for i, j in batch:
+        if (i, j) not in unfinished:
+            graph[name, i, j] = (load_record, record_path(folder, (i, j)))
+        else:
+            store = partial(store_chunk, index=(i, j), folder=folder, pyramid=pyramid, layers=blocks.layers)
+            if halo is None:
+                graph[name, i, j] = (store, (f"label-{name}", i, j))
             else:
-                store = partial(store_chunk, index=(i, j), folder=folder, pyramid=pyramid, layers=blocks.layers)
-                if halo is None:
-                    graph[name, i, j] = (store, (f"label-{name}", i, j))
-                else:
-                    clean, window = cleaners[i, j]
-                    graph[name, i, j] = (partial(_store_cleaned, store, clean, wanted), (f"label-{name}", i, j), window)
-            graph[f"summary-{name}", i, j] = (getitem, (name, i, j), 0)
-            chunks[i, j] = (name, i, j)
+                clean, window = cleaners[i, j]
+                graph[name, i, j] = (partial(_store_cleaned, store, clean, wanted), (f"label-{name}", i, j), window)
+        graph[f"summary-{name}", i, j] = (getitem, (name, i, j), 0)
+        chunks[i, j] = (name, i, j)
     return graph, chunks
 
 
@@ -251,17 +318,15 @@ def _spilled(label: Any, *blocks: np.ndarray | None, folder: Path, index: tuple[
     return spill(label(*blocks), folder=folder, index=index)
 
 
-def _gathered_thumbnail(
-    windows: list[tuple[int, int]], summaries: list[dict[str, Any]], shape: tuple[int, int], side: int, step: int
-) -> np.ndarray:
-    """The chunks' shares of the true-colour thumbnail, as one (3, y, x) array."""
+def _empty_thumbnail(shape: tuple[int, int], step: int) -> np.ndarray:
     height, width = shape
-    preview = np.full((3, -(-height // step), -(-width // step)), np.nan, dtype=np.float32)
-    for (i, j), chunk in zip(windows, summaries):
-        part = chunk["thumbnail"]
-        top, left = -(-(i * side) // step), -(-(j * side) // step)
-        preview[:, top : top + part.shape[1], left : left + part.shape[2]] = part
-    return preview
+    return np.full((3, -(-height // step), -(-width // step)), np.nan, dtype=np.float32)
+
+
+def _paste_thumbnail(preview: np.ndarray, index: tuple[int, int], part: np.ndarray, side: int, step: int) -> None:
+    """A chunk's share of the true-colour thumbnail into its place."""
+    top, left = -(-(index[0] * side) // step), -(-(index[1] * side) // step)
+    preview[:, top : top + part.shape[1], left : left + part.shape[2]] = part
 
 
 def finalise(

@@ -96,6 +96,19 @@ def summed_over_processes(counts: Callable[[], dict[str, float]]) -> Counter:
     return total
 
 
+def task_slots() -> int:
+    """How many tasks the scheduler in effect runs at once: dask's local ``num_workers`` (the
+    machine's cores by default), or the threads of an active distributed client's workers."""
+    from dask.system import CPU_COUNT
+
+    if callable(dask.config.get("scheduler", None)):  # a local scheduler, as ``computing`` sets it
+        return dask.config.get("num_workers", None) or CPU_COUNT
+    client = active_client()
+    if client is None:
+        return CPU_COUNT
+    return sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()) or 1
+
+
 def active_client():
     """The caller's distributed ``Client``, if one is active (without importing distributed)."""
     if "distributed" not in sys.modules:
