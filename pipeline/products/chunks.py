@@ -221,7 +221,7 @@ def batch_depth(threads: int, *, halo: bool = False) -> int:
     """The tree depth whose subtrees are the label pass's batches: ``BATCH_PER_THREAD`` chunks a
     thread at least, within ``BATCH_DEPTHS`` (from ``HALO_BATCH_DEPTH`` with the cleanup's halo).
     Small batches read nearby chunks together: on the rehearsal's 5,120 tiles, batches of 256
-    chunks peaked at 0.86 GB against 0.92-1.07 GB in one graph."""
+    chunks peaked at 0.86-0.90 GB against 0.92-1.07 GB in one graph."""
     depths = [depth for depth in BATCH_DEPTHS if not halo or depth >= HALO_BATCH_DEPTH] or [BATCH_DEPTHS[-1]]
     return next((depth for depth in depths if 4**depth >= BATCH_PER_THREAD * threads), depths[-1])
 
