@@ -136,6 +136,31 @@ def test_a_mosaic_written_a_subtree_at_a_time_gives_the_same_bytes(scene, cleane
         assert got["mean"] == pytest.approx(want["mean"], rel=1e-9)  # summed batch by batch
 
 
+def test_a_batched_run_stopped_in_its_second_batch_resumes_to_the_same_bytes(scene, cleaned_run, tmp_path, monkeypatch):
+    # The first batch's chunks come back from their records; the top levels from their roots' arrays.
+    from pipeline.products import chunks
+
+    monkeypatch.setattr(chunks, "BATCH_DEPTHS", range(1, 2))  # 4 chunks, then 2, 2, 1
+    stored = []
+
+    class StopInSecondBatch(Callback):
+        def _posttask(self, key, result, dsk, state, id):
+            if isinstance(key, tuple) and len(key) == 3 and str(key[0]).startswith(chunks.CHUNK_TASK):
+                stored.append(key)
+                if len(stored) == 5:
+                    raise KeyboardInterrupt
+
+    config = pipeline.load_config(run_config(tmp_path, scene, raw=True))
+    with StopInSecondBatch(), pytest.raises(KeyboardInterrupt):
+        pipeline.run(config)
+    parts = tmp_path / ".labels.tif.parts"
+    assert 5 <= len(list(parts.glob("chunk-*.npz"))) <= 6 and not (tmp_path / "labels.tif").exists()  # the other thread's store may finish
+    resumed = pipeline.run(config, resume=True)
+    assert resumed.output.read_bytes() == cleaned_run.output.read_bytes()
+    assert resumed.raw_path.read_bytes() == cleaned_run.raw_path.read_bytes()
+    assert not parts.exists()
+
+
 def test_the_confidence_beside_a_cleaned_map_is_the_one_without_cleanup(scene, tmp_path):
     # The margin waits on disk with the labels (the cleanup does not change it).
     cleaned = pipeline.run(pipeline.load_config(run_config(tmp_path / "cleaned", scene, confidence=True)))
