@@ -28,7 +28,6 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import rasterio

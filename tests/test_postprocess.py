@@ -105,14 +105,22 @@ def test_waiting_labels_are_on_disk_and_released_as_the_pass_goes(tmp_path):
     assert np.array_equal(read_labels(result.output), clean(read_labels(result.raw_path), CLEANUP).labels)
 
 
+@pytest.fixture
+def batches_of_depth_1(monkeypatch):
+    """Batches of 2 x 2 chunks: 3 x 3 chunks are written as subtrees of 2 x 2, 2 x 1, 1 x 2 and 1 x 1, then the root."""
+    from pipeline.products import chunks
+
+    monkeypatch.setattr(chunks, "BATCH_DEPTHS", range(1, 2))
+    monkeypatch.setattr(chunks, "HALO_BATCH_DEPTH", 1)
+
+
 @pytest.mark.parametrize("scheduler", ["threads", "local-cluster"])
-def test_a_mosaic_written_a_subtree_at_a_time_gives_the_same_bytes(scene, cleaned_run, tmp_path, monkeypatch, scheduler):
+def test_a_mosaic_written_a_subtree_at_a_time_gives_the_same_bytes(scene, cleaned_run, tmp_path, batches_of_depth_1, scheduler):
     # A state is written a subtree of chunks per graph (dask's state for one graph of Texas
     # would not fit a laptop); the halo's neighbours across a batch's edge are labelled again.
     # On a cluster, each batch's keys are its own (the last batch's results may still be held).
     from pipeline.products import chunks
 
-    monkeypatch.setattr(chunks, "BATCH_DEPTHS", range(1, 2))  # 3 x 3 chunks: subtrees of 2 x 2, 2 x 1, 1 x 2, 1 x 1, then the root
     stores = []
 
     class Graphs(Callback):
@@ -136,11 +144,10 @@ def test_a_mosaic_written_a_subtree_at_a_time_gives_the_same_bytes(scene, cleane
         assert got["mean"] == pytest.approx(want["mean"], rel=1e-9)  # summed batch by batch
 
 
-def test_a_batched_run_stopped_in_its_second_batch_resumes_to_the_same_bytes(scene, cleaned_run, tmp_path, monkeypatch):
-    # The first batch's chunks come back from their records; the top levels from their roots' arrays.
+def test_a_batched_run_stopped_in_its_second_batch_resumes_to_the_same_bytes(scene, cleaned_run, tmp_path, batches_of_depth_1):
+    # The first batch's chunks (4) come back from their records; the top levels from their roots' arrays.
     from pipeline.products import chunks
 
-    monkeypatch.setattr(chunks, "BATCH_DEPTHS", range(1, 2))  # 4 chunks, then 2, 2, 1
     stored = []
 
     class StopInSecondBatch(Callback):

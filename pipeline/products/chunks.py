@@ -222,7 +222,7 @@ def batch_depth(threads: int, *, halo: bool = False) -> int:
     thread at least, within ``BATCH_DEPTHS`` (from ``HALO_BATCH_DEPTH`` with the cleanup's halo).
     Small batches read nearby chunks together: on the rehearsal's 5,120 tiles, batches of 256
     chunks peaked at 0.86-0.90 GB against 0.92-1.07 GB in one graph."""
-    depths = [depth for depth in BATCH_DEPTHS if not halo or depth >= HALO_BATCH_DEPTH] or [BATCH_DEPTHS[-1]]
+    depths = range(max(BATCH_DEPTHS.start, HALO_BATCH_DEPTH) if halo else BATCH_DEPTHS.start, BATCH_DEPTHS.stop)
     return next((depth for depth in depths if 4**depth >= BATCH_PER_THREAD * threads), depths[-1])
 
 
@@ -240,7 +240,8 @@ def _write_batch(
     graph, chunks = _chunk_tasks(blocks, model, folder, pyramid, name, step, batch)
     nodes, tree_sizes = tree(pyramid, blocks.layers, folder, {(0, *chunk): key for chunk, key in chunks.items()}, name, under=root)
     graph.update(nodes)
-    graph.update(inputs.cull({key for task in graph.values() for key in _input_keys(task, blocks)}))
+    names = {a.name for a in blocks.inputs}
+    graph.update(inputs.cull({key for task in graph.values() for key in _input_keys(task, names)}))
     releases = [key for key in graph if key[0] == f"release-{name}"]
     top = (f"merge-{name}", *root) if depth else chunks[root[1:]]
     graph[name] = (tuple, [[(f"summary-{name}", *chunk) for chunk in batch], list(tree_sizes.values()), releases, top])
@@ -248,9 +249,8 @@ def _write_batch(
     return dict(zip(batch, summaries)), dict(zip(tree_sizes, node_sizes)), result
 
 
-def _input_keys(task: Any, blocks: Blocks) -> list[tuple]:
-    """The keys of the input arrays' blocks a chunk task names."""
-    names = {a.name for a in blocks.inputs}
+def _input_keys(task: Any, names: set[str]) -> list[tuple]:
+    """The keys of blocks of the input arrays (``names``) a chunk task names."""
     return [arg for arg in task[1:] if isinstance(arg, tuple) and arg and arg[0] in names] if isinstance(task, tuple) else []
 
 

@@ -99,14 +99,8 @@ def summed_over_processes(counts: Callable[[], dict[str, float]]) -> Counter:
 def task_slots() -> int:
     """How many tasks the scheduler in effect runs at once: dask's local ``num_workers`` (the
     machine's cores by default), or the threads of an active distributed client's workers."""
-    from dask.system import CPU_COUNT
-
-    if callable(dask.config.get("scheduler", None)):  # a local scheduler, as ``computing`` sets it
-        return dask.config.get("num_workers", None) or CPU_COUNT
-    client = active_client()
-    if client is None:
-        return CPU_COUNT
-    return sum(w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()) or 1
+    client = None if callable(dask.config.get("scheduler", None)) else active_client()  # callable: ``computing``'s local get
+    return _local_threads() if client is None else sum(_worker_threads(client)) or 1
 
 
 def active_client():
@@ -154,19 +148,29 @@ def _threads_get(dsk, keys, num_workers=None, **kwargs):
     shared pool would let the tasks already running when one fails (or on Ctrl-C) go on writing
     parts after the error has counted them."""
     import dask.threaded
-    from dask.system import CPU_COUNT
 
-    pool = ThreadPoolExecutor(num_workers or dask.config.get("num_workers", None) or CPU_COUNT)
+    pool = ThreadPoolExecutor(num_workers or _local_threads())
     try:
         return dask.threaded.get(dsk, keys, pool=pool, **kwargs)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _local_threads() -> int:
+    """The threads of dask's local schedulers: ``num_workers`` (``dask.workers``), else the cores."""
+    from dask.system import CPU_COUNT
+
+    return dask.config.get("num_workers", None) or CPU_COUNT
+
+
+def _worker_threads(client) -> list[int]:
+    """The threads of each of the client's workers."""
+    return [w["nthreads"] for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+
+
 def _log_cluster(client) -> None:
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    threads = sum(w["nthreads"] for w in workers)
-    log.info("dask: %s, %d worker(s), %d thread(s)", client.scheduler.address, len(workers), threads)
+    threads = _worker_threads(client)
+    log.info("dask: %s, %d worker(s), %d thread(s)", client.scheduler.address, len(threads), sum(threads))
     # The dashboard exists only where bokeh is installed.
     if "dashboard" in client.scheduler_info(n_workers=0).get("services", {}):
         log.info("dask dashboard: %s", client.dashboard_link)
