@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -136,10 +136,10 @@ def _log_to_terminal(level: int) -> None:
 
 
 @contextmanager
-def _progress_bar(stage: str) -> Iterator[None]:
-    from dask.diagnostics import ProgressBar
+def _progress_bar(stage: str) -> Iterator[Callable[[int, int], None]]:
+    from pipeline.runtime.progress import StageBar
 
     click.echo(f"{stage}:", err=True)
     # dask's local callbacks: under a distributed scheduler nothing is drawn (its dashboard shows progress).
-    with ProgressBar(minimum=0.5, out=sys.stderr):
-        yield
+    with StageBar(out=sys.stderr) as bar:
+        yield bar

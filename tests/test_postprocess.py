@@ -5,6 +5,7 @@ the report, legend and raw COG describe what was cleaned; ``predict`` and the Py
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -142,6 +143,25 @@ def test_a_mosaic_written_a_subtree_at_a_time_gives_the_same_bytes(scene, cleane
     for got, want in zip(report["classes"], expected["classes"]):
         assert got["pixels"] == want["pixels"]
         assert got["mean"] == pytest.approx(want["mean"], rel=1e-9)  # summed batch by batch
+
+
+def test_a_batched_run_draws_one_bar_for_its_label_pass(scene, tmp_path, batches_of_depth_1):
+    # A state's label pass is hundreds of batches: one bar crosses them (not a bar per batch).
+    import io
+
+    from pipeline.runtime.progress import StageBar
+
+    outputs: dict[str, io.StringIO] = {}
+
+    def progress(stage):
+        outputs[stage] = io.StringIO()
+        return StageBar(outputs[stage], minimum=0.0, every=0.002)
+
+    pipeline.run(pipeline.load_config(run_config(tmp_path, scene)), progress=progress)
+    drawn = outputs["label and write"].getvalue()
+    assert drawn.count("\n") == 1 and drawn.endswith("\n")
+    percents = [int(p) for p in re.findall(r"\| +(\d+)% \|", drawn)]
+    assert percents == sorted(percents) and percents[-1] == 100 and len(set(percents)) > 2
 
 
 def test_a_batched_run_stopped_in_its_second_batch_resumes_to_the_same_bytes(scene, cleaned_run, tmp_path, batches_of_depth_1):

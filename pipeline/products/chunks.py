@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from operator import getitem
@@ -174,7 +175,7 @@ def _cleanup_summary(cleaned: Cleaned, k: int) -> np.ndarray:
 
 
 def write_chunks(
-    blocks: Blocks, model: Model, folder: Path, pyramid: Pyramid
+    blocks: Blocks, model: Model, folder: Path, pyramid: Pyramid, *, parts_done: Callable[[int, int], None] | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, Sizes]:
     """One streaming pass: every block into the COG's tiles (chunks finished by an earlier run
     are read from their records), then the tree of coarse levels; return the class statistics,
@@ -184,7 +185,8 @@ def write_chunks(
     A large mosaic is written one subtree of the tree at a time (``batch_depth``: 256 to 16,384
     chunks), a graph each, then the levels above them: a graph and dask's state for it cost
     ~17 kB per chunk on the client, 8 GB for Texas in one graph. The bytes are the same (the
-    halo's neighbours across a batch's edge are labelled again)."""
+    halo's neighbours across a batch's edge are labelled again). ``parts_done(batches done,
+    batches)`` is called before each batch's computation and the top graph's."""
     cleanup = blocks.cleanup.to_json() if blocks.cleaning else None
     name = f"{CHUNK_TASK}-{tokenize(*(a.name for a in blocks.inputs), str(folder), blocks.layers, blocks.labelled, cleanup)}"
     step = thumbnail_step(*blocks.grid.shape)
@@ -195,8 +197,10 @@ def write_chunks(
     stats, cleaned, roots = [], [], {}
     batches = pyramid.nodes(depth)
     for n, root in enumerate(batches, 1):
+        if parts_done is not None:
+            parts_done(n - 1, len(batches))
         if len(batches) > 1:
-            log.info("label and write: batch %d of %d", n, len(batches))
+            log.debug("label and write: batch %d of %d", n, len(batches))  # the stage's bar shows it
         summaries, node_sizes, roots[root] = _write_batch(blocks, model, folder, pyramid, name, step, inputs, root)
         for (i, j), chunk in summaries.items():
             for layer in blocks.layers:
@@ -208,6 +212,8 @@ def write_chunks(
         if blocks.cleaning:
             cleaned.append(np.sum([chunk["cleanup"] for chunk in summaries.values()], axis=0))
     if len(roots) > 1:  # the levels above the batches, from their roots' decimated arrays
+        if parts_done is not None:
+            parts_done(len(batches), len(batches))
         name = f"{name}-top"
         leaves = {root: (f"batch-{name}", *root) for root in roots}
         graph, tree_sizes = tree(pyramid, blocks.layers, folder, leaves, name)

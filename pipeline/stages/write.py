@@ -62,6 +62,8 @@ from pipeline.stages.edge import cleanup_of
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], AbstractContextManager[Any]]
+"""A stage's name → a context around the stage; what it yields, if not None, is called with
+(parts done, parts in all) before each part of a stage run in parts (the label pass's batches)."""
 CHUNK = 2048  # the writer's chunk when the labels' own is not a square multiple of the COG's tiles
 LABELS_DESCRIPTION = "land-cover class (1..{k}, 0 = nodata)"
 RAW_DESCRIPTION = "land-cover class before postprocess (1..{k}, 0 = nodata)"
@@ -213,8 +215,9 @@ def _write(
     make_folder(output.parent, key=str(output))
     with parts_dir(output, prints, resume=resume, hint=origin.resume_hint) as parts:
         staging = fresh_dir(parts / "staged")  # the COG and sidecars until published
-        with timed(timings, "label_write"), progress("label and write"):
-            stats, cleaned, true_colour, sizes = write_chunks(blocks, model, parts, pyramid)
+        with timed(timings, "label_write"), progress("label and write") as parts_done:
+            parts_done = parts_done if callable(parts_done) else None  # a caller's context may yield anything
+            stats, cleaned, true_colour, sizes = write_chunks(blocks, model, parts, pyramid, parts_done=parts_done)
         with timed(timings, "finalise"):
             staged_cog = _finalise_layers(blocks, model, grid, pyramid, parts, sizes, timings, staging, sidecars, output)
         timings["finalise"] -= timings["place"]  # stages are disjoint: "finalise" is the client's share
