@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -21,6 +22,14 @@ if TYPE_CHECKING:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Unsupervised land-cover classification of large rasters."""
+
+
+@main.result_callback()
+def _leave_objects_to_the_os(*_: object, **__: object) -> None:
+    # A command has finished and closed what it wrote. At exit the interpreter's collections walk
+    # every object numpy, dask, numba and GDAL's modules made: ~0.5 s of a 3 s run, for memory
+    # the OS frees anyway. Frozen objects are not walked; atexit handlers still run.
+    gc.freeze()
 
 
 @main.command()
