@@ -6,6 +6,7 @@ import dask
 import numpy as np
 import pytest
 import rasterio
+from PIL import Image
 from rasters import (
     assign_labels,
     class_centres,
@@ -210,7 +211,12 @@ def test_cog_report_and_sidecars(tmp_path, make_config):
     assert report.totals.area_m2 == pytest.approx(1300 * 1100 * 4.0)
     assert set(report.timings) == {"open", "sample", "first_look", "fit", "label_write", "finalise", "place", "total"}
     assert report.timings["first_look"] <= report.timings["sample"]  # the sample's first part
-    assert result.quicklook_path.stat().st_size > 0
+    with Image.open(result.quicklook_path) as quicklook, rasterio.open(result.output) as src:
+        assert quicklook.mode == "P" and max(quicklook.size) <= 1024  # each pixel a class: its palette colour
+        labels = src.read(1, out_shape=quicklook.size[::-1], resampling=rasterio.enums.Resampling.nearest)
+        colours = np.asarray(quicklook.convert("RGB"))
+    palette = np.array([result.model.palette[c][:3] for c in range(result.model.k + 1)], dtype=np.uint8)
+    assert np.array_equal(colours, palette[labels])
     assert [p.name for p in result.output.parent.iterdir() if p.name.startswith(".")] == []  # no staging, no parts
 
 

@@ -258,10 +258,8 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def write_quicklook(cog: Path, png: Path, palette: dict[int, tuple[int, int, int]]) -> None:
-    """A small PNG of the labels in palette colours, read from the COG's overviews."""
-    from matplotlib.image import (
-        imsave,  # no pyplot, so no backend to choose for the process
-    )
+    """A small paletted PNG of the labels in palette colours, read from the COG's overviews."""
+    from PIL import Image  # not matplotlib: its import and imsave cost ~0.4 s of a small run
 
     with rasterio.open(cog) as src:
         scale = max(src.width, src.height) / QUICKLOOK_SIDE
@@ -269,5 +267,7 @@ def write_quicklook(cog: Path, png: Path, palette: dict[int, tuple[int, int, int
         labels = src.read(1, out_shape=shape, resampling=Resampling.nearest)
     lut = np.zeros((256, 3), dtype=np.uint8)
     for label, rgb in palette.items():
-        lut[label] = rgb
-    imsave(png, lut[labels], format="png")
+        lut[label] = rgb[:3]
+    image = Image.fromarray(labels)
+    image.putpalette(lut.tobytes())  # an "L" image becomes "P": the labels index the palette
+    image.save(png, format="PNG")
