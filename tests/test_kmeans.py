@@ -89,6 +89,24 @@ def test_same_seed_same_centroids_on_any_scheduler():
     assert fit(sample, k=6, n_init=5, seed=8).restarts != first.restarts  # the seed does choose the starts
 
 
+@pytest.mark.parametrize("distinct_in_reference", [None, 3])
+def test_threads_run_the_restarts_side_by_side_and_change_no_bit(distinct_in_reference):
+    # Restarts, the first look's starts and the probes on the whole sample in threads; a
+    # reference of 3 distinct pixels for 6 classes makes the look's starts fail (none are kept).
+    sample, _, _ = blobs(4, n=RESTART_ROWS + 30_000)
+    reference = sample[::20] if distinct_in_reference is None else np.repeat(sample[:distinct_in_reference], 300, axis=0)
+    fits = [
+        fit_kmeans(
+            sample, seeds_from=sample, k=6, n_init=9, max_iter=DEFAULTS.max_iter, tol=DEFAULTS.tol, seed=3,
+            reference=reference, threads=threads,
+        )
+        for threads in (1, 4)
+    ]
+    np.testing.assert_array_equal(fits[0].centroids, fits[1].centroids)
+    assert fits[0].restarts == fits[1].restarts and len(fits[0].restarts.inertias) == 9
+    assert (fits[0].n_iter, fits[0].inertia) == (fits[1].n_iter, fits[1].inertia)
+
+
 def test_lloyd_converges_to_the_means_of_its_labels_and_mends_empty_classes():
     sample, _, _ = blobs(1, k=4, n=8_000, bands=3)
     start = np.repeat(sample[:1].astype(np.float64), 4, axis=0)  # four identical centres: three start empty

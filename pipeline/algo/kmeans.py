@@ -40,8 +40,11 @@ Restarts are cheap on the in-memory sample, so the fit now makes many of them th
 6. how many restarts reached the best inertia (within ``SAME_OPTIMUM``) is recorded: when few did,
    a run with another seed may well find another map (``Restarts.unstable``), and the run says so.
 
-Everything runs in one thread on in-memory arrays, with sums in a fixed order, so the same sample
-and seed give identical centroids on any scheduler. With ``sample.size: all`` the matrix is
+Everything runs on in-memory arrays, each Lloyd run in one thread with sums in a fixed order, so
+the same sample and seed give identical centroids on any scheduler. The restarts, the first look's
+starts and the probes run side by side in ``threads`` (the machine's cores, or ``dask.workers``):
+each result depends on its own start only and they are taken in order, so the number of threads
+changes no bit (600 MP benchmark on 2 cores: the fit 0.73x the time). With ``sample.size: all`` the matrix is
 chunked over the mosaic: the winner of the sample is then refined on it by ``chunked_lloyd``, which
 reads the mosaic once per iteration: one dask computation in which each chunk is labelled by the
 same kernel and returns only its per-class pixel counts and float64 feature sums, added on the
@@ -56,6 +59,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import dask.array as da
@@ -119,6 +124,7 @@ def fit_kmeans(
     reference: np.ndarray | None = None,
     decide: Callable[[], np.ndarray] | None = None,
     whole: bool = False,
+    threads: int = 1,
 ) -> Fit:
     """Fit k centroids on an (n, band) float32 matrix (a sample in memory, or chunked).
 
@@ -140,20 +146,25 @@ def fit_kmeans(
     sample = np.ascontiguousarray(seeds_from.T, dtype=np.float32)  # (band, n): the labelling kernel's layout
     tol_absolute = tol * float(variance(matrix).mean())
     head = np.ascontiguousarray(sample[:, :RESTART_ROWS])
-    candidates, inertias, n_iter = run_restarts(
-        head, SEEDINGS[init], k=k, n_init=n_init, max_iter=max_iter, tol=tol_absolute, seed=seed
-    )
-    extra, extra_inertias, iterations = look_starts(reference, head, SEEDINGS[init], k=k, max_iter=max_iter, tol=tol_absolute)
-    n_iter += iterations
-    best = int(np.argmin(inertias))
-    swapped, swapped_inertia, iterations, kept = improve(head, candidates[best], lloyd=lloyd, max_iter=max_iter, tol=tol_absolute)
-    n_iter += iterations
-    if kept:
-        log.info("fit: %d swap(s) lowered the best restart's inertia by %.3g %%", kept, 100 * (1 - swapped_inertia / inertias[best]))
-        extra, extra_inertias = [*extra, swapped], [*extra_inertias, swapped_inertia]
-    centroids, tied, decided, iterations = refine_on_sample(
-        sample, head, [*candidates, *extra], [*inertias, *extra_inertias], max_iter=max_iter, decide=decide, whole=whole,
-    )
+    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
+        parallel = map if pool is None else pool.map
+        candidates, inertias, n_iter = run_restarts(
+            head, SEEDINGS[init], k=k, n_init=n_init, max_iter=max_iter, tol=tol_absolute, seed=seed, parallel=parallel
+        )
+        extra, extra_inertias, iterations = look_starts(
+            reference, head, SEEDINGS[init], k=k, max_iter=max_iter, tol=tol_absolute, parallel=parallel
+        )
+        n_iter += iterations
+        best = int(np.argmin(inertias))
+        swapped, swapped_inertia, iterations, kept = improve(head, candidates[best], lloyd=lloyd, max_iter=max_iter, tol=tol_absolute)
+        n_iter += iterations
+        if kept:
+            log.info("fit: %d swap(s) lowered the best restart's inertia by %.3g %%", kept, 100 * (1 - swapped_inertia / inertias[best]))
+            extra, extra_inertias = [*extra, swapped], [*extra_inertias, swapped_inertia]
+        centroids, tied, decided, iterations = refine_on_sample(
+            sample, head, [*candidates, *extra], [*inertias, *extra_inertias], max_iter=max_iter, decide=decide, whole=whole,
+            parallel=parallel,
+        )
     n_iter += iterations
     restarts = Restarts(tuple(inertias), head.shape[1], tied, decided)
     log_restarts(restarts, n_init=n_init, init=init)

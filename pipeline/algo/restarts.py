@@ -6,8 +6,9 @@ on the whole sample, ties the sample cannot rank decided on a sample drawn with 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from pipeline.algo.lloyd import lloyd, same_map, sum_squared_errors
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
+
+Parallel = Callable[[Callable[[int], Any], Iterable[int]], Iterator[Any]]
+"""``map``, or an executor's: the restarts are independent, and each one's result its own."""
 
 REFINED = 12  # distinct restarts tried on the whole sample, at most
 SAME_RESTART = 0.002  # restarts whose maps differ on fewer pixels are one: stopped at tol, restarts
@@ -76,23 +80,24 @@ class Restarts:
 
 
 def run_restarts(
-    head: np.ndarray, draw_starts: Callable[..., np.ndarray], *, k: int, n_init: int, max_iter: int, tol: float, seed: int
+    head: np.ndarray, draw_starts: Callable[..., np.ndarray], *, k: int, n_init: int, max_iter: int, tol: float, seed: int,
+    parallel: Parallel = map,
 ) -> tuple[list[np.ndarray], list[float], int]:
     """The ``n_init`` restarts on the (band, n) restart pixels, restart r seeded by ``draw_starts``
     from the generator of [seed, r] and run by ``lloyd`` to ``tol``: their centroids, their
-    inertias and the iterations they took in all."""
-    candidates, inertias, n_iter = [], [], 0
-    for restart in range(n_init):
-        start = draw_starts(head.T, k, np.random.default_rng([seed, restart]))
-        centroids, iterations, inertia = lloyd(head, start, max_iter=max_iter, tol=tol)
-        candidates.append(centroids)
-        inertias.append(inertia)
-        n_iter += iterations
-    return candidates, inertias, n_iter
+    inertias and the iterations they took in all. ``parallel`` maps the restarts (each depends
+    on its own seed only, so any map gives the same results in the same order)."""
+
+    def restart(number: int) -> tuple[np.ndarray, int, float]:
+        return lloyd(head, draw_starts(head.T, k, np.random.default_rng([seed, number])), max_iter=max_iter, tol=tol)
+
+    runs = list(parallel(restart, range(n_init)))
+    return [r[0] for r in runs], [r[2] for r in runs], sum(r[1] for r in runs)
 
 
 def look_starts(
-    reference: np.ndarray | None, head: np.ndarray, draw_starts: Callable[..., np.ndarray], *, k: int, max_iter: int, tol: float
+    reference: np.ndarray | None, head: np.ndarray, draw_starts: Callable[..., np.ndarray], *, k: int, max_iter: int, tol: float,
+    parallel: Parallel = map,
 ) -> tuple[list[np.ndarray], list[float], int]:
     """``LOOK_STARTS`` more restarts, the same for every seed: each drawn from the (m, band)
     ``reference`` (the first look's pixels) from a fixed generator and run by Lloyd on it; their
@@ -101,21 +106,27 @@ def look_starts(
     if reference is None or len(reference) < REFERENCE_PER_CLASS * k:
         return [], [], 0
     pixels = np.ascontiguousarray(reference.T, dtype=np.float32)
-    candidates, inertias, n_iter = [], [], 0
-    for start in range(LOOK_STARTS):
+
+    def restart(number: int) -> tuple[np.ndarray, int, float] | None:
         try:
-            centroids, iterations, _ = lloyd(pixels, draw_starts(reference, k, np.random.default_rng([LOOK_SEED, start])), max_iter=max_iter, tol=tol)
+            centroids, iterations, _ = lloyd(pixels, draw_starts(reference, k, np.random.default_rng([LOOK_SEED, number])), max_iter=max_iter, tol=tol)
         except DataError:  # fewer distinct pixels in the reference than classes
+            return None
+        return centroids, iterations, float(nearest(head, centroids)[1].sum(dtype=np.float64))
+
+    candidates, inertias, n_iter = [], [], 0
+    for run in parallel(restart, range(LOOK_STARTS)):
+        if run is None:
             return [], [], n_iter
-        candidates.append(centroids)
-        inertias.append(float(nearest(head, centroids)[1].sum(dtype=np.float64)))
-        n_iter += iterations
+        candidates.append(run[0])
+        inertias.append(run[2])
+        n_iter += run[1]
     return candidates, inertias, n_iter
 
 
 def refine_on_sample(
     sample: np.ndarray, head: np.ndarray, candidates: list[np.ndarray], inertias: list[float], *, max_iter: int,
-    decide: Callable[[], np.ndarray] | None, whole: bool,
+    decide: Callable[[], np.ndarray] | None, whole: bool, parallel: Parallel = map,
 ) -> tuple[np.ndarray, bool, bool, int]:
     """The best distinct restarts run on the whole (band, n) sample, and the map chosen among those
     still different (see ``kmeans.py``'s module docstring): its centroids, whether the sample could
@@ -125,7 +136,7 @@ def refine_on_sample(
     n_iter = 0
     # The restart rows rank optima of different structure poorly (one 0.27 % better on a whole
     # scene was 0.73 % worse on its 100 000 rows): a few iterations on the whole sample rank them.
-    probed = [lloyd(sample, candidates[i], max_iter=PROBE, tol=0.0) for i in _distinct_optima(head, candidates, inertias)]
+    probed = list(parallel(lambda i: lloyd(sample, candidates[i], max_iter=PROBE, tol=0.0), _distinct_optima(head, candidates, inertias)))
     n_iter += sum(p[1] for p in probed)
     probed.sort(key=lambda p: p[2])
     leader = nearest(sample, probed[0][0])[1]

@@ -100,7 +100,7 @@ def task_slots() -> int:
     """How many tasks the scheduler in effect runs at once: dask's local ``num_workers`` (the
     machine's cores by default), or the threads of an active distributed client's workers."""
     client = None if callable(dask.config.get("scheduler", None)) else active_client()  # callable: ``computing``'s local get
-    return _local_threads() if client is None else sum(_worker_threads(client)) or 1
+    return local_threads() if client is None else sum(_worker_threads(client)) or 1
 
 
 def active_client():
@@ -149,15 +149,16 @@ def _threads_get(dsk, keys, num_workers=None, **kwargs):
     parts after the error has counted them."""
     import dask.threaded
 
-    pool = ThreadPoolExecutor(num_workers or _local_threads())
+    pool = ThreadPoolExecutor(num_workers or local_threads())
     try:
         return dask.threaded.get(dsk, keys, pool=pool, **kwargs)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _local_threads() -> int:
-    """The threads of dask's local schedulers: ``num_workers`` (``dask.workers``), else the cores."""
+def local_threads() -> int:
+    """The threads of dask's local schedulers, and of the fit's restarts on the client:
+    ``num_workers`` (``dask.workers``), else the cores."""
     from dask.system import CPU_COUNT
 
     return dask.config.get("num_workers", None) or CPU_COUNT

@@ -34,7 +34,7 @@ from pipeline.config.isodata import MERGE_DISTANCE_SHARE, SPLIT_SD_SHARE
 from pipeline.errors import DataError
 from pipeline.io.imagery import Imagery, as_imagery
 from pipeline.io.remote import where
-from pipeline.runtime.scheduler import for_in_memory_data
+from pipeline.runtime.scheduler import for_in_memory_data, local_threads
 from pipeline.stages.edge import features_of
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ def _centroids(
         found = fit_kmeans(
             matrix, seeds_from=sample_features, k=m.k if chosen is None else chosen.k, n_init=m.n_init, max_iter=m.max_iter,
             tol=m.tol, seed=seed, init=m.init, reference=features.apply(drawn.reference.T).T, decide=decide, whole=drawn.record.whole,
+            threads=local_threads(),
         )
     return found, chosen
 

@@ -46,7 +46,7 @@ from pipeline.errors import ConfigError, DataError, OutputError
 from pipeline.io.imagery import mosaic_imagery
 from pipeline.io.mosaic import open_mosaic
 from pipeline.products.parts import check_folder, make_folder
-from pipeline.runtime.scheduler import computing
+from pipeline.runtime.scheduler import computing, local_threads
 from pipeline.stages.edge import features_of, input_spec, scheduler
 from pipeline.stages.fit import decider, prepare_sample, run_isodata
 from pipeline.stages.run import balance_stage
@@ -225,7 +225,7 @@ def _score(sample: np.ndarray, k: int, config: Config, *, reference: np.ndarray,
     try:
         fit = fit_kmeans(
             sample, seeds_from=sample, k=k, n_init=m.n_init, max_iter=m.max_iter, tol=m.tol, seed=seed, init=m.init,
-            reference=reference, decide=decide, whole=whole,
+            reference=reference, decide=decide, whole=whole, threads=local_threads(),
         )
     except DataError as exc:
         raise DataError(f"--k: cannot fit k = {k} ({exc}); sweep a range that stops below {k}") from None
