@@ -59,8 +59,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import dask.array as da
@@ -74,6 +72,7 @@ from pipeline.algo.restarts import (
     look_starts,
     refine_on_sample,
     run_restarts,
+    side_by_side,
 )
 from pipeline.algo.seeding import SEEDINGS
 from pipeline.algo.swaps import improve
@@ -146,25 +145,24 @@ def fit_kmeans(
     sample = np.ascontiguousarray(seeds_from.T, dtype=np.float32)  # (band, n): the labelling kernel's layout
     tol_absolute = tol * float(variance(matrix).mean())
     head = np.ascontiguousarray(sample[:, :RESTART_ROWS])
-    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
-        parallel = map if pool is None else pool.map
-        candidates, inertias, n_iter = run_restarts(
-            head, SEEDINGS[init], k=k, n_init=n_init, max_iter=max_iter, tol=tol_absolute, seed=seed, parallel=parallel
-        )
-        extra, extra_inertias, iterations = look_starts(
-            reference, head, SEEDINGS[init], k=k, max_iter=max_iter, tol=tol_absolute, parallel=parallel
-        )
-        n_iter += iterations
-        best = int(np.argmin(inertias))
-        swapped, swapped_inertia, iterations, kept = improve(head, candidates[best], lloyd=lloyd, max_iter=max_iter, tol=tol_absolute)
-        n_iter += iterations
-        if kept:
-            log.info("fit: %d swap(s) lowered the best restart's inertia by %.3g %%", kept, 100 * (1 - swapped_inertia / inertias[best]))
-            extra, extra_inertias = [*extra, swapped], [*extra_inertias, swapped_inertia]
-        centroids, tied, decided, iterations = refine_on_sample(
-            sample, head, [*candidates, *extra], [*inertias, *extra_inertias], max_iter=max_iter, decide=decide, whole=whole,
-            parallel=parallel,
-        )
+    parallel = side_by_side(threads)
+    candidates, inertias, n_iter = run_restarts(
+        head, SEEDINGS[init], k=k, n_init=n_init, max_iter=max_iter, tol=tol_absolute, seed=seed, parallel=parallel
+    )
+    extra, extra_inertias, iterations = look_starts(
+        reference, head, SEEDINGS[init], k=k, max_iter=max_iter, tol=tol_absolute, parallel=parallel
+    )
+    n_iter += iterations
+    best = int(np.argmin(inertias))
+    swapped, swapped_inertia, iterations, kept = improve(head, candidates[best], lloyd=lloyd, max_iter=max_iter, tol=tol_absolute)
+    n_iter += iterations
+    if kept:
+        log.info("fit: %d swap(s) lowered the best restart's inertia by %.3g %%", kept, 100 * (1 - swapped_inertia / inertias[best]))
+        extra, extra_inertias = [*extra, swapped], [*extra_inertias, swapped_inertia]
+    centroids, tied, decided, iterations = refine_on_sample(
+        sample, head, [*candidates, *extra], [*inertias, *extra_inertias], max_iter=max_iter, decide=decide, whole=whole,
+        parallel=parallel,
+    )
     n_iter += iterations
     restarts = Restarts(tuple(inertias), head.shape[1], tied, decided)
     log_restarts(restarts, n_init=n_init, init=init)

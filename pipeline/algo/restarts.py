@@ -6,7 +6,8 @@ on the whole sample, ties the sample cannot rank decided on a sample drawn with 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,23 @@ from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
 
-Parallel = Callable[[Callable[[int], Any], Iterable[int]], Iterator[Any]]
-"""``map``, or an executor's: the restarts are independent, and each one's result its own."""
+Parallel = Callable[[Callable[[int], Any], Iterable[int]], Iterable[Any]]
+"""``map``, or ``side_by_side``'s: the restarts are independent, and each one's result its own."""
+
+
+def side_by_side(threads: int) -> Parallel:
+    """A ``map`` over ``threads`` threads, results in order; the threads end with each call, so
+    none sits idle while the fit reads from the mosaic (the readers' threads then reuse their
+    memory arenas: idle ones raised the peak RSS of a 900-file mosaic by ~0.15 GB)."""
+
+    def parallel(function: Callable[[int], Any], items: Iterable[int]) -> Iterable[Any]:
+        items = list(items)
+        if threads < 2 or len(items) < 2:
+            return map(function, items)
+        with ThreadPoolExecutor(min(threads, len(items))) as pool:
+            return list(pool.map(function, items))
+
+    return parallel
 
 REFINED = 12  # distinct restarts tried on the whole sample, at most
 SAME_RESTART = 0.002  # restarts whose maps differ on fewer pixels are one: stopped at tol, restarts
