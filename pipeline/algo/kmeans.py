@@ -146,12 +146,8 @@ def fit_kmeans(
     tol_absolute = tol * float(variance(matrix).mean())
     head = np.ascontiguousarray(sample[:, :RESTART_ROWS])
     parallel = side_by_side(threads)
-    candidates, inertias, n_iter = run_restarts(
-        head, SEEDINGS[init], k=k, n_init=n_init, max_iter=max_iter, tol=tol_absolute, seed=seed, parallel=parallel
-    )
-    extra, extra_inertias, iterations = look_starts(
-        reference, head, SEEDINGS[init], k=k, max_iter=max_iter, tol=tol_absolute, parallel=parallel
-    )
+    candidates, inertias, n_iter = run_restarts(head, SEEDINGS[init], k=k, n_init=n_init, max_iter=max_iter, tol=tol_absolute, seed=seed, parallel=parallel)
+    extra, extra_inertias, iterations = look_starts(reference, head, SEEDINGS[init], k=k, max_iter=max_iter, tol=tol_absolute, parallel=parallel)
     n_iter += iterations
     best = int(np.argmin(inertias))
     swapped, swapped_inertia, iterations, kept = improve(head, candidates[best], lloyd=lloyd, max_iter=max_iter, tol=tol_absolute)
