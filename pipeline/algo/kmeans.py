@@ -44,8 +44,8 @@ Everything runs on in-memory arrays, each Lloyd run in one thread with sums in a
 the same sample and seed give identical centroids on any scheduler. The restarts, the first look's
 starts and the probes run side by side in ``threads`` (the machine's cores, or ``dask.workers``):
 each result depends on its own start only and they are taken in order, so the number of threads
-changes no bit (600 MP benchmark on 2 cores: the fit 0.73x the time). With ``sample.size: all`` the matrix is
-chunked over the mosaic: the winner of the sample is then refined on it by ``chunked_lloyd``, which
+changes no bit (the 600 MP benchmark's fit on 2 cores: ~0.75x the time). With ``sample.size:
+all`` the matrix is chunked over the mosaic: the winner of the sample is then refined on it by ``chunked_lloyd``, which
 reads the mosaic once per iteration: one dask computation in which each chunk is labelled by the
 same kernel and returns only its per-class pixel counts and float64 feature sums, added on the
 client in chunk order (so the scheduler changes no bit); a class the whole mosaic leaves empty

@@ -19,6 +19,23 @@ from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
 
+REFINED = 12  # distinct restarts tried on the whole sample, at most
+SAME_RESTART = 0.002  # restarts whose maps differ on fewer pixels are one: stopped at tol, restarts
+# that end in different optima can still agree on 99 % of the restart rows
+HEAD_WITHIN = 0.02  # those within 2 % of the best inertia on the restart rows (and always the best two)
+PROBE = 5  # Lloyd iterations on the whole sample that rank them
+REFINE_WITHIN = 0.005  # refined to convergence: those within 0.5 % of the best so ranked (the best two at least)
+REFINE_STEP = 10  # Lloyd iterations on the whole sample between checks that a refinement is not a repeat
+LOOK_STARTS = 8  # restarts from the first look's pixels, the same for every seed
+LOOK_SEED = 2**31  # their generator's seed: no sample seed's
+REFERENCE_PER_CLASS = 100  # look pixels per class at least for them
+TIE_SE = 3.0  # standard errors of the paired difference within which the sample cannot rank two maps
+SAME_OPTIMUM = 1e-3  # a restart within 0.1 % of the best inertia reached the best optimum
+# Unstable: at the rate this fit's restarts reached the best, as many restarts again (a run with
+# another seed) would miss it with a probability above this.
+MISS_RISK = 0.05
+
+
 Parallel = Callable[[Callable[[int], Any], Iterable[int]], Iterable[Any]]
 """``map``, or ``side_by_side``'s: the restarts are independent, and each one's result its own."""
 
@@ -36,22 +53,6 @@ def side_by_side(threads: int) -> Parallel:
             return list(pool.map(function, items))
 
     return parallel
-
-REFINED = 12  # distinct restarts tried on the whole sample, at most
-SAME_RESTART = 0.002  # restarts whose maps differ on fewer pixels are one: stopped at tol, restarts
-# that end in different optima can still agree on 99 % of the restart rows
-HEAD_WITHIN = 0.02  # those within 2 % of the best inertia on the restart rows (and always the best two)
-PROBE = 5  # Lloyd iterations on the whole sample that rank them
-REFINE_WITHIN = 0.005  # refined to convergence: those within 0.5 % of the best so ranked (the best two at least)
-REFINE_STEP = 10  # Lloyd iterations on the whole sample between checks that a refinement is not a repeat
-LOOK_STARTS = 8  # restarts from the first look's pixels, the same for every seed
-LOOK_SEED = 2**31  # their generator's seed: no sample seed's
-REFERENCE_PER_CLASS = 100  # look pixels per class at least for them
-TIE_SE = 3.0  # standard errors of the paired difference within which the sample cannot rank two maps
-SAME_OPTIMUM = 1e-3  # a restart within 0.1 % of the best inertia reached the best optimum
-# Unstable: at the rate this fit's restarts reached the best, as many restarts again (a run with
-# another seed) would miss it with a probability above this.
-MISS_RISK = 0.05
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dask.utils import format_time
 class StageBar(Callback):
     """A bar for one stage, drawn from dask's local schedulers' callbacks (a distributed client's
     dashboard shows its own). A stage run in equal parts, one computation each (the label pass's
-    batches), says before each how many are done (calling the bar with done, total): one bar then crosses the whole
+    batches), calls the bar with (parts done, parts) before each: one bar then crosses the whole
     stage and shows the time left. Otherwise each computation that lasts ``minimum`` seconds
     draws a bar of its own, as dask's ``ProgressBar`` does, and the client's work between them
     (the fit) draws nothing."""
@@ -51,7 +51,7 @@ class StageBar(Callback):
         if self._parts is not None:
             self._close(self._began, complete=exc[0] is None)
 
-    def fraction(self) -> float:
+    def _fraction(self) -> float:
         """The share done: of the stage in parts (whole parts, plus the running computation's
         finished tasks), else of the current computation."""
         state, share = self._state, self._computed
@@ -75,7 +75,7 @@ class StageBar(Callback):
         while not self._stop.wait(self._every):
             began = self._began if self._parts is not None else self._computation_began
             if (self._parts is not None or self._state is not None) and time.perf_counter() - began >= self._minimum:
-                self._draw(began, self.fraction())
+                self._draw(began, self._fraction())
 
     def _close(self, began: float, *, complete: bool) -> None:
         """End a drawn bar's line (full, unless its work failed)."""
