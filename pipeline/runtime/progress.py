@@ -67,32 +67,34 @@ class StageBar(Callback):
         self._state, self._computed = state, 0.0
 
     def _finish(self, dsk: Any, state: dict[str, Any], errored: bool) -> None:
-        self._state, self._computed = None, 1.0
+        with self._lock:  # the timer, which draws under the lock, sees the computation ended
+            self._state, self._computed = None, 1.0
         if self._parts is None:
             self._close(self._computation_began, complete=not errored)
 
     def _tick(self) -> None:
         while not self._stop.wait(self._every):
             began = self._began if self._parts is not None else self._computation_began
-            if (self._parts is not None or self._state is not None) and time.perf_counter() - began >= self._minimum:
-                self._draw(began, self._fraction())
+            with self._lock:
+                if (self._parts is not None or self._state is not None) and time.perf_counter() - began >= self._minimum:
+                    self._draw(began, self._fraction())
 
     def _close(self, began: float, *, complete: bool) -> None:
         """End a drawn bar's line (full, unless its work failed)."""
-        if self._drawn or time.perf_counter() - began >= self._minimum:
-            if complete:
-                self._draw(began, 1.0)
-            with self._lock:
+        with self._lock:
+            if self._drawn or time.perf_counter() - began >= self._minimum:
+                if complete:
+                    self._draw(began, 1.0)
                 self._out.write("\n")
                 self._out.flush()
                 self._drawn = False
 
     def _draw(self, began: float, fraction: float) -> None:
+        """Redraw the line; the caller holds the lock."""
         elapsed = time.perf_counter() - began
         line = f"\r[{'#' * int(self._width * fraction):<{self._width}}] | {int(100 * fraction):3d}% | {format_time(elapsed)}"
         if self._parts is not None and 0 < fraction < 1:  # parts are alike: the rate so far tells the rest
             line += f", ~{format_time(elapsed * (1 - fraction) / fraction)} left"
-        with self._lock:
-            self._out.write(f"{line:<80}")  # padded: a shorter line covers the longer one before
-            self._out.flush()
-            self._drawn = True
+        self._out.write(f"{line:<80}")  # padded: a shorter line covers the longer one before
+        self._out.flush()
+        self._drawn = True
