@@ -162,11 +162,9 @@ def tree(
     sizes: dict[Node, Key] = {}
     bottom = next(iter(leaves))[0]
     for depth in pyramid.depths():
-        if depth <= bottom or (under is not None and depth > under[0]):
+        if depth <= bottom:
             continue
-        for node in pyramid.nodes(depth):
-            if under is not None and not _inside(node, under):
-                continue
+        for node in pyramid.nodes(depth, under):
             ups = []
             for row in pyramid.children(node):
                 ups.append([])
@@ -178,12 +176,6 @@ def tree(
             sizes[node] = (f"sizes-{name}", *node)
             graph[sizes[node]] = (getitem, results[node], 0)
     return graph, sizes
-
-
-def _inside(node: Node, root: Node) -> bool:
-    """Whether ``node`` is ``root`` or lies in its subtree."""
-    shift = root[0] - node[0]
-    return shift >= 0 and (node[1] >> shift, node[2] >> shift) == root[1:]
 
 
 def place_parts(destination: Path, *, folder: Path, layer: Layer, pyramid: Pyramid, placements: list[Placement]) -> None:

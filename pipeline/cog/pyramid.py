@@ -124,9 +124,17 @@ class Pyramid:
         last = len(self.shapes) - 1 if self.grid(depth) == (1, 1) else self.inner + depth
         return range(first, min(last, len(self.shapes) - 1) + 1)
 
-    def nodes(self, depth: int) -> list[Node]:
+    def nodes(self, depth: int, under: Node | None = None) -> list[Node]:
+        """The nodes of ``depth``, row-major; ``under``: only those in that node's subtree (the
+        node itself at its own depth), found without visiting the others."""
         rows, cols = self.grid(depth)
-        return [(depth, i, j) for i in range(rows) for j in range(cols)]
+        if under is None:
+            return [(depth, i, j) for i in range(rows) for j in range(cols)]
+        shift = under[0] - depth
+        if shift < 0:
+            return []
+        below = (range(under[1] << shift, min(rows, (under[1] + 1) << shift)), range(under[2] << shift, min(cols, (under[2] + 1) << shift)))
+        return [(depth, i, j) for i in below[0] for j in below[1]]
 
     def children(self, node: Node) -> list[list[Node]]:
         """The node's children as rows of columns (for ``np.block``)."""

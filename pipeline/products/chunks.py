@@ -239,10 +239,7 @@ def _write_batch(
     byte counts, and the root's result (its byte counts or summary, and its decimated arrays)."""
     depth, row, col = root
     name = f"{name}-{depth}-{row}-{col}"  # keys of their own: a cluster may still hold the last batch's
-    rows, cols = blocks.grid.numblocks
-    batch = [
-        (i, j) for i in range(row << depth, min(rows, (row + 1) << depth)) for j in range(col << depth, min(cols, (col + 1) << depth))
-    ]
+    batch = [(i, j) for _, i, j in pyramid.nodes(0, under=root)]
     graph, chunks = _chunk_tasks(blocks, model, folder, pyramid, name, step, batch)
     nodes, tree_sizes = tree(pyramid, blocks.layers, folder, {(0, *chunk): key for chunk, key in chunks.items()}, name, under=root)
     graph.update(nodes)
