@@ -14,7 +14,7 @@ from scipy import ndimage
 from pipeline.algo import cleanup as module
 from pipeline.algo.cleanup import Cleanup, clean, clean_window
 from pipeline.algo.majority import BY_CLASS
-from pipeline.algo.patches import CELL, CELL_REACH, runs
+from pipeline.algo.patches import runs
 
 
 def majority_oracle(labels: np.ndarray, side: int) -> np.ndarray:
@@ -28,13 +28,20 @@ def majority_oracle(labels: np.ndarray, side: int) -> np.ndarray:
     return out
 
 
-def near_oracle(labels: np.ndarray, patch: np.ndarray, c: int) -> int:
-    """Pixels of class c in the raster's CELL x CELL cells within CELL_REACH cells of the patch's."""
-    cell, reach = CELL, CELL_REACH
-    ys, xs = np.nonzero(patch)
-    y0, y1 = max(0, (ys.min() // cell - reach) * cell), (ys.max() // cell + reach + 1) * cell
-    x0, x1 = max(0, (xs.min() // cell - reach) * cell), (xs.max() // cell + reach + 1) * cell
-    return int((labels[y0:y1, x0:x1] == c).sum())
+def box_oracle(labels: np.ndarray, patch: np.ndarray, contacts: list[tuple[int, int]], cap: int, structure: np.ndarray) -> int:
+    """The most pixels that a patch touching ``patch`` at ``contacts`` has in the patch's
+    tie-break box, connected within the box: the 3 x 3 blocks of side cap // 2 around the block
+    of the patch's first pixel."""
+    side = cap // 2
+    ys, xs = np.nonzero(patch)  # row-major: the first pixel first
+    y0, x0 = max(0, (ys[0] // side - 1) * side), max(0, (xs[0] // side - 1) * side)
+    y1, x1 = (ys[0] // side + 2) * side, (xs[0] // side + 2) * side
+    best = 0
+    for y, x in contacts:
+        if y0 <= y < y1 and x0 <= x < x1:
+            pieces, _ = ndimage.label(labels[y0:y1, x0:x1] == labels[y, x], structure=structure)
+            best = max(best, int((pieces == pieces[y - y0, x - x0]).sum()))
+    return best
 
 
 def sieve_oracle(labels: np.ndarray, n: int, connectivity: int) -> np.ndarray:
@@ -55,6 +62,7 @@ def sieve_oracle(labels: np.ndarray, n: int, connectivity: int) -> np.ndarray:
             continue
         biggest: dict[int, int] = {}
         contacts: dict[int, int] = {}
+        at_cap: dict[int, list[tuple[int, int]]] = {}
         for y, x in zip(*np.nonzero(comp == patch)):
             for dy, dx in offsets:
                 yy, xx = y + dy, x + dx
@@ -62,9 +70,11 @@ def sieve_oracle(labels: np.ndarray, n: int, connectivity: int) -> np.ndarray:
                     c = int(labels[yy, xx])
                     biggest[c] = max(biggest.get(c, 0), min(sizes[comp[yy, xx]], cap))
                     contacts[c] = contacts.get(c, 0) + 1
+                    if sizes[comp[yy, xx]] >= cap:
+                        at_cap.setdefault(c, []).append((yy, xx))
         if biggest:
-            near = {c: near_oracle(labels, comp == patch, c) if biggest[c] == cap else -1 for c in biggest}
-            best = max(biggest, key=lambda c: (biggest[c], near[c], contacts[c], -c))
+            boxed = {c: box_oracle(labels, comp == patch, at_cap[c], cap, structure) if c in at_cap else 0 for c in biggest}
+            best = max(biggest, key=lambda c: (biggest[c], boxed[c], contacts[c], -c))
             if biggest[best] >= n:
                 out[comp == patch] = best
     return out
@@ -113,32 +123,57 @@ def test_sieve_merges_into_the_largest_neighbour_then_the_most_contacts():
     split[:, 6:] = 3
     split[2, 5:7] = 2
     assert (clean(split, Cleanup(sieve=3)).labels[2, 5:7] == 1).all()
-    # both beyond the cap, as many pixels of each near it (one nodata pixel evens them): the
-    # speck's contacts decide (5 with class 3, 3 with class 1)
+    # both beyond the cap, as many pixels of each in the speck's box (the whole array here; one
+    # nodata pixel evens them): the speck's contacts decide (5 with class 3, 3 with class 1)
     wide = np.ones((60, 60), dtype=np.uint8)
     wide[:, 30:] = 3
     wide[10, 29:32] = 2
     wide[50, 5] = 0
     assert (wide == 1).sum() == (wide == 3).sum()
     assert (clean(wide, Cleanup(sieve=4)).labels[10, 29:32] == 3).all()
-    wide[50, 5] = 1  # one more pixel of class 1 near it: class 1 wins
+    wide[50, 5] = 1  # one more pixel of class 1 in the box: class 1 wins
     assert (clean(wide, Cleanup(sieve=4)).labels[10, 29:32] == 1).all()
 
 
-def test_between_two_patches_at_the_cap_the_one_filling_more_around_wins():
+def test_between_two_patches_at_the_cap_the_one_filling_more_of_the_box_wins():
     # A 1-pixel speck (class 3) on the border of a field (class 1, 3 contacts) and a forest
-    # (class 2, 5 contacts), both larger than the cap: the field fills more of the cells around
-    # the speck, so it takes the speck although the forest touches it more.
+    # (class 2, 5 contacts), both larger than the cap: the field has more of itself in the
+    # speck's box, so it takes the speck although the forest touches it more.
     labels = np.ones((96, 96), dtype=np.uint8)
     labels[40:, 50:] = 2
     labels[40, 49] = 2  # the forest's corner reaches round the speck
     labels[41, 49] = 2
     labels[40, 50] = 3
     n = 4
-    assert (labels == 2).sum() >= module.CAP_FACTOR * n
-    assert near_oracle(labels, labels == 3, 1) > near_oracle(labels, labels == 3, 2)
+    cap = module.CAP_FACTOR * n
+    eight = ndimage.generate_binary_structure(2, 2)
+    assert (labels == 2).sum() >= cap
+    assert box_oracle(labels, labels == 3, [(39, 50)], cap, eight) > box_oracle(labels, labels == 3, [(40, 51)], cap, eight)
     got = clean(labels, Cleanup(sieve=n, connectivity=8), k=3)
     assert got.labels[40, 50] == 1 and got.patches_removed == 1
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_only_what_is_connected_within_the_box_counts(connectivity):
+    # A speck (class 3) between a class-1 strip and a class-2 blob, both at the cap. Class 1 has
+    # more pixels in the speck's box (32 x 32 blocks, the box rows and columns 0..95), but the
+    # strip joins them only outside it (a loop closing at column 120): connected within the
+    # box, the strip has 76 pixels and the blob 160, so the blob wins. Close the loop inside the
+    # box and class 1 wins.
+    n = 4
+    assert module.CAP_FACTOR * n // 2 == 32
+    labels = np.zeros((96, 140), dtype=np.uint8)
+    labels[40, 20:121] = 1  # the strip: 101 pixels, 76 of them in the box
+    labels[60:96, 20:121] = 1  # a field below it, joined to the strip at column 120 only
+    labels[41:60, 120] = 1
+    labels[41:51, 50:66] = 2  # the blob: 160 pixels under the strip
+    labels[41, 49] = 3  # the speck, touching the strip above and the blob on its right
+    labels[40, 49] = 1
+    got = clean(labels, Cleanup(sieve=n, connectivity=connectivity), k=3)
+    assert got.labels[41, 49] == 2
+    labels[41:60, 30] = 1  # the strip and the field now meet inside the box
+    got = clean(labels, Cleanup(sieve=n, connectivity=connectivity), k=3)
+    assert got.labels[41, 49] == 1
 
 
 def test_a_patch_bounded_only_by_nodata_or_the_edge_stays():
@@ -231,12 +266,11 @@ def test_runs_are_the_rows_maximal_stretches_of_one_valid_class(width):
 
 @pytest.mark.parametrize("connectivity", [4, 8])
 @pytest.mark.parametrize(("snake", "winner"), [(200, 2), (300, 2), (140, 4)])
-def test_a_neighbour_reaching_out_of_the_runs_part_is_counted_in_the_window(snake, winner, connectivity):
-    # The sieve builds its patches on the chunk and small - 1 + (CELL_REACH + 1) * CELL pixels
-    # around it (95 at N = 16), not on the whole window (271 around): a 1-pixel speck (class 3)
-    # between a 156-pixel blob (class 4) and a line (class 2) that runs out of that part, with
-    # ~96 of its pixels inside, takes the line's class only if the line is counted in the
-    # window (capped at S = 256), on each side of the chunk.
+def test_a_neighbour_running_out_into_the_halo_is_counted_up_to_the_cap(snake, winner, connectivity):
+    # A 1-pixel speck (class 3) at a chunk's edge between a 156-pixel blob (class 4) and a line
+    # (class 2) that runs out into the next chunk, past the halo when longer than 270 pixels:
+    # the speck takes the line's class if the line has more pixels, counted up to S = 256, the
+    # same chunk by chunk as on the whole array, on each side of the chunk.
     n, side = 16, 300
     cleanup = Cleanup(sieve=n, connectivity=connectivity)
     assert cleanup.halo == 271
@@ -254,10 +288,10 @@ def test_a_neighbour_reaching_out_of_the_runs_part_is_counted_in_the_window(snak
         assert removed == whole.patches_removed and np.array_equal(changed, whole.sieve_changed)
 
 
-def test_a_neighbour_leaving_the_runs_part_and_coming_back_is_counted_whole_from_each_side():
-    # A U of class 2 (239 pixels) whose two arms are two patches in the runs' part, joined out of
-    # it: each arm is counted in the window by its own flood fill, and both find the whole U
-    # (the first fill's marks are cleared), so both specks take class 2 over their 156-pixel blob.
+def test_a_neighbour_joined_out_in_the_halo_is_one_patch_from_each_side():
+    # A U of class 2 (239 pixels) whose two arms leave the chunk and join in the halo: each
+    # arm alone is smaller than the blobs (156 pixels), the U is larger, so both specks take
+    # class 2, chunk by chunk as on the whole array.
     side, arm = 300, 110
     cleanup = Cleanup(sieve=16)
     labels = np.zeros((2 * side, 2 * side), dtype=np.uint8)

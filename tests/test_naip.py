@@ -38,7 +38,7 @@ def test_naip_mosaic_to_valid_cog(naip_scenes, make_config):
 
 def test_the_sieve_agrees_with_gdal_on_real_labels(naip_scenes):
     # docs/algorithms.md#cleanup: after majority 3, sieve 16 8-connected agrees with GDAL on
-    # 99.86 % of the four scenes' valid pixels (capped sizes and contacts alone: 99.61 %).
+    # 99.99 % of the four scenes' valid pixels (capped sizes and contacts alone: 99.61 %).
     data = rioxarray.open_rasterio(naip_scenes[-1], chunks={"band": -1, "y": 2048, "x": 2048}, lock=False)
     raw = pipeline.classify(data, pipeline.fit(data, k=7, seed=0)).values
     voted = clean(raw, Cleanup(majority=3), k=7).labels
@@ -46,4 +46,4 @@ def test_the_sieve_agrees_with_gdal_on_real_labels(naip_scenes):
     gdal = rasterio.features.sieve(voted, size=16, connectivity=8, mask=voted > 0)
     valid = voted > 0
     assert (ours != voted).sum() > 0.01 * valid.sum()  # the sieve did work
-    assert (ours == gdal)[valid].mean() >= 0.998
+    assert (ours == gdal)[valid].mean() >= 0.999

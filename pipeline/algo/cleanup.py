@@ -13,31 +13,32 @@ Sieve (N = ``sieve`` >= 2, S = CAP_FACTOR * N), on the majority's output, for up
 Patches are the connected components of equal valid class (4- or 8-connected); a patch is small
 if it has < N pixels. Each small patch P looks at the classes of the pixels adjacent to it (same
 connectivity) and, for each such class c: the largest *capped* size min(|Q|, S) of a class-c
-patch Q touching P; for classes at the cap, the pixels of class c near P (in the CELL x CELL
-cells of the raster's grid within CELL_REACH cells of P's cells: a large patch fills more of its
-surroundings); and the number of adjacent (P pixel, class-c pixel) pairs. P takes the class
-maximising (capped size, pixels near, contacts, -c) if that capped size is >= N (a large
+patch Q touching P; for classes at the cap, the most pixels that such a Q at the cap has in P's
+tie-break box, connected within the box (the box: the 3 x 3 blocks of side B = S // 2 of the
+raster's grid around the block of P's first pixel, row-major; a large patch has more of itself
+around P); and the number of adjacent (P pixel, class-c pixel) pairs. P takes the class
+maximising (capped size, pixels in the box, contacts, -c) if that capped size is >= N (a large
 neighbour); otherwise it waits for a later round; a patch touching only nodata and the edge
 stays. All small patches of a round decide on that round's input; the next round runs on the
 result (stop when none merged).
 
-Why it is chunk-invariant, and the halo H = r + ROUNDS * max(N + S - 1, N - 1 + (CELL_REACH + 1)
-* CELL) (``Cleanup.halo``). A small patch P containing p has < N pixels, so it lies within N - 2
-of p (Chebyshev) and a patch with >= N pixels has N of them within N - 1 of p: smallness is
-decided within N - 1. A pixel adjacent to P lies within N - 1 of p, and min(|Q|, S) of its patch
-is decided within S - 1 of it. On a window, a component cut by the window's edge, seen from a
-pixel with >= D context pixels, reaches that edge so it has >= S pixels inside the window
-already: min(size in window, S) is exact. The cells counted for P lie within (CELL_REACH + 1) *
-CELL - 1 of P's pixels; they are the raster's cells (the window says where it lies), so the
-count is the same in every window that holds them. One round's output is thus exact with D =
-max(N + S - 2, N - 2 + (CELL_REACH + 1) * CELL) pixels of context (we keep one spare), ROUNDS
-rounds with ROUNDS * D, and the majority's output, their input, with r more.
+Why it is chunk-invariant, and the halo H = r + ROUNDS * (N + S - 1) (``Cleanup.halo``). A small
+patch P containing p has < N pixels, so it lies within N - 2 of p (Chebyshev) and a patch with
+>= N pixels has N of them within N - 1 of p: smallness is decided within N - 1. A pixel adjacent
+to P lies within N - 1 of p, and min(|Q|, S) of its patch is decided within S - 1 of it. On a
+window, a component cut by the window's edge, seen from a pixel with >= D context pixels, reaches
+that edge so it has >= S pixels inside the window already: min(size in window, S) is exact. P's
+box lies within 2B - 1 <= S - 1 of P's first pixel, so within N + S - 3 of p; it is made of the
+raster's blocks (the window says where it lies), so what it holds, and what is connected within
+it, is the same in every window that holds it. One round's output is thus exact with D = N + S -
+2 pixels of context (we keep one spare), ROUNDS rounds with ROUNDS * D, and the majority's
+output, their input, with r more.
 
 How it differs from GDAL (``GDALSieveFilter``, ``rasterio.features.sieve``): GDAL merges a small
 polygon into the neighbour with the largest *global* size and follows chains of small polygons
 in one go; both need the whole raster. We cap sizes at S (so among neighbours of >= S pixels the
-one with more pixels near P wins, a bounded stand-in for the larger), decide chains round by
-round, and group neighbours by class: two parts of one field, touching P on both sides and
+one with more of itself in P's box wins, a bounded stand-in for the larger), decide chains round
+by round, and group neighbours by class: two parts of one field, touching P on both sides and
 joined far away, may be one patch globally and two in a window, so only their class is a local
 (chunk-invariant) notion.
 """
@@ -51,15 +52,13 @@ import numba
 import numpy as np
 
 from pipeline.algo.majority import BY_CLASS, MAX_MAJORITY, majority
-from pipeline.algo.patches import CELL, CELL_REACH
 from pipeline.algo.sieve import sieve_round
 
-# Chosen by measurement on the four NAIP scenes' labels (k = 7), against GDAL's sieve and per
-# 2048-pixel chunk (docs/algorithms.md#cleanup): CAP_FACTOR = 16 agrees with GDAL on 99.61 % of
-# valid pixels at majority 3, sieve 16, 8-connected (4: 99.28 %, 1: 98.98 %) by capped sizes and
-# contacts, 99.86 % with the pixels near P between them (CELL 16, CELL_REACH 4: 8 and 8 gave
-# 99.865 %, 16 and 2 99.83 %; CAP_FACTOR 48 reaches 99.90 % for a window 3.1 times the chunk);
-# a second round merges ~10 more patches per scene for twice the sieve's time and twice the halo.
+# Chosen by measurement on the four NAIP scenes' labels (k = 7), against GDAL's sieve
+# (docs/algorithms.md#cleanup): at majority 3, sieve 16, 8-connected, capped sizes and contacts
+# agree on 99.61 % of valid pixels; with the pixels in the tie-break box between patches at the
+# cap, 99.99 %. A larger cap would widen the halo (N + S - 1) for next to nothing; a second round
+# merges ~10 more patches per scene for twice the sieve's time and twice the halo.
 CAP_FACTOR = 16
 ROUNDS = 1
 
@@ -126,7 +125,7 @@ class Cleaned:
 
 def _reach(size: int) -> int:
     """The context one round's output needs (see the module), one pixel spare."""
-    return max(size + CAP_FACTOR * size - 1, size - 1 + (CELL_REACH + 1) * CELL)
+    return size + CAP_FACTOR * size - 1
 
 
 def _sieve(
@@ -147,7 +146,7 @@ def _sieve(
         out_at = (0, 0) if left else (y0, x0)
         result = current.copy() if left else current[y0:y1, x0:x1].copy()
         merged, in_core = sieve_round(
-            current, top, result, out_at, connectivity == 8, size, CAP_FACTOR * size, place, core, region, scratch, changed
+            current, top, result, out_at, connectivity == 8, size, CAP_FACTOR * size, CAP_FACTOR * size // 2, place, core, region, scratch, changed
         )
         removed += in_core
         if not left:

@@ -1,6 +1,5 @@
 """The patches of a label map for the sieve (``algo/sieve.py``): runs of equal class along rows,
-patches as union-find on runs with their sizes, the cells' counts, and a capped flood fill for
-the patches whose size the runs' part of the window does not settle. Labels are uint8 (y, x),
+patches as union-find on runs with their sizes, and a patch's pixels within a box. Labels are uint8 (y, x),
 0 = nodata."""
 
 from __future__ import annotations
@@ -9,10 +8,6 @@ import numba
 import numpy as np
 
 from pipeline.algo.kernel import NODATA_LABEL
-from pipeline.algo.majority import BY_CLASS
-
-CELL = 16  # the side of the cells whose pixels of a class break ties between patches at the cap
-CELL_REACH = 4  # cells counted around a small patch's cells
 
 
 @numba.njit(nogil=True, cache=True)
@@ -89,24 +84,31 @@ def _grown(values, size):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def components(eight, first, x0, x1, cls, parent, after):  # pragma: no cover - compiled
+def components(eight, first, x0, x1, cls, parent, after, blocks=(0, 0, 0)):  # pragma: no cover - compiled
     """Connected components of equal valid class, as ids 0.. of the runs in order of their first
     pixel (row-major); returns (component of each run, sizes, each component's first run, each
-    run's next run in its component (-1 after the last), in ``after`` if long enough)."""
+    run's next run in its component (-1 after the last), in ``after`` if long enough).
+    ``blocks`` = (side, row, column of the first pixel in the raster): with a side, components
+    within each block of the raster's grid (the runs must not cross a block's column edge)."""
     height = len(first) - 1
     n = len(x0)
     parent = parent[:n] if len(parent) >= n else np.empty(n, np.int32)  # a root is its component's smallest run
     for r in range(n):
         parent[r] = r
     slack = 1 if eight else 0  # 8-connected runs also touch diagonally, one column further
+    side, oy, ox = blocks
     for y in range(1, height):
+        if side and (oy + y) % side == 0:
+            continue  # the first row of a row of blocks
         i, above_end = first[y - 1], first[y]
         for j in range(first[y], first[y + 1]):
             while i < above_end and x1[i] + slack <= x0[j]:
                 i += 1  # runs above that end before this one cannot touch the next either
             t, root = i, j  # j's root: j is new, so only this loop changes it
             while t < above_end and x0[t] < x1[j] + slack:
-                if cls[t] == cls[j]:
+                # Runs overlapping in x are in one column of blocks; only a diagonal can cross an edge.
+                across = (x1[t] == x0[j] and (ox + x0[j]) % side == 0) or (x0[t] == x1[j] and (ox + x0[t]) % side == 0) if side else False
+                if cls[t] == cls[j] and not across:
                     other = _root(parent, t)
                     if other < root:
                         parent[root] = other
@@ -138,105 +140,217 @@ def components(eight, first, x0, x1, cls, parent, after):  # pragma: no cover - 
     return comp, sizes, head, after
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def first_reaching(first, x1, y, x):  # pragma: no cover - compiled
+    """The first run of row y that ends after column x (binary search; runs are sorted)."""
+    lo, hi = first[y], first[y + 1]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x1[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @numba.njit(nogil=True, cache=True)
-def cap_sizes(first, x0, x1, comp, sizes, cap, width, open_edges):  # pragma: no cover - compiled
-    """Sizes capped at ``cap``, in place; a component below the cap with a pixel on an edge of
-    the runs' part where the window goes on (``open_edges``: top, bottom, left, right) may be
-    larger in the window: its size becomes minus its pixels in the part (``flooded`` counts it)."""
+def block_pieces(eight, runs, kept, side, origin):  # pragma: no cover - compiled
+    """The runs for which ``kept`` is true, cut at the column edges of the raster's ``side`` x
+    ``side`` blocks (the array's first pixel at ``origin`` in the raster), their components
+    within each block (the *pieces*), and the pairs of pieces that touch across each edge between
+    two blocks (the runs must be whole components: a kept run touches no other of its class):
+    (cut runs (first, x0, x1, class), each run's first cut run, each cut run's piece, the
+    pieces' sizes, the pairs (piece, piece) sorted by segment, each segment's first pair, the
+    blocks' rows and columns). A segment is where two blocks meet: ``v * columns + c``, the left
+    edge of the block in row of blocks v and column c; ``(rows + h) * columns + c``, the top
+    edge of the block in row h and column c; ``(2 rows + h) * columns + c``, the top left corner
+    of that block, where 8-connected pixels touch diagonally (the array's blocks, numbered from 0
+    at its first pixel's). A pair is joined in a box only if the box holds both its blocks."""
+    first, x0, x1, cls = runs
     height = len(first) - 1
-    for c in range(len(sizes)):
-        sizes[c] = min(sizes[c], cap)
+    oy, ox = origin
+    lead = (oy % side, ox % side)  # the array's offset into its first block
+    blocks = ((height + lead[0] + side - 1) // side, (first_x_extent(x1, first) + lead[1] + side - 1) // side)
+    cut, cut_column, start = _cut_runs(runs, kept, side, lead[1])
+    piece, sizes, _, _ = components(eight, cut[0], cut[1], cut[2], cut[3], np.empty(0, np.int32), np.empty(0, np.int32), (side, oy, ox))
+    pairs, firsts = _edge_pairs(eight, cut, cut_column, piece, side, lead, blocks)
+    return cut, start, piece, sizes, pairs, firsts, blocks
+
+
+@numba.njit(nogil=True, cache=True)
+def _cut_runs(runs, kept, side, lead_x):  # pragma: no cover - compiled
+    """The kept runs cut at the blocks' column edges (``lead_x``: the array's offset into its
+    first block): (cut runs (first, x0, x1, class), each one's column of blocks, each run's
+    first cut run), without a division per run."""
+    first, x0, x1, cls = runs
+    height, n = len(first) - 1, len(x0)
+    total = 0
     for y in range(height):
-        lo, hi = first[y], first[y + 1]
-        if (y == 0 and open_edges[0]) or (y == height - 1 and open_edges[1]):
-            for r in range(lo, hi):
-                _open(sizes, comp[r], cap)
-        elif lo < hi:  # only a row's first and last runs can be on a side edge
-            if open_edges[2] and x0[lo] == 0:
-                _open(sizes, comp[lo], cap)
-            if open_edges[3] and x1[hi - 1] == width:
-                _open(sizes, comp[hi - 1], cap)
+        edge = side - lead_x  # the next block edge, in the array's columns
+        for r in range(first[y], first[y + 1]):
+            if not kept[r]:
+                continue
+            total += 1
+            while edge <= x0[r]:
+                edge += side
+            while edge < x1[r]:
+                total += 1
+                edge += side
+    cut_first = np.empty(height + 1, np.int64)
+    cut_x0, cut_x1, cut_cls = np.empty(total, np.int32), np.empty(total, np.int32), np.empty(total, np.uint8)
+    cut_column = np.empty(total, np.int32)
+    start = np.empty(n, np.int32)
+    m = 0
+    for y in range(height):
+        cut_first[y] = m
+        edge, column = side - lead_x, 0
+        for r in range(first[y], first[y + 1]):
+            start[r] = m
+            if not kept[r]:
+                continue
+            a = x0[r]
+            while edge <= a:
+                edge += side
+                column += 1
+            while True:
+                b = min(x1[r], edge)
+                cut_x0[m], cut_x1[m], cut_cls[m], cut_column[m] = a, b, cls[r], column
+                m += 1
+                if b == x1[r]:
+                    break
+                a = b
+                edge += side
+                column += 1
+    cut_first[height] = m
+    return (cut_first, cut_x0, cut_x1, cut_cls), cut_column, start
 
 
 @numba.njit(nogil=True, cache=True)
-def _open(sizes, c, cap):  # pragma: no cover - compiled
-    if 0 < sizes[c] < cap:
-        sizes[c] = -sizes[c]
+def _edge_pairs(eight, cut, cut_column, piece, side, lead, blocks):  # pragma: no cover - compiled
+    """The pairs of pieces that touch across a block edge or corner (``block_pieces``), sorted
+    by segment, and each segment's first pair; each segment's repeats among its last 4 pairs
+    dropped (an edge meets the same few patches row after row, in turns)."""
+    first, x0, x1, cls = cut
+    height = len(first) - 1
+    rows, columns = blocks
+    bound = 3 * (columns + 1) * height  # at most 3 per column edge and row, 2 per run in an edge row
+    for v in range(1, rows):
+        edge_row = v * side - lead[0]
+        bound += 2 * (first[edge_row + 1] - first[edge_row - 1])
+    segment, one, other = np.empty(bound, np.int64), np.empty(bound, np.int32), np.empty(bound, np.int32)
+    last = np.full((3 * rows * columns, 4), -1, np.int64)  # per segment, its last pairs (smaller * 2**31 + larger)
+    count = 0
+    left = np.full(columns + 1, -1, np.int64)  # per column edge, the cut run ending at it in this row
+    right = np.full(columns + 1, -1, np.int64)  # and the one starting at it
+    left_above, right_above = np.full(columns + 1, -1, np.int64), np.full(columns + 1, -1, np.int64)
+    for y in range(height):
+        v = (y + lead[0]) // side
+        left[:] = -1
+        right[:] = -1
+        for t in range(first[y], first[y + 1]):
+            c = cut_column[t]
+            if x0[t] == c * side - lead[1] and x0[t] > 0:
+                right[c] = t
+            if x1[t] == (c + 1) * side - lead[1]:
+                left[c + 1] = t
+        diagonals = eight and (y + lead[0]) % side != 0  # across a row edge too: a corner (below)
+        for e in range(1, columns):
+            for a, b, diagonal in ((left[e], right[e], False), (left[e], right_above[e], True), (right[e], left_above[e], True)):
+                if a >= 0 and b >= 0 and cls[a] == cls[b] and (diagonals or not diagonal):
+                    count = _pair(segment, one, other, last, count, v * columns + e, piece[a], piece[b])
+        left, left_above = left_above, left
+        right, right_above = right_above, right
+    slack = 1 if eight else 0
+    for v in range(1, rows):  # the row edges: runs above and below that touch, as in ``components``
+        edge_row = v * side - lead[0]
+        i, above_end = first[edge_row - 1], first[edge_row]
+        for j in range(first[edge_row], first[edge_row + 1]):
+            while i < above_end and x1[i] + slack <= x0[j]:
+                i += 1
+            t = i
+            while t < above_end and x0[t] < x1[j] + slack:
+                if cls[t] == cls[j]:
+                    if cut_column[t] != cut_column[j]:  # diagonal across a column edge too
+                        seg = (2 * rows + v) * columns + max(cut_column[t], cut_column[j])
+                    else:
+                        seg = (rows + v) * columns + cut_column[j]
+                    count = _pair(segment, one, other, last, count, seg, piece[t], piece[j])
+                t += 1
+    order = np.argsort(segment[:count], kind="mergesort")
+    firsts = np.searchsorted(segment[:count][order], np.arange(3 * rows * columns + 1))
+    return (one[:count][order], other[:count][order]), firsts
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def first_x_extent(x1, first):  # pragma: no cover - compiled
+    """The array's width as far as its runs reach (its last run's end in any row)."""
+    width = 0
+    for y in range(len(first) - 1):
+        if first[y + 1] > first[y]:
+            width = max(width, x1[first[y + 1] - 1])
+    return width
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _pair(segment, one, other, last, count, seg, a, b):  # pragma: no cover - compiled
+    """Keep the pair (a, b) for ``seg`` unless it is one of the segment's last 4 (an edge meets
+    the same few patches row after row, in turns)."""
+    key = np.int64(min(a, b)) * 2147483648 + max(a, b)
+    for k in range(4):
+        if last[seg, k] == key:
+            return count
+    last[seg, 1:] = last[seg, :3].copy()
+    last[seg, 0] = key
+    segment[count], one[count], other[count] = seg, a, b
+    return count + 1
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _box_root(box, p):  # pragma: no cover - compiled
+    """The root of piece p in the box's union-find (``box``: tag, stamp, parent, size, the
+    pieces' sizes), set up for p when the box meets it first."""
+    tag, stamp, parent, size, sizes = box
+    if stamp[p] != tag:
+        stamp[p], parent[p], size[p] = tag, p, sizes[p]
+        return p
+    return _root(parent, p)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _join(box, a, b):  # pragma: no cover - compiled
+    ra, rb = _box_root(box, a), _box_root(box, b)
+    if ra != rb:
+        parent, size = box[2], box[3]
+        parent[rb] = ra
+        size[ra] += size[rb]
 
 
 @numba.njit(nogil=True, cache=True)
-def flooded(labels, y, x, eight, cap, seen, queue):  # pragma: no cover - compiled
-    """min(pixels of the component of ``labels[y, x]``, cap), by a flood fill that stops at
-    ``cap`` pixels. ``seen``: one bit per pixel of ``labels``, all clear (and left clear);
-    ``queue``: room for cap + 8 pixel indices."""
-    height, width = labels.shape
-    c = labels[y, x]
-    start = y * width + x
-    seen[start >> 3] |= np.uint8(1 << (start & 7))
-    queue[0] = start
-    n, head = 1, 0
-    while head < n and n < cap:
-        p = queue[head]
-        head += 1
-        py, px = p // width, p % width
-        for qy in range(max(0, py - 1), min(height, py + 2)):
-            for qx in range(max(0, px - 1), min(width, px + 2)):
-                if (qy != py and qx != px and not eight) or labels[qy, qx] != c:
-                    continue
-                q = qy * width + qx
-                bit = np.uint8(1 << (q & 7))
-                if seen[q >> 3] & bit == 0:
-                    seen[q >> 3] |= bit
-                    queue[n] = q
-                    n += 1
-    for i in range(n):
-        seen[queue[i] >> 3] = 0
-    return min(n, cap)
+def join_box(pairs, firsts, blocks, block_row, block_column, box):  # pragma: no cover - compiled
+    """Join the pieces that touch where the blocks of the box of 3 x 3 blocks around the array's
+    block (``block_row``, ``block_column``) meet (``block_pieces``; ``blocks``: its rows and
+    columns of blocks): afterwards a piece's root in ``box`` holds the pixels connected to it
+    within the box."""
+    rows, columns = blocks
+    one, other = pairs
+    r0, r1, c0, c1 = max(0, block_row - 1), min(rows, block_row + 2), max(0, block_column - 1), min(columns, block_column + 2)
+    for kind, v0, c_0 in ((0, r0, c0 + 1), (1, r0 + 1, c0), (2, r0 + 1, c0 + 1)):  # column edges, row edges, corners
+        for v in range(v0, r1):
+            for c in range(c_0, c1):
+                seg = (kind * rows + v) * columns + c
+                for k in range(firsts[seg], firsts[seg + 1]):
+                    _join(box, one[k], other[k])
 
 
-_BYTE_SUM = np.uint64(0x0101010101010101)  # times 8 bytes: their sum in the top byte (if under 256)
-
-
-@numba.njit(nogil=True, cache=True)
-def cells(labels, top, place, first, x0, x1, cls):  # pragma: no cover - compiled
-    """Per class 0..top, the pixels in the CELL x CELL cells of the raster's grid that
-    ``labels`` (at ``place`` in the raster; its runs ``first, x0, x1, cls``) overlaps, as an
-    integral image: (integral (top + 1, rows + 1, cols + 1), the array's offset in its first
-    cell (y, x)). Up to BY_CLASS classes, per class a vectorised count of its pixels per column
-    over a row of cells, summed 8 columns per multiply (1 ms a window); above, from the runs (a
-    tenth as many as the pixels, but a loop with branches: 3.6 ms)."""
-    height, width = labels.shape
-    shift = (place[0] % CELL, place[1] % CELL)
-    rows, cols = (height + shift[0] + CELL - 1) // CELL, (width + shift[1] + CELL - 1) // CELL
-    integral = np.zeros((top + 1, rows + 1, cols + 1), np.int32)
-    if top <= BY_CLASS:
-        column = np.zeros((top + 1, cols * CELL), np.uint8)  # per class, its pixels in each column of the row of cells
-        eights = column.reshape(-1).view(np.uint64).reshape(top + 1, cols * CELL // 8)
-        for y in range(height):
-            row = labels[y]
-            for c in range(1, top + 1):
-                col, klass = column[c, shift[1] : shift[1] + width], np.uint8(c)
-                for x in range(width):
-                    col[x] += row[x] == klass
-            if (y + shift[0] + 1) % CELL == 0 or y == height - 1:  # the row of cells is complete
-                i = (y + shift[0]) // CELL + 1
-                for c in range(1, top + 1):
-                    words = eights[c]
-                    for j in range(cols):
-                        integral[c, i, j + 1] = ((words[2 * j] * _BYTE_SUM) >> np.uint64(56)) + ((words[2 * j + 1] * _BYTE_SUM) >> np.uint64(56))
-                column[:] = 0
-    else:
-        for y in range(height):
-            i = (y + shift[0]) // CELL + 1
-            for r in range(first[y], first[y + 1]):
-                c, start = cls[r], x0[r]
-                while start < x1[r]:
-                    j = (start + shift[1]) // CELL + 1
-                    stop = min(x1[r], (j * CELL) - shift[1])  # the end of the run or of its cell
-                    integral[c, i, j] += stop - start
-                    start = stop
-    for c in range(1, top + 1):
-        for i in range(1, rows + 1):
-            for j in range(1, cols + 1):
-                integral[c, i, j] += integral[c, i - 1, j] + integral[c, i, j - 1] - integral[c, i - 1, j - 1]
-    return integral, shift
+@numba.njit(nogil=True, cache=True, inline="always")
+def in_box(runs, start, piece, run, row, area, side, column, box):  # pragma: no cover - compiled
+    """The pixels connected within the box (``join_box``) to the part of ``run`` (in ``row``)
+    that lies in it, 0 if none does; ``start``: each run's first cut run (``block_pieces``),
+    ``column``: the array's first column in the raster."""
+    first, x0, x1, cls = runs
+    y0, y1, bx0, bx1 = area
+    a = max(x0[run], bx0)
+    if not (y0 <= row < y1 and a < min(x1[run], bx1)):
+        return 0
+    cut = start[run] + (column + a) // side - (column + x0[run]) // side  # its cut piece holding column a
+    return box[3][_box_root(box, piece[cut])]

@@ -9,41 +9,17 @@ import numba
 import numpy as np
 
 from pipeline.algo.patches import (
-    CELL,
-    CELL_REACH,
-    cap_sizes,
-    cells,
+    block_pieces,
     components,
-    flooded,
+    first_reaching,
+    in_box,
+    join_box,
     runs,
 )
 
 
-# ``_best_class`` and its helpers are inlined into ``sieve_round``'s loop over the patches: a call
+# ``_neighbours`` and its helpers are inlined into ``sieve_round``'s loop over the patches: a call
 # passing arrays costs more there than the work it does (9 of 47 ms a window, measured).
-@numba.njit(nogil=True, cache=True, inline="always")
-def _first_reaching(first, x1, y, x):  # pragma: no cover - compiled
-    """The first run of row y that ends after column x (binary search; runs are sorted)."""
-    lo, hi = first[y], first[y + 1]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if x1[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@numba.njit(nogil=True, cache=True)
-def _flooded_size(sizes, c, y, x, eight, cap, flood):  # pragma: no cover - compiled
-    """The capped size of component c, which the runs' part does not settle (``cap_sizes``),
-    counted by a flood fill from its pixel (y, x) of the part in the window (``flood``: the
-    labels, the part's origin in them, the fill's arrays) and kept for its other neighbours."""
-    labels, origin, seen, queue = flood
-    sizes[c] = flooded(labels, y + origin[0], x + origin[1], eight, cap, seen, queue)
-    return sizes[c]
-
-
 @numba.njit(nogil=True, cache=True, inline="always")
 def _touch(c, size, pairs, contacts, biggest, touched, n_touched):  # pragma: no cover - compiled
     """Count ``pairs`` contacts with a class-c patch of capped ``size``; returns how many classes
@@ -56,18 +32,25 @@ def _touch(c, size, pairs, contacts, biggest, touched, n_touched):  # pragma: no
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _best_class(shape, runs, comp, sizes, patch, eight, cap, cells, flood, contacts, biggest, touched):  # pragma: no cover - compiled
-    """For one small patch (its runs, as (row, run) pairs in row-major order): the neighbouring
-    class maximising (largest capped size of a patch of it touching the patch, at the cap its
-    pixels near the patch (``cells``), contacts, -class), and that capped size (0: no valid
-    neighbour). Its neighbours are runs too: the runs just before and after each of its runs,
-    and the runs of the rows above and below that overlap it (one column further when
-    8-connected); the patch's own class, met there as the patch itself, is dropped at the end."""
+def _at_cap(run, row, size, cap, capped, n_capped):  # pragma: no cover - compiled
+    """Keep a neighbouring run of a patch at the cap as (run, row) in ``capped``: the patches
+    between which the pixels in the tie-break box decide."""
+    capped[n_capped, 0], capped[n_capped, 1] = run, row  # kept only if at the cap
+    return n_capped + (size == cap)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _neighbours(shape, runs, comp, sizes, patch, eight, cap, contacts, biggest, touched, capped):  # pragma: no cover - compiled
+    """For one small patch (its runs, as (row, run) pairs in row-major order), per neighbouring
+    class: its contacts and the largest capped size of a patch of it touching the patch, the
+    classes touched (``touched``, returns how many) and the touching runs at the cap
+    (``capped``, returns how many). Its neighbours are runs too: the runs just before and after
+    each of its runs, and the runs of the rows above and below that overlap it (one column
+    further when 8-connected); the patch's own class is met there as the patch itself."""
     height, width = shape
     first, x0, x1, cls = runs
     slack = 1 if eight else 0
-    n_touched, n = 0, len(patch)
-    top, bottom, left, right = patch[0, 0], patch[n - 1, 0], width, 0  # the patch's bounding box
+    n_touched, n_capped, n = 0, 0, len(patch)
     p, above = 0, -1  # above: the patch's first run in the row above this row's, if any
     while p < n:  # the patch's runs in row y: p..q - 1
         y = patch[p, 0]
@@ -77,13 +60,11 @@ def _best_class(shape, runs, comp, sizes, patch, eight, cap, cells, flood, conta
         for s in range(p, q):
             r = patch[s, 1]
             a, b = x0[r], x1[r]
-            left, right = min(left, a), max(right, b - 1)
             for t in (r - 1, r + 1):  # in its row: a run that touches it (no nodata between) has another class
                 if first[y] <= t < first[y + 1] and (x1[t] == a or x0[t] == b):
                     size = sizes[comp[t]]
-                    if size < 0:
-                        size = _flooded_size(sizes, comp[t], y, x0[t], eight, cap, flood)
                     n_touched = _touch(cls[t], size, 1, contacts, biggest, touched, n_touched)
+                    n_capped = _at_cap(t, y, size, cap, capped, n_capped)
         below = patch[q, 1] if q < n and patch[q, 0] == y + 1 else -1
         for yy, anchor in ((y - 1, above), (y + 1, below)):
             if yy < 0 or yy >= height:
@@ -92,7 +73,7 @@ def _best_class(shape, runs, comp, sizes, patch, eight, cap, cells, flood, conta
             # patch's own run in row yy if it has one, else by binary search; then rightwards.
             reach = x0[patch[p, 1]] - slack
             if anchor < 0:
-                t = _first_reaching(first, x1, yy, reach)
+                t = first_reaching(first, x1, yy, reach)
             else:
                 t = anchor
                 while t > first[yy] and x1[t - 1] > reach:
@@ -109,35 +90,36 @@ def _best_class(shape, runs, comp, sizes, patch, eight, cap, cells, flood, conta
                     if eight:
                         pairs += max(0, min(b + 1, hi) - max(a + 1, lo)) + max(0, min(b - 1, hi) - max(a - 1, lo))
                     size = sizes[comp[u]]
-                    if size < 0:
-                        size = _flooded_size(sizes, comp[u], yy, lo, eight, cap, flood)
                     n_touched = _touch(cls[u], size, pairs, contacts, biggest, touched, n_touched)
+                    n_capped = _at_cap(u, yy, size, cap, capped, n_capped)
                     u += 1
         above, p = patch[p, 1], q
-    return _pick(cls[patch[0, 1]], cap, cells, (top, bottom, left, right), contacts, biggest, touched, n_touched)
+    return n_touched, n_capped
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _pick(own, cap, cells, box, contacts, biggest, touched, n_touched):  # pragma: no cover - compiled
+def _pick(own, contacts, biggest, boxed, touched, n_touched):  # pragma: no cover - compiled
     """The touched class other than ``own`` maximising (largest capped size, at the cap its
-    pixels in the cells near the patch's bounding ``box`` (top, bottom, left, right), contacts,
-    -class), and that capped size; resets the counts for the next patch."""
-    integral, shift = cells
-    rows, cols = integral.shape[1] - 1, integral.shape[2] - 1
-    cy0, cy1 = max(0, (box[0] + shift[0]) // CELL - CELL_REACH), min(rows, (box[1] + shift[0]) // CELL + CELL_REACH + 1)
-    cx0, cx1 = max(0, (box[2] + shift[1]) // CELL - CELL_REACH), min(cols, (box[3] + shift[1]) // CELL + CELL_REACH + 1)
+    pixels in the tie-break box (``boxed``), contacts, -class), and that capped size; resets the
+    counts for the next patch."""
     winner, size, near, most = 0, 0, -1, 0
     for t in range(n_touched):
         c = touched[t]
-        count = -1  # below the cap the capped sizes decide; the near pixels are not needed
-        if biggest[c] == cap:
-            count = integral[c, cy1, cx1] - integral[c, cy0, cx1] - integral[c, cy1, cx0] + integral[c, cy0, cx0]
-        key = (biggest[c], count, contacts[c], -c)
+        key = (biggest[c], boxed[c], contacts[c], -c)
         if c != own and key > (size, near, most, -winner):
-            winner, size, near, most = c, biggest[c], count, contacts[c]
+            winner, size, near, most = c, biggest[c], boxed[c], contacts[c]
         contacts[c] = 0  # reset for the next patch
         biggest[c] = 0
+        boxed[c] = 0
     return winner, size
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _classes_at_cap(own, cap, biggest, touched, n_touched):  # pragma: no cover - compiled
+    count = 0
+    for t in range(n_touched):
+        count += touched[t] != own and biggest[touched[t]] == cap
+    return count
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -156,37 +138,56 @@ def _patch_runs(r, row, first, x0, x1, after, region, runs_of):  # pragma: no co
     return n, meets
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _merge(patch, winner, runs, part_at, out, out_at, core, changed):  # pragma: no cover - compiled
+    """Write ``winner`` over the patch's pixels in ``out``, add its pixels in ``core`` to
+    ``changed`` by their class before; returns whether its first pixel is in ``core``."""
+    first, x0, x1, cls = runs
+    for p in range(len(patch)):
+        y, r = patch[p, 0] + part_at[0], patch[p, 1]
+        a, b = x0[r] + part_at[1], x1[r] + part_at[1]
+        left, right = max(a - out_at[1], 0), min(b - out_at[1], out.shape[1])
+        if 0 <= y - out_at[0] < out.shape[0] and left < right:
+            out[y - out_at[0], left:right] = winner
+        if core[0] <= y < core[1]:
+            changed[cls[r]] += max(0, min(b, core[3]) - max(a, core[2]))
+    y, x = patch[0, 0] + part_at[0], x0[patch[0, 1]] + part_at[1]
+    return core[0] <= y < core[1] and core[2] <= x < core[3]
+
+
 @numba.njit(nogil=True, cache=True)
-def sieve_round(labels, top, out, out_at, eight, small, cap, place, core, region, scratch, changed):  # pragma: no cover - compiled
+def sieve_round(labels, top, out, out_at, eight, small, cap, block, place, core, region, scratch, changed):  # pragma: no cover - compiled
     """One round, from ``labels`` (classes 0..top, at ``place`` = (row, column) in the raster)
     into ``out`` (a copy of its part from ``out_at`` = (y, x) on), deciding the small patches
     with a pixel in ``region`` (the others' results are not needed): returns (patches merged, of
     them those whose first pixel is in ``core``; both (y0, y1, x0, x1)), and adds the pixels it
-    changes in ``core`` to ``changed``, by their class before. ``scratch``: arrays to hold the
-    runs (x0, x1, parent and next run int32, class uint8), grown if short.
+    changes in ``core`` to ``changed``, by their class before. ``block``: the side of the
+    raster's blocks whose 3 x 3 around a patch's first pixel is its tie-break box. ``scratch``:
+    arrays to hold the runs (x0, x1, parent and next run int32, class uint8), grown if short.
 
-    Runs, patches and cells are built on the part of ``labels`` that those patches, their
-    neighbours and the cells around them lie in (the region and small - 1 + (CELL_REACH + 1) *
-    CELL pixels around it: three quarters of a window), not on the whole window: a neighbour
-    below the cap that reaches out of the part is measured by a flood fill in the window."""
+    Runs and patches are built on the part of ``labels`` that those patches, their neighbours
+    and boxes lie in (the region and small - 2 + 2 * block pixels around it, which the capped
+    sizes need too). A patch with two or more neighbouring classes at the cap waits, then is
+    decided box by box (``_decide_waiting``)."""
     height, width = labels.shape
-    grow = small - 1 + (CELL_REACH + 1) * CELL
+    grow = small - 2 + 2 * block
     py0, py1, px0, px1 = max(0, region[0] - grow), min(height, region[1] + grow), max(0, region[2] - grow), min(width, region[3] + grow)
     part = labels[py0:py1, px0:px1]
-    first, x0, x1, cls = runs(part, scratch[0], scratch[1], scratch[3])
-    counts = cells(part, top, (place[0] + py0, place[1] + px0), first, x0, x1, cls)
+    first, x0, x1, cls = runs_ = runs(part, scratch[0], scratch[1], scratch[3])
     comp, sizes, head, after = components(eight, first, x0, x1, cls, scratch[2], scratch[4])
-    cap_sizes(first, x0, x1, comp, sizes, cap, px1 - px0, (py0 > 0, py1 < height, px0 > 0, px1 < width))
-    flood = (labels, (py0, px0), np.zeros((labels.size + 7) // 8, np.uint8), np.empty(cap + 8, np.int64))
-    contacts = np.zeros(256, np.int64)
-    biggest = np.zeros(256, np.int64)
-    touched = np.zeros(256, np.int64)
+    np.minimum(sizes, cap, sizes)
+    contacts, biggest, boxed, touched = np.zeros((4, 256), np.int64)  # per class, reset after each patch
     runs_of = np.empty((small, 2), np.int32)  # a small patch's runs as (row, run) pairs
+    capped = np.empty((8 * small + 16, 2), np.int32)  # its neighbours' runs at the cap: at most 2 per pixel and 6 per run, and a spare
+    waiting, boxes, n_waiting = np.empty((len(sizes), 2), np.int64), np.empty(len(sizes), np.int64), 0  # (component, first row), box
+    origin = (place[0] + py0, place[1] + px0)  # the part's first pixel in the raster, and its offset into its block
+    lead = (origin[0] % block, origin[1] % block)
+    per_row = (px1 - px0 + lead[1]) // block + 1  # the part's blocks per row, for a box's number
     ry0, ry1, rx0, rx1 = region[0] - py0, region[1] - py0, region[2] - px0, region[3] - px0
     merged = in_core = first_row = 0
     for c in range(len(sizes)):
-        if not 0 < sizes[c] < small:
-            continue  # large (a patch reaching the part's open edges is)
+        if sizes[c] >= small:
+            continue  # large
         r = head[c]
         while first[first_row + 1] <= r:  # components come in the order of their first runs
             first_row += 1
@@ -196,19 +197,59 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, place, core, region
         if not meets:
             continue  # its result is not needed
         patch = runs_of[:n]
-        winner, size = _best_class(part.shape, (first, x0, x1, cls), comp, sizes, patch, eight, cap, counts, flood, contacts, biggest, touched)
-        if size < small:
-            continue  # no large neighbour (yet)
-        for p in range(len(patch)):
-            y, r = patch[p, 0] + py0, patch[p, 1]
-            a, b = x0[r] + px0, x1[r] + px0
-            left, right = max(a - out_at[1], 0), min(b - out_at[1], out.shape[1])
-            if 0 <= y - out_at[0] < out.shape[0] and left < right:
-                out[y - out_at[0], left:right] = winner
-            if core[0] <= y < core[1]:
-                changed[cls[r]] += max(0, min(b, core[3]) - max(a, core[2]))
+        n_touched, _ = _neighbours(part.shape, runs_, comp, sizes, patch, eight, cap, contacts, biggest, touched, capped)
+        own = cls[r]
+        if _classes_at_cap(own, cap, biggest, touched, n_touched) > 1:
+            waiting[n_waiting, 0], waiting[n_waiting, 1] = c, first_row
+            boxes[n_waiting] = (first_row + lead[0]) // block * per_row + (x0[r] + lead[1]) // block  # the part's block of its first pixel
+            n_waiting += 1
+            _pick(own, contacts, biggest, boxed, touched, n_touched)  # only resets the counts
+            continue
+        winner, size = _pick(own, contacts, biggest, boxed, touched, n_touched)
+        if size >= small:  # else no large neighbour (yet)
+            merged += 1
+            in_core += _merge(patch, winner, runs_, (py0, px0), out, out_at, core, changed)
+    if n_waiting == 0:
+        return merged, in_core
+    waited = _decide_waiting(
+        part, runs_, (comp, sizes, head, after), waiting[:n_waiting], boxes[:n_waiting], (eight, small, cap, block, per_row, lead),
+        (origin, (py0, px0), (ry0, ry1, rx0, rx1)), (runs_of, capped, contacts, biggest, boxed, touched), (out, out_at, core, changed),
+    )
+    return merged + waited[0], in_core + waited[1]
+
+
+@numba.njit(nogil=True, cache=True)
+def _decide_waiting(part, runs_, patches, waiting, boxes, rule, places, counts, output):  # pragma: no cover - compiled
+    """Decide the small patches that wait for their tie-break box (``sieve_round``), box by box:
+    returns (patches merged, of them those whose first pixel is in the core)."""
+    first, x0, x1, cls = runs_
+    comp, sizes, head, after = patches
+    eight, small, cap, block, per_row, lead = rule
+    origin, part_at, region = places
+    runs_of, capped, contacts, biggest, boxed, touched = counts
+    out, out_at, core, changed = output
+    height, width = part.shape
+    # Only the patches at the cap are counted in a box, and they touch no other of their class.
+    _, start, piece, piece_sizes, pairs, firsts, blocks = block_pieces(eight, runs_, sizes[comp] == cap, block, origin)
+    box = (0, np.zeros(len(piece_sizes), np.int64), np.empty(len(piece_sizes), np.int32), np.empty(len(piece_sizes), np.int64), piece_sizes)
+    merged = in_core = 0
+    for i in np.argsort(boxes, kind="mergesort"):
+        r = head[waiting[i, 0]]
+        n, _ = _patch_runs(r, waiting[i, 1], first, x0, x1, after, region, runs_of)
+        patch = runs_of[:n]
+        n_touched, n_capped = _neighbours(part.shape, runs_, comp, sizes, patch, eight, cap, contacts, biggest, touched, capped)
+        by, bx = boxes[i] // per_row, boxes[i] % per_row  # the part's block of the patch's first pixel
+        area = (
+            max(0, (by - 1) * block - lead[0]), min(height, (by + 2) * block - lead[0]),
+            max(0, (bx - 1) * block - lead[1]), min(width, (bx + 2) * block - lead[1]),
+        )
+        if boxes[i] + 1 != box[0]:  # a new box: its pieces joined where its blocks meet
+            box = (boxes[i] + 1, box[1], box[2], box[3], box[4])
+            join_box(pairs, firsts, blocks, by, bx, box)
+        for j in range(n_capped):
+            t = capped[j, 0]
+            boxed[cls[t]] = max(boxed[cls[t]], in_box(runs_, start, piece, t, capped[j, 1], area, block, origin[1], box))
+        winner, _ = _pick(cls[r], contacts, biggest, boxed, touched, n_touched)
         merged += 1
-        y, x = patch[0, 0] + py0, x0[patch[0, 1]] + px0
-        if core[0] <= y < core[1] and core[2] <= x < core[3]:
-            in_core += 1
+        in_core += _merge(patch, winner, runs_, part_at, out, out_at, core, changed)
     return merged, in_core
