@@ -1,6 +1,6 @@
 """The patches of a label map for the sieve (``algo/sieve.py``): runs of equal class along rows,
-patches as union-find on runs with their sizes, and a patch's pixels within a box. Labels are uint8 (y, x),
-0 = nodata."""
+patches as union-find on runs with their sizes, and a patch's pixels within a box. Labels are
+uint8 (y, x), 0 = nodata."""
 
 from __future__ import annotations
 
@@ -88,17 +88,18 @@ def components(eight, first, x0, x1, cls, parent, after, blocks=(0, 0, 0)):  # p
     """Connected components of equal valid class, as ids 0.. of the runs in order of their first
     pixel (row-major); returns (component of each run, sizes, each component's first run, each
     run's next run in its component (-1 after the last), in ``after`` if long enough).
-    ``blocks`` = (side, row, column of the first pixel in the raster): with a side, components
-    within each block of the raster's grid (the runs must not cross a block's column edge)."""
+    ``blocks`` = (side, the array's offset (y, x) into its first block): with a side,
+    components within each block of the raster's grid (the runs must not cross a block's column
+    edge)."""
     height = len(first) - 1
     n = len(x0)
     parent = parent[:n] if len(parent) >= n else np.empty(n, np.int32)  # a root is its component's smallest run
     for r in range(n):
         parent[r] = r
     slack = 1 if eight else 0  # 8-connected runs also touch diagonally, one column further
-    side, oy, ox = blocks
+    side, lead_y, lead_x = blocks
     for y in range(1, height):
-        if side and (oy + y) % side == 0:
+        if side and (lead_y + y) % side == 0:
             continue  # the first row of a row of blocks
         i, above_end = first[y - 1], first[y]
         for j in range(first[y], first[y + 1]):
@@ -107,7 +108,7 @@ def components(eight, first, x0, x1, cls, parent, after, blocks=(0, 0, 0)):  # p
             t, root = i, j  # j's root: j is new, so only this loop changes it
             while t < above_end and x0[t] < x1[j] + slack:
                 # Runs overlapping in x are in one column of blocks; only a diagonal can cross an edge.
-                across = (x1[t] == x0[j] and (ox + x0[j]) % side == 0) or (x0[t] == x1[j] and (ox + x0[t]) % side == 0) if side else False
+                across = (x1[t] == x0[j] and (lead_x + x0[j]) % side == 0) or (x0[t] == x1[j] and (lead_x + x0[t]) % side == 0) if side else False
                 if cls[t] == cls[j] and not across:
                     other = _root(parent, t)
                     if other < root:
@@ -140,41 +141,24 @@ def components(eight, first, x0, x1, cls, parent, after, blocks=(0, 0, 0)):  # p
     return comp, sizes, head, after
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def first_reaching(first, x1, y, x):  # pragma: no cover - compiled
-    """The first run of row y that ends after column x (binary search; runs are sorted)."""
-    lo, hi = first[y], first[y + 1]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if x1[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 @numba.njit(nogil=True, cache=True)
-def block_pieces(eight, runs, kept, side, origin):  # pragma: no cover - compiled
+def block_pieces(eight, runs, kept, side, lead, blocks):  # pragma: no cover - compiled
     """The runs for which ``kept`` is true, cut at the column edges of the raster's ``side`` x
-    ``side`` blocks (the array's first pixel at ``origin`` in the raster), their components
+    ``side`` blocks (``lead``: the array's offset (y, x) into its first block; ``blocks``: the
+    rows and columns of blocks it overlaps), their components
     within each block (the *pieces*), and the pairs of pieces that touch across each edge between
     two blocks (the runs must be whole components: a kept run touches no other of its class):
     (cut runs (first, x0, x1, class), each run's first cut run, each cut run's piece, the
-    pieces' sizes, the pairs (piece, piece) sorted by segment, each segment's first pair, the
-    blocks' rows and columns). A segment is where two blocks meet: ``v * columns + c``, the left
+    pieces' sizes, the pairs (piece, piece) sorted by segment, each segment's first pair). A
+    segment is where two blocks meet: ``v * columns + c``, the left
     edge of the block in row of blocks v and column c; ``(rows + h) * columns + c``, the top
     edge of the block in row h and column c; ``(2 rows + h) * columns + c``, the top left corner
     of that block, where 8-connected pixels touch diagonally (the array's blocks, numbered from 0
     at its first pixel's). A pair is joined in a box only if the box holds both its blocks."""
-    first, x0, x1, cls = runs
-    height = len(first) - 1
-    oy, ox = origin
-    lead = (oy % side, ox % side)  # the array's offset into its first block
-    blocks = ((height + lead[0] + side - 1) // side, (first_x_extent(x1, first) + lead[1] + side - 1) // side)
     cut, cut_column, start = _cut_runs(runs, kept, side, lead[1])
-    piece, sizes, _, _ = components(eight, cut[0], cut[1], cut[2], cut[3], np.empty(0, np.int32), np.empty(0, np.int32), (side, oy, ox))
+    piece, sizes, _, _ = components(eight, cut[0], cut[1], cut[2], cut[3], np.empty(0, np.int32), np.empty(0, np.int32), (side, lead[0], lead[1]))
     pairs, firsts = _edge_pairs(eight, cut, cut_column, piece, side, lead, blocks)
-    return cut, start, piece, sizes, pairs, firsts, blocks
+    return start, piece, sizes, pairs, firsts
 
 
 @numba.njit(nogil=True, cache=True)
@@ -282,16 +266,6 @@ def _edge_pairs(eight, cut, cut_column, piece, side, lead, blocks):  # pragma: n
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def first_x_extent(x1, first):  # pragma: no cover - compiled
-    """The array's width as far as its runs reach (its last run's end in any row)."""
-    width = 0
-    for y in range(len(first) - 1):
-        if first[y + 1] > first[y]:
-            width = max(width, x1[first[y + 1] - 1])
-    return width
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
 def _pair(segment, one, other, last, count, seg, a, b):  # pragma: no cover - compiled
     """Keep the pair (a, b) for ``seg`` unless it is one of the segment's last 4 (an edge meets
     the same few patches row after row, in turns)."""
@@ -299,7 +273,8 @@ def _pair(segment, one, other, last, count, seg, a, b):  # pragma: no cover - co
     for k in range(4):
         if last[seg, k] == key:
             return count
-    last[seg, 1:] = last[seg, :3].copy()
+    for k in range(3, 0, -1):
+        last[seg, k] = last[seg, k - 1]
     last[seg, 0] = key
     segment[count], one[count], other[count] = seg, a, b
     return count + 1
@@ -343,14 +318,14 @@ def join_box(pairs, firsts, blocks, block_row, block_column, box):  # pragma: no
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def in_box(runs, start, piece, run, row, area, side, column, box):  # pragma: no cover - compiled
+def in_box(runs, start, piece, run, row, area, side, lead_x, box):  # pragma: no cover - compiled
     """The pixels connected within the box (``join_box``) to the part of ``run`` (in ``row``)
     that lies in it, 0 if none does; ``start``: each run's first cut run (``block_pieces``),
-    ``column``: the array's first column in the raster."""
+    ``lead_x``: the array's column offset into its first block."""
     first, x0, x1, cls = runs
     y0, y1, bx0, bx1 = area
     a = max(x0[run], bx0)
     if not (y0 <= row < y1 and a < min(x1[run], bx1)):
         return 0
-    cut = start[run] + (column + a) // side - (column + x0[run]) // side  # its cut piece holding column a
+    cut = start[run] + (lead_x + a) // side - (lead_x + x0[run]) // side  # its cut piece holding column a
     return box[3][_box_root(box, piece[cut])]

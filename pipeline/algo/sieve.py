@@ -11,7 +11,6 @@ import numpy as np
 from pipeline.algo.patches import (
     block_pieces,
     components,
-    first_reaching,
     in_box,
     join_box,
     runs,
@@ -20,6 +19,19 @@ from pipeline.algo.patches import (
 
 # ``_neighbours`` and its helpers are inlined into ``sieve_round``'s loop over the patches: a call
 # passing arrays costs more there than the work it does (9 of 47 ms a window, measured).
+@numba.njit(nogil=True, cache=True, inline="always")
+def _first_reaching(first, x1, y, x):  # pragma: no cover - compiled
+    """The first run of row y that ends after column x (binary search; runs are sorted)."""
+    lo, hi = first[y], first[y + 1]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x1[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @numba.njit(nogil=True, cache=True, inline="always")
 def _touch(c, size, pairs, contacts, biggest, touched, n_touched):  # pragma: no cover - compiled
     """Count ``pairs`` contacts with a class-c patch of capped ``size``; returns how many classes
@@ -73,7 +85,7 @@ def _neighbours(shape, runs, comp, sizes, patch, eight, cap, contacts, biggest, 
             # patch's own run in row yy if it has one, else by binary search; then rightwards.
             reach = x0[patch[p, 1]] - slack
             if anchor < 0:
-                t = first_reaching(first, x1, yy, reach)
+                t = _first_reaching(first, x1, yy, reach)
             else:
                 t = anchor
                 while t > first[yy] and x1[t - 1] > reach:
@@ -180,9 +192,8 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, block, place, core,
     runs_of = np.empty((small, 2), np.int32)  # a small patch's runs as (row, run) pairs
     capped = np.empty((8 * small + 16, 2), np.int32)  # its neighbours' runs at the cap: at most 2 per pixel and 6 per run, and a spare
     waiting, boxes, n_waiting = np.empty((len(sizes), 2), np.int64), np.empty(len(sizes), np.int64), 0  # (component, first row), box
-    origin = (place[0] + py0, place[1] + px0)  # the part's first pixel in the raster, and its offset into its block
-    lead = (origin[0] % block, origin[1] % block)
-    per_row = (px1 - px0 + lead[1]) // block + 1  # the part's blocks per row, for a box's number
+    lead = ((place[0] + py0) % block, (place[1] + px0) % block)  # the part's offset into its first block
+    blocks = ((py1 - py0 + lead[0] + block - 1) // block, (px1 - px0 + lead[1] + block - 1) // block)  # the blocks it overlaps
     ry0, ry1, rx0, rx1 = region[0] - py0, region[1] - py0, region[2] - px0, region[3] - px0
     merged = in_core = first_row = 0
     for c in range(len(sizes)):
@@ -201,7 +212,7 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, block, place, core,
         own = cls[r]
         if _classes_at_cap(own, cap, biggest, touched, n_touched) > 1:
             waiting[n_waiting, 0], waiting[n_waiting, 1] = c, first_row
-            boxes[n_waiting] = (first_row + lead[0]) // block * per_row + (x0[r] + lead[1]) // block  # the part's block of its first pixel
+            boxes[n_waiting] = (first_row + lead[0]) // block * blocks[1] + (x0[r] + lead[1]) // block  # the part's block of its first pixel
             n_waiting += 1
             _pick(own, contacts, biggest, boxed, touched, n_touched)  # only resets the counts
             continue
@@ -212,8 +223,8 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, block, place, core,
     if n_waiting == 0:
         return merged, in_core
     waited = _decide_waiting(
-        part, runs_, (comp, sizes, head, after), waiting[:n_waiting], boxes[:n_waiting], (eight, small, cap, block, per_row, lead),
-        (origin, (py0, px0), (ry0, ry1, rx0, rx1)), (runs_of, capped, contacts, biggest, boxed, touched), (out, out_at, core, changed),
+        part, runs_, (comp, sizes, head, after), waiting[:n_waiting], boxes[:n_waiting], (eight, small, cap, block, blocks, lead),
+        ((py0, px0), (ry0, ry1, rx0, rx1)), (runs_of, capped, contacts, biggest, boxed, touched), (out, out_at, core, changed),
     )
     return merged + waited[0], in_core + waited[1]
 
@@ -224,13 +235,13 @@ def _decide_waiting(part, runs_, patches, waiting, boxes, rule, places, counts, 
     returns (patches merged, of them those whose first pixel is in the core)."""
     first, x0, x1, cls = runs_
     comp, sizes, head, after = patches
-    eight, small, cap, block, per_row, lead = rule
-    origin, part_at, region = places
+    eight, small, cap, block, blocks, lead = rule
+    part_at, region = places
     runs_of, capped, contacts, biggest, boxed, touched = counts
     out, out_at, core, changed = output
     height, width = part.shape
     # Only the patches at the cap are counted in a box, and they touch no other of their class.
-    _, start, piece, piece_sizes, pairs, firsts, blocks = block_pieces(eight, runs_, sizes[comp] == cap, block, origin)
+    start, piece, piece_sizes, pairs, firsts = block_pieces(eight, runs_, sizes[comp] == cap, block, lead, blocks)
     box = (0, np.zeros(len(piece_sizes), np.int64), np.empty(len(piece_sizes), np.int32), np.empty(len(piece_sizes), np.int64), piece_sizes)
     merged = in_core = 0
     for i in np.argsort(boxes, kind="mergesort"):
@@ -238,7 +249,7 @@ def _decide_waiting(part, runs_, patches, waiting, boxes, rule, places, counts, 
         n, _ = _patch_runs(r, waiting[i, 1], first, x0, x1, after, region, runs_of)
         patch = runs_of[:n]
         n_touched, n_capped = _neighbours(part.shape, runs_, comp, sizes, patch, eight, cap, contacts, biggest, touched, capped)
-        by, bx = boxes[i] // per_row, boxes[i] % per_row  # the part's block of the patch's first pixel
+        by, bx = boxes[i] // blocks[1], boxes[i] % blocks[1]  # the part's block of the patch's first pixel
         area = (
             max(0, (by - 1) * block - lead[0]), min(height, (by + 2) * block - lead[0]),
             max(0, (bx - 1) * block - lead[1]), min(width, (bx + 2) * block - lead[1]),
@@ -248,7 +259,7 @@ def _decide_waiting(part, runs_, patches, waiting, boxes, rule, places, counts, 
             join_box(pairs, firsts, blocks, by, bx, box)
         for j in range(n_capped):
             t = capped[j, 0]
-            boxed[cls[t]] = max(boxed[cls[t]], in_box(runs_, start, piece, t, capped[j, 1], area, block, origin[1], box))
+            boxed[cls[t]] = max(boxed[cls[t]], in_box(runs_, start, piece, t, capped[j, 1], area, block, lead[1], box))
         winner, _ = _pick(cls[r], contacts, biggest, boxed, touched, n_touched)
         merged += 1
         in_core += _merge(patch, winner, runs_, part_at, out, out_at, core, changed)
