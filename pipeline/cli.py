@@ -168,6 +168,7 @@ def _progress_bar(stage: str) -> Iterator[Callable[[int, int], None]]:
     from pipeline.runtime.progress import StageBar
 
     click.echo(f"{stage}:", err=True)
-    # dask's local callbacks: under a distributed scheduler nothing is drawn (its dashboard shows progress).
+    # dask's local callbacks: under a distributed scheduler only a stage in parts moves the bar,
+    # part by part (the dashboard shows the tasks).
     with StageBar(out=sys.stderr) as bar:
         yield bar
