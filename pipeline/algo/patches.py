@@ -155,31 +155,22 @@ def block_pieces(eight, runs, kept, side, lead, blocks):  # pragma: no cover - c
     edge of the block in row h and column c; ``(2 rows + h) * columns + c``, the top left corner
     of that block, where 8-connected pixels touch diagonally (the array's blocks, numbered from 0
     at its first pixel's). A pair is joined in a box only if the box holds both its blocks."""
-    cut, cut_column, start = _cut_runs(runs, kept, side, lead[1])
+    cut, cut_column, start = _cut_runs(runs, kept, side, lead[1], blocks[1])
     piece, sizes, _, _ = components(eight, cut[0], cut[1], cut[2], cut[3], np.empty(0, np.int32), np.empty(0, np.int32), (side, lead[0], lead[1]))
     pairs, firsts = _edge_pairs(eight, cut, cut_column, piece, side, lead, blocks)
     return start, piece, sizes, pairs, firsts
 
 
 @numba.njit(nogil=True, cache=True)
-def _cut_runs(runs, kept, side, lead_x):  # pragma: no cover - compiled
+def _cut_runs(runs, kept, side, lead_x, columns):  # pragma: no cover - compiled
     """The kept runs cut at the blocks' column edges (``lead_x``: the array's offset into its
     first block): (cut runs (first, x0, x1, class), each one's column of blocks, each run's
     first cut run), without a division per run."""
     first, x0, x1, cls = runs
     height, n = len(first) - 1, len(x0)
-    total = 0
-    for y in range(height):
-        edge = side - lead_x  # the next block edge, in the array's columns
-        for r in range(first[y], first[y + 1]):
-            if not kept[r]:
-                continue
-            total += 1
-            while edge <= x0[r]:
-                edge += side
-            while edge < x1[r]:
-                total += 1
-                edge += side
+    # A kept run is cut once per column edge it crosses, so a row's cut runs are at most its
+    # kept runs and the edges between its ``columns`` of blocks (counting them first cost 40 %).
+    total = np.count_nonzero(kept) + height * (columns - 1)
     cut_first = np.empty(height + 1, np.int64)
     cut_x0, cut_x1, cut_cls = np.empty(total, np.int32), np.empty(total, np.int32), np.empty(total, np.uint8)
     cut_column = np.empty(total, np.int32)
@@ -206,7 +197,7 @@ def _cut_runs(runs, kept, side, lead_x):  # pragma: no cover - compiled
                 edge += side
                 column += 1
     cut_first[height] = m
-    return (cut_first, cut_x0, cut_x1, cut_cls), cut_column, start
+    return (cut_first, cut_x0[:m], cut_x1[:m], cut_cls[:m]), cut_column[:m], start
 
 
 @numba.njit(nogil=True, cache=True)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.algo.cleanup import Cleaned, Cleanup, clean_window, reused
+from pipeline.runtime.memory import give_back_freed
 
 Key = tuple
 Span = tuple[int, int]
@@ -119,7 +120,9 @@ def clean_spilled(
             window[top : top + piece.shape[0], left : left + piece.shape[1]] = piece
             left += piece.shape[1]
         top += row[0].shape[0]
-    return clean_window(window, cleanup, core=core, k=k, place=place)
+    cleaned = clean_window(window, cleanup, core=core, k=k, place=place)
+    give_back_freed()  # the window's temporaries: else each thread's heap keeps them (runtime/memory.py)
+    return cleaned
 
 
 def release(_stored: list, folder: Path, index: tuple[int, int]) -> None:
