@@ -138,7 +138,7 @@ def _sieve(
     current, removed, changed = labels, 0, np.zeros(top + 1, np.int64)
     reach = _reach(size)
     runs = labels.size // 8 + labels.shape[1] + 2  # a run per 8 pixels, grown if more (speckle)
-    scratch = tuple(reused(f"runs-{n}", (runs,), dtype) for n, dtype in enumerate((np.int32, np.int32, np.int32, np.uint8, np.int32)))
+    scratch = tuple(reused(f"runs-{n}", (runs,), dtype) for n, dtype in enumerate((np.int32, np.int32, np.int32, np.uint8, np.int32, np.int32)))
     y0, y1, x0, x1 = core
     for left in range(ROUNDS - 1, -1, -1):
         grown = reach * left  # the later rounds need this round's output this far around the core
@@ -189,21 +189,27 @@ def _pixels(labels, k, top):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _changed(before, after, k, top):  # pragma: no cover - compiled
+def _differ(was, now, differs):  # pragma: no cover - compiled
+    """1 where a row's pixel changed, else 0: a vectorised loop of its own (see algo/majority.py)."""
+    for x in range(was.shape[0]):
+        differs[x] = was[x] != now[x]
+
+
+@numba.njit(nogil=True, cache=True)
+def _changed(before, after, k):  # pragma: no cover - compiled
     """Pixels that differ between ``before`` and ``after``, per class 0..k they had before."""
     counts = np.zeros(k + 1, np.int64)
     height, width = before.shape
-    moved = np.empty(width, np.uint8)  # a row: the class before where it changed, else 0
+    differs = np.zeros((width + 7) // 8 * 8, np.uint8)  # past the width: 0, never changed
+    eights = differs.view(np.uint64)
     for y in range(height):
-        was, now = before[y], after[y]
-        if top <= BY_CLASS:  # per class a vectorised count (a few per cent change, in clusters)
-            for x in range(width):
-                moved[x] = was[x] if was[x] != now[x] else 0
-            _count_row(moved, top, counts)
-        else:
-            for x in range(width):
-                if was[x] != now[x]:
-                    counts[was[x]] += 1
+        was = before[y]
+        _differ(was, after[y], differs)
+        # A few per cent change, in clusters: 8 pixels at a time are skipped where none did.
+        for i in range(len(eights)):
+            if eights[i]:
+                for x in range(8 * i, 8 * i + 8):
+                    counts[was[x]] += differs[x]
     return counts
 
 
@@ -236,7 +242,7 @@ def clean_window(
         sieved, removed, sieve_changed = _sieve(voted, top, cleanup.sieve, cleanup.connectivity, (y0, y1, x0, x1), place)
     else:
         sieved, removed, sieve_changed = voted[inside].copy(), 0, np.zeros(top + 1, np.int64)
-    majority_changed = _changed(labels[inside], voted[inside], k, top) if cleanup.majority > 1 else np.zeros(k + 1, np.int64)
+    majority_changed = _changed(labels[inside], voted[inside], k) if cleanup.majority > 1 else np.zeros(k + 1, np.int64)
     return Cleaned(
         labels=sieved, pixels=_pixels(sieved, k, top), majority_changed=majority_changed,
         sieve_changed=np.pad(sieve_changed, (0, k - top)), patches_removed=removed,

@@ -9,8 +9,8 @@ import numba
 import numpy as np
 
 from pipeline.algo.patches import (
-    block_pieces,
     components,
+    edge_pairs,
     in_box,
     join_box,
     runs,
@@ -175,7 +175,8 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, block, place, core,
     them those whose first pixel is in ``core``; both (y0, y1, x0, x1)), and adds the pixels it
     changes in ``core`` to ``changed``, by their class before. ``block``: the side of the
     raster's blocks whose 3 x 3 around a patch's first pixel is its tie-break box. ``scratch``:
-    arrays to hold the runs (x0, x1, parent and next run int32, class uint8), grown if short.
+    arrays to hold the runs (x0, x1, parent and next run int32, class uint8, piece int32),
+    grown if short.
 
     Runs and patches are built on the part of ``labels`` that those patches, their neighbours
     and boxes lie in (the region and small - 2 + 2 * block pixels around it, which the capped
@@ -185,15 +186,15 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, block, place, core,
     grow = small - 2 + 2 * block
     py0, py1, px0, px1 = max(0, region[0] - grow), min(height, region[1] + grow), max(0, region[2] - grow), min(width, region[3] + grow)
     part = labels[py0:py1, px0:px1]
-    first, x0, x1, cls = runs_ = runs(part, scratch[0], scratch[1], scratch[3])
-    comp, sizes, head, after = components(eight, first, x0, x1, cls, scratch[2], scratch[4])
+    lead = ((place[0] + py0) % block, (place[1] + px0) % block)  # the part's offset into its first block
+    blocks = ((py1 - py0 + lead[0] + block - 1) // block, (px1 - px0 + lead[1] + block - 1) // block)  # the blocks it overlaps
+    first, x0, x1, cls = runs_ = runs(part, scratch[0], scratch[1], scratch[3], block, lead[1])  # cut at the blocks' edges
+    comp, sizes, head, after, piece, piece_sizes, crossings = components(eight, runs_, scratch[2], scratch[4], scratch[5], (block, lead[0], lead[1], blocks[0], blocks[1]))
     np.minimum(sizes, cap, sizes)
     contacts, biggest, boxed, touched = np.zeros((4, 256), np.int64)  # per class, reset after each patch
     runs_of = np.empty((small, 2), np.int32)  # a small patch's runs as (row, run) pairs
     capped = np.empty((8 * small + 16, 2), np.int32)  # its neighbours' runs at the cap: at most 2 per pixel and 6 per run, and a spare
     waiting, boxes, n_waiting = np.empty((len(sizes), 2), np.int64), np.empty(len(sizes), np.int64), 0  # (component, first row), box
-    lead = ((place[0] + py0) % block, (place[1] + px0) % block)  # the part's offset into its first block
-    blocks = ((py1 - py0 + lead[0] + block - 1) // block, (px1 - px0 + lead[1] + block - 1) // block)  # the blocks it overlaps
     ry0, ry1, rx0, rx1 = region[0] - py0, region[1] - py0, region[2] - px0, region[3] - px0
     merged = in_core = first_row = 0
     for c in range(len(sizes)):
@@ -223,25 +224,26 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, block, place, core,
     if n_waiting == 0:
         return merged, in_core
     waited = _decide_waiting(
-        part, runs_, (comp, sizes, head, after), waiting[:n_waiting], boxes[:n_waiting], (eight, small, cap, block, blocks, lead),
+        part, runs_, (comp, sizes, head, after), (piece, piece_sizes, crossings), waiting[:n_waiting], boxes[:n_waiting], (eight, small, cap, block, blocks, lead),
         ((py0, px0), (ry0, ry1, rx0, rx1)), (runs_of, capped, contacts, biggest, boxed, touched), (out, out_at, core, changed),
     )
     return merged + waited[0], in_core + waited[1]
 
 
 @numba.njit(nogil=True, cache=True)
-def _decide_waiting(part, runs_, patches, waiting, boxes, rule, places, counts, output):  # pragma: no cover - compiled
+def _decide_waiting(part, runs_, patches, pieces, waiting, boxes, rule, places, counts, output):  # pragma: no cover - compiled
     """Decide the small patches that wait for their tie-break box (``sieve_round``), box by box:
     returns (patches merged, of them those whose first pixel is in the core)."""
     first, x0, x1, cls = runs_
     comp, sizes, head, after = patches
+    piece, piece_sizes, crossings = pieces
     eight, small, cap, block, blocks, lead = rule
     part_at, region = places
     runs_of, capped, contacts, biggest, boxed, touched = counts
     out, out_at, core, changed = output
     height, width = part.shape
-    # Only the patches at the cap are counted in a box, and they touch no other of their class.
-    start, piece, piece_sizes, pairs, firsts = block_pieces(eight, runs_, sizes[comp] == cap, block, lead, blocks)
+    # Only the patches at the cap are counted in a box: the pairs of their pieces only.
+    pairs, firsts = edge_pairs(crossings, piece, sizes[comp] == cap, 3 * blocks[0] * blocks[1])
     box = (0, np.zeros(len(piece_sizes), np.int64), np.empty(len(piece_sizes), np.int32), np.empty(len(piece_sizes), np.int64), piece_sizes)
     merged = in_core = 0
     for i in np.argsort(boxes, kind="mergesort"):
@@ -259,7 +261,7 @@ def _decide_waiting(part, runs_, patches, waiting, boxes, rule, places, counts, 
             join_box(pairs, firsts, blocks, by, bx, box)
         for j in range(n_capped):
             t = capped[j, 0]
-            boxed[cls[t]] = max(boxed[cls[t]], in_box(runs_, start, piece, t, capped[j, 1], area, block, lead[1], box))
+            boxed[cls[t]] = max(boxed[cls[t]], in_box(x0, piece, t, capped[j, 1], area, box))
         winner, _ = _pick(cls[r], contacts, biggest, boxed, touched, n_touched)
         merged += 1
         in_core += _merge(patch, winner, runs_, part_at, out, out_at, core, changed)
