@@ -12,6 +12,7 @@ import xarray as xr
 from pipeline.algo.cleanup import Cleanup, clean_window
 from pipeline.config import PostprocessConfig, parse_config
 from pipeline.errors import InputError
+from pipeline.runtime.memory import give_back_freed
 
 MAX_CLASS = 255
 
@@ -70,4 +71,5 @@ def _clean_block(
     core = tuple(slice(axis[index] - at, axis[index] - at + size[index]) for axis, size, index, at in zip(starts, sizes, block_id, place))
     out = window.copy()
     out[core] = clean_window(window, cleanup, core=core, k=MAX_CLASS, place=place).labels
+    give_back_freed()  # the window's temporaries, as the write pass does (runtime/memory.py)
     return out
