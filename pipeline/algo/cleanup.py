@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from pipeline.algo.majority import BY_CLASS, MAX_MAJORITY, majority
+from pipeline.algo.majority import MAX_MAJORITY, majority
 from pipeline.algo.sieve import sieve_round
 
 # Chosen by measurement on the four NAIP scenes' labels (k = 7), against GDAL's sieve
@@ -117,10 +117,15 @@ class Cleanup:
 @dataclass(frozen=True)
 class Cleaned:
     labels: np.ndarray  # uint8, the core only
-    pixels: np.ndarray  # int64 (k + 1,): core pixels per class after the cleanup
     majority_changed: np.ndarray  # int64 (k + 1,): core pixels the majority changed, by their class before
     sieve_changed: np.ndarray  # int64 (k + 1,): core pixels the sieve changed, by their class before
+    gained: np.ndarray  # int64 (k + 1,): core pixels either changed, by their class after it
     patches_removed: int  # patches the sieve merged whose first pixel (row-major) is in the core
+
+    def pixels(self, before: np.ndarray) -> np.ndarray:
+        """Core pixels per class after the cleanup, from those ``before`` it (the label pass
+        counts them already: a count of the cleaned core would cost 8 % of the cleanup)."""
+        return before - self.majority_changed - self.sieve_changed + self.gained
 
 
 def _reach(size: int) -> int:
@@ -133,9 +138,9 @@ def _sieve(
 ) -> tuple[np.ndarray, int, np.ndarray]:
     """Up to ROUNDS rounds of the sieve on ``labels`` (classes 0..top) at ``place`` in the
     raster; returns the result in ``core``, the patches removed there and the pixels changed
-    there by their class before (a pixel changes at most once: once merged, it is part of a
-    large patch). The last round writes the core only."""
-    current, removed, changed = labels, 0, np.zeros(top + 1, np.int64)
+    there by their class before (row 0) and after (row 1; a pixel changes at most once: once
+    merged, it is part of a large patch). The last round writes the core only."""
+    current, removed, changed = labels, 0, np.zeros((2, top + 1), np.int64)
     reach = _reach(size)
     runs = labels.size // 8 + labels.shape[1] + 2  # a run per 8 pixels, grown if more (speckle)
     scratch = tuple(reused(f"runs-{n}", (runs,), dtype) for n, dtype in enumerate((np.int32, np.int32, np.int32, np.uint8, np.int32, np.int32)))
@@ -157,37 +162,6 @@ def _sieve(
     return current[y0:y1, x0:x1].copy(), removed, changed
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _count_row(row, top, counts):  # pragma: no cover - compiled
-    """Add the row's pixels of each class 1..top to ``counts``: per class a compare-and-add the
-    compiler vectorises, cheaper than a histogram's scattered increments for a few classes."""
-    for c in range(1, top + 1):
-        cls = np.uint8(c)
-        n = np.int32(0)
-        for x in range(row.shape[0]):
-            n += np.int32(row[x] == cls)
-        counts[c] += n
-
-
-@numba.njit(nogil=True, cache=True)
-def _pixels(labels, k, top):  # pragma: no cover - compiled
-    """Pixels per class 0..k."""
-    counts = np.zeros(k + 1, np.int64)
-    height, width = labels.shape
-    if top <= BY_CLASS:  # per class a vectorised count per row: a third of the time of a histogram
-        for y in range(height):
-            _count_row(labels[y], top, counts)
-        counts[0] = height * width - counts.sum()
-    else:
-        lanes = np.zeros((4, 256), np.int64)  # four histograms: one counter is not bumped back to back
-        for y in range(height):
-            for x in range(width):
-                lanes[x & 3, labels[y, x]] += 1
-        for c in range(k + 1):
-            counts[c] = lanes[0, c] + lanes[1, c] + lanes[2, c] + lanes[3, c]
-    return counts
-
-
 @numba.njit(nogil=True, cache=True)
 def _differ(was, now, differs):  # pragma: no cover - compiled
     """1 where a row's pixel changed, else 0: a vectorised loop of its own (see algo/majority.py)."""
@@ -197,19 +171,21 @@ def _differ(was, now, differs):  # pragma: no cover - compiled
 
 @numba.njit(nogil=True, cache=True)
 def _changed(before, after, k):  # pragma: no cover - compiled
-    """Pixels that differ between ``before`` and ``after``, per class 0..k they had before."""
-    counts = np.zeros(k + 1, np.int64)
+    """Pixels that differ between ``before`` and ``after``, per class 0..k they had before (row
+    0) and have after (row 1)."""
+    counts = np.zeros((2, k + 1), np.int64)
     height, width = before.shape
     differs = np.zeros((width + 7) // 8 * 8, np.uint8)  # past the width: 0, never changed
     eights = differs.view(np.uint64)
     for y in range(height):
-        was = before[y]
-        _differ(was, after[y], differs)
+        was, now = before[y], after[y]
+        _differ(was, now, differs)
         # A few per cent change, in clusters: 8 pixels at a time are skipped where none did.
         for i in range(len(eights)):
             if eights[i]:
                 for x in range(8 * i, 8 * i + 8):
-                    counts[was[x]] += differs[x]
+                    counts[0, was[x]] += differs[x]
+                    counts[1, now[x]] += differs[x]
     return counts
 
 
@@ -241,9 +217,10 @@ def clean_window(
     if cleanup.sieve > 1:
         sieved, removed, sieve_changed = _sieve(voted, top, cleanup.sieve, cleanup.connectivity, (y0, y1, x0, x1), place)
     else:
-        sieved, removed, sieve_changed = voted[inside].copy(), 0, np.zeros(top + 1, np.int64)
-    majority_changed = _changed(labels[inside], voted[inside], k) if cleanup.majority > 1 else np.zeros(k + 1, np.int64)
+        sieved, removed, sieve_changed = voted[inside].copy(), 0, np.zeros((2, top + 1), np.int64)
+    majority_changed = _changed(labels[inside], voted[inside], k) if cleanup.majority > 1 else np.zeros((2, k + 1), np.int64)
+    sieve_changed = np.pad(sieve_changed, ((0, 0), (0, k - top)))
     return Cleaned(
-        labels=sieved, pixels=_pixels(sieved, k, top), majority_changed=majority_changed,
-        sieve_changed=np.pad(sieve_changed, (0, k - top)), patches_removed=removed,
+        labels=sieved, majority_changed=majority_changed[0], sieve_changed=sieve_changed[0],
+        gained=majority_changed[1] + sieve_changed[1], patches_removed=removed,
     )

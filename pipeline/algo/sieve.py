@@ -153,7 +153,8 @@ def _patch_runs(r, row, first, x0, x1, after, region, runs_of):  # pragma: no co
 @numba.njit(nogil=True, cache=True, inline="always")
 def _merge(patch, winner, runs, part_at, out, out_at, core, changed):  # pragma: no cover - compiled
     """Write ``winner`` over the patch's pixels in ``out``, add its pixels in ``core`` to
-    ``changed`` by their class before; returns whether its first pixel is in ``core``."""
+    ``changed`` (by their class before in row 0, after in row 1); returns whether its first pixel
+    is in ``core``."""
     first, x0, x1, cls = runs
     for p in range(len(patch)):
         y, r = patch[p, 0] + part_at[0], patch[p, 1]
@@ -162,9 +163,23 @@ def _merge(patch, winner, runs, part_at, out, out_at, core, changed):  # pragma:
         if 0 <= y - out_at[0] < out.shape[0] and left < right:
             out[y - out_at[0], left:right] = winner
         if core[0] <= y < core[1]:
-            changed[cls[r]] += max(0, min(b, core[3]) - max(a, core[2]))
+            inside = max(0, min(b, core[3]) - max(a, core[2]))
+            changed[0, cls[r]] += inside
+            changed[1, winner] += inside
     y, x = patch[0, 0] + part_at[0], x0[patch[0, 1]] + part_at[1]
     return core[0] <= y < core[1] and core[2] <= x < core[3]
+
+
+@numba.njit(nogil=True, cache=True)
+def _part(shape, region, place, grow, block):  # pragma: no cover - compiled
+    """The part of the labels a round needs: ``region`` and ``grow`` pixels around it, cut at
+    the array's edges, as (y0, y1, x0, x1); its offset into its first block of the raster's
+    grid (``place``: the array's first pixel in the raster), and the blocks it overlaps."""
+    height, width = shape
+    py0, py1, px0, px1 = max(0, region[0] - grow), min(height, region[1] + grow), max(0, region[2] - grow), min(width, region[3] + grow)
+    lead = ((place[0] + py0) % block, (place[1] + px0) % block)
+    blocks = ((py1 - py0 + lead[0] + block - 1) // block, (px1 - px0 + lead[1] + block - 1) // block)
+    return (py0, py1, px0, px1), lead, blocks
 
 
 @numba.njit(nogil=True, cache=True)
@@ -173,28 +188,25 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, block, place, core,
     into ``out`` (a copy of its part from ``out_at`` = (y, x) on), deciding the small patches
     with a pixel in ``region`` (the others' results are not needed): returns (patches merged, of
     them those whose first pixel is in ``core``; both (y0, y1, x0, x1)), and adds the pixels it
-    changes in ``core`` to ``changed``, by their class before. ``block``: the side of the
-    raster's blocks whose 3 x 3 around a patch's first pixel is its tie-break box. ``scratch``:
-    arrays to hold the runs (x0, x1, parent and next run int32, class uint8, piece int32),
-    grown if short.
+    changes in ``core`` to ``changed``, by their class before (row 0) and after (row 1).
+    ``block``: the side of the raster's blocks whose 3 x 3 around a patch's first pixel is its
+    tie-break box. ``scratch``: arrays to hold the runs (x0, x1, parent and next run int32,
+    class uint8, piece int32), grown if short.
 
     Runs and patches are built on the part of ``labels`` that those patches, their neighbours
     and boxes lie in (the region and small - 2 + 2 * block pixels around it, which the capped
     sizes need too). A patch with two or more neighbouring classes at the cap waits, then is
     decided box by box (``_decide_waiting``)."""
-    height, width = labels.shape
-    grow = small - 2 + 2 * block
-    py0, py1, px0, px1 = max(0, region[0] - grow), min(height, region[1] + grow), max(0, region[2] - grow), min(width, region[3] + grow)
+    (py0, py1, px0, px1), lead, blocks = _part(labels.shape, region, place, small - 2 + 2 * block, block)
     part = labels[py0:py1, px0:px1]
-    lead = ((place[0] + py0) % block, (place[1] + px0) % block)  # the part's offset into its first block
-    blocks = ((py1 - py0 + lead[0] + block - 1) // block, (px1 - px0 + lead[1] + block - 1) // block)  # the blocks it overlaps
     first, x0, x1, cls = runs_ = runs(part, scratch[0], scratch[1], scratch[3], block, lead[1])  # cut at the blocks' edges
     comp, sizes, head, after, piece, piece_sizes, crossings = components(eight, runs_, scratch[2], scratch[4], scratch[5], (block, lead[0], lead[1], blocks[0], blocks[1]))
     np.minimum(sizes, cap, sizes)
     contacts, biggest, boxed, touched = np.zeros((4, 256), np.int64)  # per class, reset after each patch
     runs_of = np.empty((small, 2), np.int32)  # a small patch's runs as (row, run) pairs
     capped = np.empty((8 * small + 16, 2), np.int32)  # its neighbours' runs at the cap: at most 2 per pixel and 6 per run, and a spare
-    waiting, boxes, n_waiting = np.empty((len(sizes), 2), np.int64), np.empty(len(sizes), np.int64), 0  # (component, first row), box
+    waiting, n_waiting = np.empty((len(sizes), 5), np.int64), 0  # (component, first row, box, ends of its looks)
+    looks = (np.empty((1024, 3), np.int64), np.empty((1024, 2), np.int32), 0, 0)  # what the waiting patches saw (``_kept``)
     ry0, ry1, rx0, rx1 = region[0] - py0, region[1] - py0, region[2] - px0, region[3] - px0
     merged = in_core = first_row = 0
     for c in range(len(sizes)):
@@ -209,13 +221,13 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, block, place, core,
         if not meets:
             continue  # its result is not needed
         patch = runs_of[:n]
-        n_touched, _ = _neighbours(part.shape, runs_, comp, sizes, patch, eight, cap, contacts, biggest, touched, capped)
+        n_touched, n_capped = _neighbours(part.shape, runs_, comp, sizes, patch, eight, cap, contacts, biggest, touched, capped)
         own = cls[r]
         if _classes_at_cap(own, cap, biggest, touched, n_touched) > 1:
-            waiting[n_waiting, 0], waiting[n_waiting, 1] = c, first_row
-            boxes[n_waiting] = (first_row + lead[0]) // block * blocks[1] + (x0[r] + lead[1]) // block  # the part's block of its first pixel
+            box = (first_row + lead[0]) // block * blocks[1] + (x0[r] + lead[1]) // block  # the part's block of its first pixel
+            looks = _kept(own, (contacts, biggest, touched, n_touched), cls, piece, capped[:n_capped], looks)  # and resets the counts
+            waiting[n_waiting, 0], waiting[n_waiting, 1], waiting[n_waiting, 2], waiting[n_waiting, 3], waiting[n_waiting, 4] = c, first_row, box, looks[2], looks[3]
             n_waiting += 1
-            _pick(own, contacts, biggest, boxed, touched, n_touched)  # only resets the counts
             continue
         winner, size = _pick(own, contacts, biggest, boxed, touched, n_touched)
         if size >= small:  # else no large neighbour (yet)
@@ -224,45 +236,85 @@ def sieve_round(labels, top, out, out_at, eight, small, cap, block, place, core,
     if n_waiting == 0:
         return merged, in_core
     waited = _decide_waiting(
-        part, runs_, (comp, sizes, head, after), (piece, piece_sizes, crossings), waiting[:n_waiting], boxes[:n_waiting], (eight, small, cap, block, blocks, lead),
-        ((py0, px0), (ry0, ry1, rx0, rx1)), (runs_of, capped, contacts, biggest, boxed, touched), (out, out_at, core, changed),
+        part, runs_, (comp, sizes, head, after), (piece, piece_sizes, crossings), waiting[:n_waiting], (cap, block, blocks, lead),
+        ((py0, px0), (ry0, ry1, rx0, rx1)), (runs_of, looks[0], looks[1], contacts, biggest, boxed, touched), (out, out_at, core, changed),
     )
     return merged + waited[0], in_core + waited[1]
 
 
 @numba.njit(nogil=True, cache=True)
-def _decide_waiting(part, runs_, patches, pieces, waiting, boxes, rule, places, counts, output):  # pragma: no cover - compiled
-    """Decide the small patches that wait for their tie-break box (``sieve_round``), box by box:
-    returns (patches merged, of them those whose first pixel is in the core)."""
+def _kept(own, counts, cls, piece, capped, looks):  # pragma: no cover - compiled
+    """Append what a waiting patch saw to ``looks`` (its neighbouring classes as (class, capped
+    size, contacts); of its neighbouring runs at the cap of another class, one (run, row) per
+    piece: a piece's pixels in a box are the same from each of its runs), grown if short, and
+    reset the counts for the next patch."""
+    contacts, biggest, touched, n_touched = counts
+    classes, pieces, n_classes, n_pieces = looks
+    if n_classes + n_touched > len(classes) or n_pieces + len(capped) > len(pieces):
+        classes, pieces = _grown_rows(classes, 2 * (n_classes + n_touched)), _grown_rows(pieces, 2 * (n_pieces + len(capped)))
+    for t in range(n_touched):
+        c = touched[t]
+        classes[n_classes, 0], classes[n_classes, 1], classes[n_classes, 2] = c, biggest[c], contacts[c]
+        n_classes += 1
+        contacts[c], biggest[c] = 0, 0  # for the next patch
+    start = n_pieces
+    for j in range(len(capped)):
+        t = capped[j, 0]
+        if cls[t] == own:
+            continue
+        new = True
+        for e in range(start, n_pieces):  # a few pieces per patch
+            new &= piece[pieces[e, 0]] != piece[t]
+        if new:
+            pieces[n_pieces] = capped[j]
+            n_pieces += 1
+    return classes, pieces, n_classes, n_pieces
+
+
+@numba.njit(nogil=True, cache=True)
+def _grown_rows(rows, size):  # pragma: no cover - compiled
+    bigger = np.empty((size, rows.shape[1]), rows.dtype)
+    bigger[: len(rows)] = rows
+    return bigger
+
+
+@numba.njit(nogil=True, cache=True)
+def _decide_waiting(part, runs_, patches, pieces, waiting, rule, places, counts, output):  # pragma: no cover - compiled
+    """Decide the small patches that wait for their tie-break box (``sieve_round``), box by box,
+    from what they saw (``_kept``): returns (patches merged, of them those whose first pixel is
+    in the core)."""
     first, x0, x1, cls = runs_
     comp, sizes, head, after = patches
     piece, piece_sizes, crossings = pieces
-    eight, small, cap, block, blocks, lead = rule
+    cap, block, blocks, lead = rule
     part_at, region = places
-    runs_of, capped, contacts, biggest, boxed, touched = counts
+    runs_of, classes, capped, contacts, biggest, boxed, touched = counts
     out, out_at, core, changed = output
     height, width = part.shape
     # Only the patches at the cap are counted in a box: the pairs of their pieces only.
     pairs, firsts = edge_pairs(crossings, piece, sizes[comp] == cap, 3 * blocks[0] * blocks[1])
     box = (0, np.zeros(len(piece_sizes), np.int64), np.empty(len(piece_sizes), np.int32), np.empty(len(piece_sizes), np.int64), piece_sizes)
     merged = in_core = 0
-    for i in np.argsort(boxes, kind="mergesort"):
-        r = head[waiting[i, 0]]
-        n, _ = _patch_runs(r, waiting[i, 1], first, x0, x1, after, region, runs_of)
-        patch = runs_of[:n]
-        n_touched, n_capped = _neighbours(part.shape, runs_, comp, sizes, patch, eight, cap, contacts, biggest, touched, capped)
-        by, bx = boxes[i] // blocks[1], boxes[i] % blocks[1]  # the part's block of the patch's first pixel
+    for i in np.argsort(waiting[:, 2], kind="mergesort"):
+        c, row, at = waiting[i, 0], waiting[i, 1], waiting[i, 2]
+        classes_from, pieces_from = (waiting[i - 1, 3], waiting[i - 1, 4]) if i else (0, 0)
+        by, bx = at // blocks[1], at % blocks[1]  # the part's block of the patch's first pixel
         area = (
             max(0, (by - 1) * block - lead[0]), min(height, (by + 2) * block - lead[0]),
             max(0, (bx - 1) * block - lead[1]), min(width, (bx + 2) * block - lead[1]),
         )
-        if boxes[i] + 1 != box[0]:  # a new box: its pieces joined where its blocks meet
-            box = (boxes[i] + 1, box[1], box[2], box[3], box[4])
+        if at + 1 != box[0]:  # a new box: its pieces joined where its blocks meet
+            box = (at + 1, box[1], box[2], box[3], box[4])
             join_box(pairs, firsts, blocks, by, bx, box)
-        for j in range(n_capped):
-            t = capped[j, 0]
-            boxed[cls[t]] = max(boxed[cls[t]], in_box(x0, piece, t, capped[j, 1], area, box))
-        winner, _ = _pick(cls[r], contacts, biggest, boxed, touched, n_touched)
+        n_touched = 0
+        for e in range(classes_from, waiting[i, 3]):
+            touched[n_touched], biggest[classes[e, 0]], contacts[classes[e, 0]] = classes[e, 0], classes[e, 1], classes[e, 2]
+            n_touched += 1
+        for e in range(pieces_from, waiting[i, 4]):
+            t = capped[e, 0]
+            boxed[cls[t]] = max(boxed[cls[t]], in_box(x0, piece, t, capped[e, 1], area, box))
+        winner, _ = _pick(cls[head[c]], contacts, biggest, boxed, touched, n_touched)
+        n, _ = _patch_runs(head[c], row, first, x0, x1, after, region, runs_of)
         merged += 1
-        in_core += _merge(patch, winner, runs_, part_at, out, out_at, core, changed)
+        in_core += _merge(runs_of[:n], winner, runs_, part_at, out, out_at, core, changed)
     return merged, in_core

@@ -156,7 +156,7 @@ def store_chunk(
     arrays = {LABELS.name: labelled["labels"], MARGIN.name: labelled["margin"]}
     if cleaned is not None:
         arrays.update({LABELS.name: cleaned.labels, RAW.name: labelled["labels"]})
-        summary["cleanup"] = _cleanup_summary(cleaned, len(labelled["stats"]) - 1)
+        summary["cleanup"] = _cleanup_summary(cleaned, labelled["stats"][:, 0])
     ups = {}
     for layer in layers:
         summary[layer.name], up = write_levels(folder, layer, pyramid, (0, *index), arrays[layer.name])
@@ -166,12 +166,13 @@ def store_chunk(
     return summary, ups
 
 
-def _cleanup_summary(cleaned: Cleaned, k: int) -> np.ndarray:
-    """(4, k + 1) per class: pixels after the cleanup, pixels the majority filter and the sieve
-    changed (by the class they had before), and in column 0 of the last row, patches removed."""
-    removed = np.zeros(k + 1, dtype=np.int64)
+def _cleanup_summary(cleaned: Cleaned, before: np.ndarray) -> np.ndarray:
+    """(4, k + 1) per class: pixels after the cleanup (from those ``before`` it), pixels the
+    majority filter and the sieve changed (by the class they had before), and in column 0 of
+    the last row, patches removed."""
+    removed = np.zeros(len(before), dtype=np.int64)
     removed[0] = cleaned.patches_removed
-    return np.stack([cleaned.pixels, cleaned.majority_changed, cleaned.sieve_changed, removed]).astype(np.int64)
+    return np.stack([cleaned.pixels(before.astype(np.int64)), cleaned.majority_changed, cleaned.sieve_changed, removed]).astype(np.int64)
 
 
 def write_chunks(
