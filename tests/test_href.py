@@ -10,8 +10,8 @@ import rasterio
 from rasterio.env import get_gdal_config
 
 from pipeline.algo.balance import recorded_path
-from pipeline.io.remote import Href
 from pipeline.io.access import Access
+from pipeline.io.remote import Href
 from pipeline.io.sources import CACHE_BYTES, gdal_options
 from pipeline.products.parts import fingerprint
 

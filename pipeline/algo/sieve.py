@@ -288,7 +288,7 @@ def _decide_waiting(part, runs_, patches, pieces, waiting, rule, places, counts,
     piece, piece_sizes, crossings = pieces
     cap, block, blocks, lead = rule
     part_at, region = places
-    runs_of, classes, capped, contacts, biggest, boxed, touched = counts
+    runs_of, classes, seen, contacts, biggest, boxed, touched = counts
     out, out_at, core, changed = output
     height, width = part.shape
     # Only the patches at the cap are counted in a box: the pairs of their pieces only.
@@ -311,8 +311,8 @@ def _decide_waiting(part, runs_, patches, pieces, waiting, rule, places, counts,
             touched[n_touched], biggest[classes[e, 0]], contacts[classes[e, 0]] = classes[e, 0], classes[e, 1], classes[e, 2]
             n_touched += 1
         for e in range(pieces_from, waiting[i, 4]):
-            t = capped[e, 0]
-            boxed[cls[t]] = max(boxed[cls[t]], in_box(x0, piece, t, capped[e, 1], area, box))
+            t = seen[e, 0]
+            boxed[cls[t]] = max(boxed[cls[t]], in_box(x0, piece, t, seen[e, 1], area, box))
         winner, _ = _pick(cls[head[c]], contacts, biggest, boxed, touched, n_touched)
         n, _ = _patch_runs(head[c], row, first, x0, x1, after, region, runs_of)
         merged += 1

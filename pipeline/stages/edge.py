@@ -10,8 +10,8 @@ from typing import Any
 
 import xarray as xr
 
-from pipeline.algo.features import Features, Index, band_named, ndvi_bands
 from pipeline.algo.cleanup import Cleanup
+from pipeline.algo.features import Features, Index, band_named, ndvi_bands
 from pipeline.config import (
     DaskConfig,
     FeaturesConfig,

@@ -18,10 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.algo.balance import balance_for_predict
-from pipeline.algo.model import Model, load_model, match_bands
 from pipeline.algo.cleanup import Cleanup
-from pipeline.config import DaskConfig, InputConfig, PostprocessConfig
+from pipeline.algo.model import Model, load_model, match_bands
 from pipeline.cog import Grid
+from pipeline.config import DaskConfig, InputConfig, PostprocessConfig
 from pipeline.errors import InputError
 from pipeline.io.imagery import mosaic_imagery
 from pipeline.io.mosaic import Mosaic, open_mosaic
