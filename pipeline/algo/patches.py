@@ -52,7 +52,7 @@ def runs(labels, x0, x1, cls, side=0, lead_x=0):  # pragma: no cover - compiled
         first[y] = n
         if n + width > size:  # room for a whole row of runs
             size = max(2 * size, n + width)
-            x0, x1, cls = _grown(x0, size), _grown(x1, size), _grown(cls, size)
+            x0, x1, cls = grown(x0, size), grown(x1, size), grown(cls, size)
         row = labels[y]
         starts[0] = row[0] != NODATA_LABEL
         for x in range(1, width):
@@ -81,8 +81,9 @@ def runs(labels, x0, x1, cls, side=0, lead_x=0):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _grown(values, size):  # pragma: no cover - compiled
-    bigger = np.empty(size, values.dtype)
+def grown(values, size):  # pragma: no cover - compiled
+    """``values`` in a longer array of ``size`` rows (its first rows)."""
+    bigger = np.empty((size,) + values.shape[1:], values.dtype)
     bigger[: len(values)] = values
     return bigger
 

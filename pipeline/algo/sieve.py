@@ -11,6 +11,7 @@ import numpy as np
 from pipeline.algo.patches import (
     components,
     edge_pairs,
+    grown,
     in_box,
     join_box,
     runs,
@@ -251,7 +252,7 @@ def _kept(own, counts, cls, piece, capped, looks):  # pragma: no cover - compile
     contacts, biggest, touched, n_touched = counts
     classes, pieces, n_classes, n_pieces = looks
     if n_classes + n_touched > len(classes) or n_pieces + len(capped) > len(pieces):
-        classes, pieces = _grown_rows(classes, 2 * (n_classes + n_touched)), _grown_rows(pieces, 2 * (n_pieces + len(capped)))
+        classes, pieces = grown(classes, 2 * (n_classes + n_touched)), grown(pieces, 2 * (n_pieces + len(capped)))
     for t in range(n_touched):
         c = touched[t]
         classes[n_classes, 0], classes[n_classes, 1], classes[n_classes, 2] = c, biggest[c], contacts[c]
@@ -269,13 +270,6 @@ def _kept(own, counts, cls, piece, capped, looks):  # pragma: no cover - compile
             pieces[n_pieces] = capped[j]
             n_pieces += 1
     return classes, pieces, n_classes, n_pieces
-
-
-@numba.njit(nogil=True, cache=True)
-def _grown_rows(rows, size):  # pragma: no cover - compiled
-    bigger = np.empty((size, rows.shape[1]), rows.dtype)
-    bigger[: len(rows)] = rows
-    return bigger
 
 
 @numba.njit(nogil=True, cache=True)
