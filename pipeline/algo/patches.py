@@ -225,22 +225,23 @@ def _numbered(parent, x0, x1, after):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def edge_pairs(crossings, piece, kept, segments):  # pragma: no cover - compiled
+def edge_pairs(crossings, piece, comp, sizes, cap, segments):  # pragma: no cover - compiled
     """The pairs of pieces that touch across a block edge or corner (``crossings``, from
-    ``components``), of the runs for which ``kept`` is true, sorted by segment, and each
-    segment's first pair; a segment's repeats among its last 4 pairs dropped (an edge meets the
-    same few patches row after row, in turns). ``segments``: 3 rows columns. A segment is where
-    two blocks meet: ``v * columns + c``, the left edge of the block in row of blocks v and
-    column c; ``(rows + h) * columns + c``, the top edge of the block in row h and column c;
-    ``(2 rows + h) * columns + c``, the top left corner of that block, where 8-connected pixels
-    touch diagonally (the array's blocks, numbered from 0 at its first pixel's). A pair is
-    joined in a box only if the box holds both its blocks."""
+    ``components``), of the patches at the ``cap`` (the runs' ``comp``, capped ``sizes``; no
+    array of them: 3 MB a window), sorted by segment, and each segment's first pair; a segment's
+    repeats among its last 4 pairs dropped (an edge meets the same few patches row after row, in
+    turns). ``segments``: 3 rows columns. A segment is where two blocks meet: ``v * columns +
+    c``, the left edge of the block in row of blocks v and column c; ``(rows + h) * columns +
+    c``, the top edge of the block in row h and column c; ``(2 rows + h) * columns + c``, the top
+    left corner of that block, where 8-connected pixels touch diagonally (the array's blocks,
+    numbered from 0 at its first pixel's). A pair is joined in a box only if the box holds both
+    its blocks."""
     across, runs_one, runs_other = crossings
     count, total = 0, len(across)
     segment, one, other = np.empty(total, np.int64), np.empty(total, np.int32), np.empty(total, np.int32)
     last = np.full((segments, 4), -1, np.int64)  # per segment, its last pairs (smaller * 2**31 + larger)
     for m in range(total):
-        if kept[runs_one[m]]:  # the two runs are of one component
+        if sizes[comp[runs_one[m]]] == cap:  # the two runs are of one component
             count = _pair(segment, one, other, last, count, across[m], piece[runs_one[m]], piece[runs_other[m]])
     order = np.argsort(segment[:count], kind="mergesort")
     firsts = np.searchsorted(segment[:count][order], np.arange(segments + 1))

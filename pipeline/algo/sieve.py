@@ -286,7 +286,7 @@ def _decide_waiting(part, runs_, patches, pieces, waiting, rule, places, counts,
     out, out_at, core, changed = output
     height, width = part.shape
     # Only the patches at the cap are counted in a box: the pairs of their pieces only.
-    pairs, firsts = edge_pairs(crossings, piece, sizes[comp] == cap, 3 * blocks[0] * blocks[1])
+    pairs, firsts = edge_pairs(crossings, piece, comp, sizes, cap, 3 * blocks[0] * blocks[1])
     box = (0, np.zeros(len(piece_sizes), np.int64), np.empty(len(piece_sizes), np.int32), np.empty(len(piece_sizes), np.int64), piece_sizes)
     merged = in_core = 0
     for i in np.argsort(waiting[:, 2], kind="mergesort"):
